@@ -1,0 +1,5 @@
+"""``python -m capforge`` is the ``capforge`` console script."""
+
+from capforge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""The console entry: ``capforge <step> <workspace>`` and the workspace scripts.
+
+Each workspace script calls :func:`run_step`, which parses the same options as the matching
+``capforge`` sub-command. A :class:`CapforgeError` is caught here, once: its message is printed
+on one line and the process exits non-zero, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from capforge import __version__
+from capforge.errors import Aborted, CapforgeError, DataError, NotBuiltError
+from capforge.settings import MODES, Settings, load_settings
+from capforge.workspace import STEP_SCRIPTS, Workspace, create_workspace, hook, open_workspace
+
+Handler = Callable[[Workspace, Settings, argparse.Namespace], int]
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin or not sys.stdin.isatty():
+        raise Aborted(f"{question} Refusing without a terminal to confirm; pass --yes")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+# ---- the steps -------------------------------------------------------------------------
+
+def _args_init(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reset", action="store_true", help="empty checkpoints/ and logs/ (asks first)")
+    p.add_argument("--yes", action="store_true", help="do not ask before --reset")
+
+
+def cmd_init(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    created = ws.init_layout()
+    print(f"{ws.root}: " + (f"created {', '.join(ws.relative(c) for c in created)}"
+                            if created else "all folders present"))
+    if args.reset:
+        removed = ws.reset((lambda _: True) if args.yes else _confirm)
+        print(f"reset: removed {len(removed)} item(s) from checkpoints/ and logs/; "
+              "data and exports untouched")
+    return 0
+
+
+def _args_gen(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--count", type=int, default=1000, help="how many images (default 1000)")
+    p.add_argument("--length", help="label length N or range MIN-MAX (default CAPTCHA_LENGTH)")
+    p.add_argument("--charset", help="characters to draw from (default CHARSET, else 0-9a-z)")
+    p.add_argument("--width", type=int, default=160, help="image width (default 160)")
+    p.add_argument("--height", type=int, default=60, help="image height (default 60)")
+    p.add_argument("--format", default="png", help="png, jpg, gif, bmp or webp (default png)")
+    p.add_argument("--seed", type=int, help="seed for reproducible output (default: a new one)")
+    p.add_argument("--out", type=Path, help="output folder (default data/pool)")
+    p.add_argument("--workers", type=int, help="processes (default: one per core)")
+
+
+def cmd_gen(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    import random
+
+    from capforge.data.generate import CaptchaSpec, generate, parse_length
+
+    if settings.MODE in ("NUM_CLASSES", "EFFICIENTDET"):
+        raise NotBuiltError(f"generating samples for MODE={settings.MODE} is not built yet; "
+                            "text captchas are generated for ORDINARY, CTC and CTC_TINY")
+    charset = args.charset or settings.CHARSET or "0123456789abcdefghijklmnopqrstuvwxyz"
+    if isinstance(charset, list):
+        charset = "".join(charset)
+    low, high = parse_length(args.length) if args.length else (settings.CAPTCHA_LENGTH,) * 2
+    spec = CaptchaSpec(charset, low, high, args.width, args.height, args.format.lower())
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**9)
+    out = (args.out or ws.pool).resolve()
+    paths = generate(spec, out, args.count, seed, args.workers)
+    print(f"wrote {len(paths)} images to {ws.relative(out)} (seed {seed}; "
+          f"--seed {seed} reproduces them)")
+    return 0
+
+
+def _args_check(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fix", action="store_true", help="move bad files to data/quarantine")
+
+
+def cmd_check(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    from capforge.data.inspect import format_report, inspect, quarantine, save_report
+
+    report = inspect(ws, settings, hook(ws, "utils", "label_from_path"),
+                     hook(ws, "utils", "preprocess_image"))
+    print(format_report(report, ws, settings))
+    ws.data.mkdir(parents=True, exist_ok=True)
+    save_report(report, ws.data / "check_report.json")
+    print(f"full report: {ws.relative(ws.data / 'check_report.json')}")
+    if report.findings and args.fix:
+        moved = quarantine(report.findings, ws)
+        print(f"moved {len(moved)} file(s) to {ws.relative(ws.quarantine)} "
+              "(reasons in REASONS.tsv); nothing was deleted")
+        return 0
+    return 1 if report.findings else 0
+
+
+def _args_split(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", type=Path,
+                   help="split a folder outside the workspace (copied; default: move data/pool)")
+
+
+def cmd_split(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    from capforge.data.labels import iter_images
+    from capforge.data.split import split
+
+    ws.init_layout()
+    result = split(ws, settings, args.source)
+    totals = {s: sum(1 for _ in iter_images(ws.split_dir(s))) for s in ("train", "validation", "test")}
+    if not result.moves:
+        if not any(totals.values()):
+            raise DataError(f"no images in {ws.relative(args.source or ws.pool)}; generate some with "
+                            "gen_sample_by_captcha.py or drop labelled images there")
+        print("nothing new to split; " + ", ".join(f"{k} {v}" for k, v in totals.items()))
+        return 0
+    verb = "copied" if args.source else "moved"
+    print(f"{verb} {len(result.moves)} images: "
+          + ", ".join(f"{s} +{result.counts[s]}" for s in ("train", "validation", "test"))
+          + "; now " + ", ".join(f"{k} {v}" for k, v in totals.items()))
+    return 0
+
+
+def cmd_settings(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    print(f"# {settings.source}")
+    print(settings.describe())
+    return 0
+
+
+def _not_built(what: str) -> Handler:
+    def handler(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+        raise NotBuiltError(f"{what} is not built yet in capforge {__version__}; "
+                            "nothing was changed")
+    return handler
+
+
+STEPS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, Handler]] = {
+    "init": ("create the folders; --reset clears checkpoints and logs", _args_init, cmd_init),
+    "gen": ("generate synthetic captchas", _args_gen, cmd_gen),
+    "check": ("check the data and suggest settings", _args_check, cmd_check),
+    "split": ("split data/pool into train / validation / test", _args_split, cmd_split),
+    "pack": ("pack TFRecords", None, _not_built("packing TFRecords (pack_dataset.py)")),
+    "train": ("train the model", None, _not_built("training (train.py)")),
+    "test": ("evaluate on the test split", None, _not_built("evaluation (test.py)")),
+    "export": ("export .keras and ONNX", None, _not_built("export (save_model.py)")),
+    "serve": ("serve models over HTTP", None, _not_built("serving (app.py)")),
+    "spider": ("example crawler", None, _not_built("the example crawler (spider_example.py)")),
+    "settings": ("print the resolved settings", None, cmd_settings),
+}
+
+
+def _add_step_options(p: argparse.ArgumentParser, step: str) -> None:
+    add = STEPS[step][1]
+    if add:
+        add(p)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting for this run (repeatable), e.g. --set EPOCHS=3")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="capforge", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"capforge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    new = sub.add_parser("new", help="scaffold a workspace")
+    new.add_argument("works_dir", type=Path, help="folder that holds the workspaces, e.g. works")
+    new.add_argument("site_name", help="the workspace (and model) name, e.g. weibo")
+    new.add_argument("--mode", default="CTC", type=str.upper, choices=MODES)
+    new.add_argument("--force", action="store_true",
+                     help="re-render an existing workspace (changed files kept as .bak)")
+    demo = sub.add_parser("demo", help="run the whole pipeline on a built-in default")
+    demo.add_argument("--works", type=Path, default=Path("works"), help="works folder (default works)")
+    for step, (summary, _, _) in STEPS.items():
+        p = sub.add_parser(step, help=summary)
+        p.add_argument("workspace", type=Path, help="the workspace folder, e.g. works/weibo")
+        _add_step_options(p, step)
+    return parser
+
+
+def _run_step(step: str, workspace: Path, args: argparse.Namespace) -> int:
+    ws = open_workspace(workspace)
+    settings = load_settings(ws.root, args.overrides)
+    return STEPS[step][2](ws, settings, args)
+
+
+def _guarded(action: Callable[[], int]) -> int:
+    """Run ``action``; turn a CapforgeError into a one-line message and its exit code."""
+    try:
+        return action()
+    except CapforgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``capforge`` console script."""
+    args = build_parser().parse_args(argv)
+
+    def action() -> int:
+        if args.command == "new":
+            ws = create_workspace(args.works_dir, args.site_name, args.mode, args.force)
+            print(f"created workspace {ws.root} (MODE={args.mode}); next: edit settings.py, then "
+                  f"run gen_sample_by_captcha.py or drop labelled images into data/pool")
+            return 0
+        if args.command == "demo":
+            from capforge.demo import run_demo
+            return run_demo(args.works)
+        return _run_step(args.command, args.workspace, args)
+
+    return _guarded(action)
+
+
+def invoke(step: str, workspace: Path, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` as the workspace script of ``step`` would, run it, return the exit code."""
+    script = next((s for s, (c, _) in STEP_SCRIPTS.items() if c == step), step)
+    parser = argparse.ArgumentParser(prog=script, description=STEP_SCRIPTS.get(script, ("", ""))[1])
+    _add_step_options(parser, step)
+    args = parser.parse_args(argv)
+    return _guarded(lambda: _run_step(step, workspace, args))
+
+
+def run_step(step: str, workspace: Path) -> None:
+    """Entry point of the workspace scripts: run ``step`` with the command line; exits."""
+    raise SystemExit(invoke(step, workspace))

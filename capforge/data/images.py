@@ -1,0 +1,136 @@
+"""THE preprocessing: any image in, the model's input out.
+
+Packing, training, testing and serving all call :func:`preprocess`, with the parameters of a
+:class:`Preprocessing` that is saved into every export's manifest, so a served model sees
+exactly what it was trained on. Only Pillow and NumPy are needed (the server has no TensorFlow).
+
+>>> from PIL import Image
+>>> p = Preprocessing(height=32, width=96, channels=1, resize="pad")
+>>> preprocess(Image.new("1", (200, 50)), p).shape
+(32, 96, 1)
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from PIL import Image, ImageSequence, UnidentifiedImageError
+
+from capforge.errors import ImageError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+# A decompression bomb guard: refuse images above this many pixels before decoding them.
+MAX_PIXELS = 40_000_000
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything that shapes the model input; written into the export manifest."""
+
+    height: int
+    width: int
+    channels: int = 1
+    resize: str = "pad"
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> "Preprocessing":
+        return cls(settings["IMAGE_HEIGHT"], settings["IMAGE_WIDTH"],
+                   settings["IMAGE_CHANNELS"], settings["RESIZE"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def open_image(source: bytes | str | Path | Image.Image) -> Image.Image:
+    """Open and fully decode an image (first frame of an animation); raise ImageError if bad."""
+    if isinstance(source, Image.Image):
+        return source
+    name = "image bytes" if isinstance(source, bytes) else str(source)
+    try:
+        if isinstance(source, bytes):
+            if not source:
+                raise ImageError("received 0 bytes; expected an image file (PNG, JPEG, GIF, BMP, WebP)")
+            image = Image.open(io.BytesIO(source))
+        else:
+            if Path(source).stat().st_size == 0:
+                raise ImageError(f"{name}: the file is empty (0 bytes)")
+            image = Image.open(source)
+        if image.width * image.height > MAX_PIXELS:
+            raise ImageError(f"{name}: {image.width}x{image.height} pixels is over the limit of "
+                             f"{MAX_PIXELS} pixels")
+        frame = next(ImageSequence.Iterator(image))
+        frame.load()
+        return frame
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image Pillow can read "
+                         "(allowed: PNG, JPEG, GIF, BMP, WebP, TIFF)") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
+
+
+def to_rgb_or_grey(image: Image.Image, channels: int) -> Image.Image:
+    """Convert any Pillow mode to 'L' or 'RGB'; transparency is flattened onto white."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    elif image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        span = float(array.max() - array.min()) or 1.0
+        image = Image.fromarray(((array - array.min()) * (255.0 / span)).astype(np.uint8), "L")
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def _edge_colour(array: np.ndarray) -> np.ndarray:
+    """Median colour of the border pixels: the padding that looks most like background."""
+    edges = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]], axis=0)
+    return np.median(edges, axis=0).astype(np.uint8)
+
+
+def fit(image: Image.Image, height: int, width: int, resize: str) -> Image.Image:
+    """Resize to exactly ``height`` x ``width``: stretch, or keep the aspect ratio and pad."""
+    if resize == "stretch" or image.size == (width, height):
+        return image.resize((width, height), Image.Resampling.BILINEAR)
+    scale = min(width / image.width, height / image.height)
+    new_w = max(1, min(width, round(image.width * scale)))
+    new_h = max(1, min(height, round(image.height * scale)))
+    scaled = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    array = np.asarray(scaled)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    canvas = np.empty((height, width, array.shape[2]), dtype=np.uint8)
+    canvas[:] = _edge_colour(array)
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    canvas[top:top + new_h, left:left + new_w] = array
+    return Image.fromarray(canvas[:, :, 0] if image.mode == "L" else canvas, image.mode)
+
+
+ImageHook = Callable[[Image.Image], Image.Image]
+
+
+def preprocess_to_uint8(source: bytes | str | Path | Image.Image, p: Preprocessing,
+                        extra: ImageHook | None = None) -> np.ndarray:
+    """The model input as uint8 ``[height, width, channels]`` (what TFRecords store).
+
+    ``extra`` is the workspace's ``utils.preprocess_image`` hook, run on the decoded image.
+    """
+    image = open_image(source)
+    if extra is not None:
+        image = extra(image)
+    image = fit(to_rgb_or_grey(image, p.channels), p.height, p.width, p.resize)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def preprocess(source: bytes | str | Path | Image.Image, p: Preprocessing,
+               extra: ImageHook | None = None) -> np.ndarray:
+    """The model input as float32 ``[height, width, channels]`` with values in [0, 1]."""
+    return preprocess_to_uint8(source, p, extra).astype(np.float32) / 255.0

@@ -1,0 +1,205 @@
+"""check_file: decode every image of a workspace, find what is wrong, and suggest settings.
+
+Nothing is ever deleted: ``quarantine`` moves bad files into ``data/quarantine/<split>/`` and
+appends the reason to ``data/quarantine/REASONS.tsv``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from tqdm import tqdm
+
+from capforge.data.images import ImageHook, open_image
+from capforge.data.labels import LabelReader, configured_charset, iter_images, tokens
+from capforge.errors import ImageError
+from capforge.workspace import Workspace
+
+# Problems that make a file unusable for training, in the order they are reported.
+KINDS = {
+    "unreadable": "corrupt, empty or unsupported image",
+    "no_label": "no label could be read for the file",
+    "unknown_symbols": "label uses characters outside CHARSET",
+    "too_long": "label is longer than CAPTCHA_LENGTH",
+    "label_conflict": "the same image carries different labels",
+    "duplicate": "the same image appears more than once in a split",
+    "cross_split": "the same image is in two splits (leaks test data into training)",
+}
+
+
+@dataclass
+class Finding:
+    path: Path
+    kind: str
+    detail: str
+
+
+@dataclass
+class Report:
+    """What ``inspect`` found: problems, per-split counts, statistics and suggested settings."""
+
+    findings: list[Finding] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    lengths: Counter = field(default_factory=Counter)
+    symbols: Counter = field(default_factory=Counter)
+    suggestions: dict[str, Any] = field(default_factory=dict)
+
+
+def _round8(value: float, low: int, high: int) -> int:
+    return int(min(high, max(low, 8 * round(value / 8))))
+
+
+def suggest(sizes: list[tuple[int, int]], symbols: Counter, lengths: Counter,
+            mode: str) -> dict[str, Any]:
+    """Suggested IMAGE_HEIGHT / IMAGE_WIDTH / CHARSET / CAPTCHA_LENGTH for these images."""
+    if not sizes:
+        return {}
+    heights = [h for _, h in sizes]
+    aspects = sorted(w / h for w, h in sizes)
+    height = _round8(statistics.median(heights), 16, 128)
+    wide = aspects[min(len(aspects) - 1, int(0.9 * len(aspects)))]  # fit 90 % without shrinking
+    out: dict[str, Any] = {"IMAGE_HEIGHT": height,
+                           "IMAGE_WIDTH": _round8(height * wide, 16, 2048)}
+    if symbols:
+        ordered = sorted(symbols)
+        out["CHARSET"] = ordered if mode == "NUM_CLASSES" else "".join(ordered)
+    if lengths and mode != "NUM_CLASSES":
+        out["CAPTCHA_LENGTH"] = max(lengths)
+    return out
+
+
+def _pixel_hash(image: Any) -> str:
+    digest = hashlib.sha1(f"{image.mode}{image.size}".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def inspect(workspace: Workspace, settings: Mapping[str, Any],
+            label_hook: Any = None, image_hook: ImageHook | None = None,
+            progress: bool = True) -> Report:
+    """Scan the pool and the train / validation / test splits of ``workspace``."""
+    report = Report()
+    reader = LabelReader(settings, label_hook)
+    mode = settings["MODE"]
+    charset = configured_charset(settings)
+    allowed = set(charset) if charset else None
+    check_labels = mode != "EFFICIENTDET"
+    seen: dict[str, tuple[str, Path, str | None]] = {}
+    files = [(split, root, path) for split, root in workspace.data_splits()
+             for path in iter_images(root)]
+    for split, root, path in tqdm(files, desc="checking", unit="img", disable=not progress):
+        report.counts[split] = report.counts.get(split, 0) + 1
+        try:
+            image = open_image(path)
+            if image_hook is not None:
+                image = image_hook(image)
+        except ImageError as exc:
+            report.findings.append(Finding(path, "unreadable", str(exc).split(": ", 1)[-1]))
+            continue
+        report.sizes.append(image.size)
+        label = reader.label(path, root) if check_labels else None
+        if check_labels:
+            if label is None:
+                report.findings.append(Finding(path, "no_label", "no label in its name or labels file"))
+                continue
+            symbols = tokens(label, mode)
+            unknown = sorted({s for s in symbols if allowed is not None and s not in allowed})
+            if unknown:
+                report.findings.append(Finding(path, "unknown_symbols", f"label {label!r} has {unknown}"))
+                continue
+            if mode != "NUM_CLASSES" and len(symbols) > settings["CAPTCHA_LENGTH"]:
+                report.findings.append(Finding(
+                    path, "too_long", f"label {label!r} has {len(symbols)} > "
+                    f"CAPTCHA_LENGTH={settings['CAPTCHA_LENGTH']}"))
+                continue
+            report.lengths[len(symbols)] += 1
+            report.symbols.update(symbols)
+        digest = _pixel_hash(image)
+        if digest in seen:
+            first_split, first_path, first_label = seen[digest]
+            if first_label != label:
+                kind, detail = "label_conflict", f"{first_path.name} has label {first_label!r}, this has {label!r}"
+            elif first_split != split:
+                kind, detail = "cross_split", f"same image as {first_split}/{first_path.name}"
+            else:
+                kind, detail = "duplicate", f"same image as {first_path.name}"
+            report.findings.append(Finding(path, kind, detail))
+            continue
+        seen[digest] = (split, path, label)
+    report.suggestions = suggest(report.sizes, report.symbols, report.lengths, mode)
+    return report
+
+
+def format_report(report: Report, workspace: Workspace, settings: Mapping[str, Any]) -> str:
+    """A readable summary: problems by kind (every file named), statistics, suggestions."""
+    lines = ["images: " + (", ".join(f"{k} {v}" for k, v in report.counts.items()) or "none found")]
+    by_kind: dict[str, list[Finding]] = {}
+    for finding in report.findings:
+        by_kind.setdefault(finding.kind, []).append(finding)
+    for kind, description in KINDS.items():
+        for finding in by_kind.get(kind, []):
+            lines.append(f"  {kind:<15} {workspace.relative(finding.path)}: {finding.detail}")
+    if report.findings:
+        summary = ", ".join(f"{len(v)} {k}" for k, v in by_kind.items())
+        lines.append(f"problems: {summary}; `check_file.py --fix` moves them to data/quarantine")
+    else:
+        lines.append("problems: none")
+    if report.sizes:
+        widths = sorted(w for w, _ in report.sizes)
+        heights = sorted(h for _, h in report.sizes)
+        lines.append(f"width  min {widths[0]} / median {statistics.median(widths):g} / max {widths[-1]}")
+        lines.append(f"height min {heights[0]} / median {statistics.median(heights):g} / max {heights[-1]}")
+    if report.lengths:
+        lines.append("label length: " + ", ".join(f"{k}: {v}" for k, v in sorted(report.lengths.items())))
+    if report.symbols:
+        common = report.symbols.most_common()
+        lines.append(f"{len(common)} distinct symbols: "
+                     + " ".join(f"{s}:{n}" for s, n in common[:60]) + (" ..." if len(common) > 60 else ""))
+    if report.suggestions:
+        lines.append("suggested settings (current value in brackets):")
+        for key, value in report.suggestions.items():
+            lines.append(f"  {key} = {value!r}  [{settings[key]!r}]")
+    return "\n".join(lines)
+
+
+def save_report(report: Report, path: Path) -> None:
+    """Write the full report as JSON (atomically)."""
+    data = {
+        "counts": report.counts,
+        "findings": [{**asdict(f), "path": str(f.path)} for f in report.findings],
+        "label_lengths": dict(report.lengths),
+        "symbols": dict(report.symbols),
+        "suggestions": report.suggestions,
+    }
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def quarantine(findings: list[Finding], workspace: Workspace) -> list[tuple[Path, Path]]:
+    """Move each bad file (and a labels file never) to data/quarantine; return (from, to) pairs."""
+    moved = []
+    log = workspace.quarantine / "REASONS.tsv"
+    for finding in findings:
+        split = workspace.split_of(finding.path)
+        target_dir = workspace.quarantine / split
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / finding.path.name
+        n = 1
+        while target.exists():  # never overwrite an earlier quarantined file
+            target = target_dir / f"{finding.path.stem}.{n}{finding.path.suffix}"
+            n += 1
+        os.replace(finding.path, target)
+        with log.open("a", encoding="utf-8") as out:
+            out.write(f"{workspace.relative(finding.path)}\t{workspace.relative(target)}\t"
+                      f"{finding.kind}\t{finding.detail}\n")
+        moved.append((finding.path, target))
+    return moved

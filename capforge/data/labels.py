@@ -1,0 +1,119 @@
+"""Labels: where an image's label comes from, and the charset that labels are written in.
+
+An image's label is found, in this order: the workspace hook ``utils.label_from_path``; a
+``labels.txt`` (``name<TAB>label`` or ``name label`` per line) or ``labels.csv`` (``name,label``)
+in the image's folder; its class sub-folder (NUM_CLASSES only); the file name up to the first
+separator character.
+
+>>> label_from_name("aB3x_17322d.png", "_-"), label_from_name("abcd-0.png", "_-")
+('aB3x', 'abcd')
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from capforge.data.images import IMAGE_SUFFIXES
+from capforge.errors import DataError
+
+LABEL_FILES = ("labels.txt", "labels.csv")
+LabelHook = Callable[[Path], "str | None"]
+
+
+def label_from_name(filename: str, separators: str) -> str | None:
+    """The label in a file name: the stem up to the first separator character."""
+    stem = Path(filename).stem
+    cut = min((i for i in (stem.find(s) for s in separators) if i >= 0), default=len(stem))
+    return stem[:cut] or None
+
+
+def read_label_file(path: Path) -> dict[str, str]:
+    """Parse a ``labels.txt`` or ``labels.csv``; a header row ``filename,label`` is skipped."""
+    labels: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if path.suffix == ".csv":
+        rows: Iterable[list[str]] = csv.reader(text.splitlines())
+    else:
+        rows = (line.split("\t", 1) if "\t" in line else line.split(None, 1)
+                for line in text.splitlines())
+    for number, row in enumerate(rows, 1):
+        row = [cell.strip() for cell in row]
+        if not row or not row[0] or row[0].startswith("#"):
+            continue
+        if len(row) < 2 or not row[1]:
+            raise DataError(f"{path} line {number}: expected 'file name' and 'label'; received {row!r}")
+        if number == 1 and row[0].lower() in ("filename", "file", "name", "image"):
+            continue
+        labels[row[0]] = row[1]
+    return labels
+
+
+class LabelReader:
+    """Finds the label of each image under one data folder (see the module docstring)."""
+
+    def __init__(self, settings: Mapping[str, Any], hook: LabelHook | None = None) -> None:
+        self.separators: str = settings["LABEL_SEPARATOR"]
+        self.case_sensitive: bool = settings["CASE_SENSITIVE"]
+        self.by_folder: bool = settings["MODE"] == "NUM_CLASSES"
+        self.hook = hook
+        self._files: dict[Path, dict[str, str]] = {}
+
+    def _label_file(self, folder: Path) -> dict[str, str]:
+        if folder not in self._files:
+            found = [folder / n for n in LABEL_FILES if (folder / n).is_file()]
+            self._files[folder] = read_label_file(found[0]) if found else {}
+        return self._files[folder]
+
+    def raw_label(self, path: Path, root: Path) -> str | None:
+        """The label as written, before case folding; None when nothing gives one."""
+        if self.hook is not None:
+            label = self.hook(path)
+            if label is not None:
+                return str(label)
+        listed = self._label_file(path.parent)
+        if listed:
+            return listed.get(path.name)
+        relative = path.relative_to(root)
+        if self.by_folder and len(relative.parts) > 1:
+            return relative.parts[0]
+        return label_from_name(path.name, self.separators)
+
+    def label(self, path: Path, root: Path) -> str | None:
+        """The label used for training: case-folded unless CASE_SENSITIVE."""
+        label = self.raw_label(path, root)
+        if label is None:
+            return None
+        return label if self.case_sensitive else label.lower()
+
+
+def iter_images(root: Path) -> Iterator[Path]:
+    """Every image file under ``root``, sorted, skipping hidden files and folders."""
+    if not root.is_dir():
+        return
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            yield path
+
+
+def tokens(label: str, mode: str) -> list[str]:
+    """Split a label into the symbols the model outputs: a class name, or its characters."""
+    return [label] if mode == "NUM_CLASSES" else list(label)
+
+
+def configured_charset(settings: Mapping[str, Any]) -> list[str] | None:
+    """The explicit CHARSET as a list of symbols (case-folded as labels are); None if learned."""
+    charset = settings["CHARSET"]
+    if not charset:
+        return None
+    symbols = list(charset) if isinstance(charset, str) else list(charset)
+    if not settings["CASE_SENSITIVE"]:
+        symbols = list(dict.fromkeys(s.lower() for s in symbols))
+    return symbols

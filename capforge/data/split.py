@@ -1,0 +1,114 @@
+"""split_dataset: spread a pool of labelled images over train / validation / test.
+
+The split is by ratio and seed, groups identical files so that exact duplicates land on one
+side (next to any copy already split), and is idempotent: the pool is moved, so a second run
+finds nothing new. Every move is planned and checked before the first file moves: a file in
+the way stops the whole split and nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from capforge.data.labels import LABEL_FILES, iter_images, read_label_file
+from capforge.errors import DataError
+from capforge.workspace import SPLITS, Workspace
+
+
+@dataclass
+class SplitPlan:
+    moves: list[tuple[Path, Path]] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def plan(workspace: Workspace, settings: Mapping[str, Any], source: Path) -> SplitPlan:
+    """Decide where each image of ``source`` goes; raise DataError if anything is in the way."""
+    images = list(iter_images(source))
+    already = {_digest(p): split for split in SPLITS
+               for p in iter_images(workspace.split_dir(split))}
+    groups: dict[str, list[Path]] = {}
+    for path in images:
+        groups.setdefault(_digest(path), []).append(path)
+    result = SplitPlan()
+    fresh = []
+    for digest, paths in groups.items():
+        if digest in already:  # a copy was split before: keep duplicates together
+            result.counts[already[digest]] += len(paths)
+            result.moves += [(p, workspace.split_dir(already[digest])) for p in paths]
+        else:
+            fresh.append((hashlib.sha1(f"{settings['SEED']}:{digest}".encode()).hexdigest(), paths))
+    fresh.sort()
+    total = sum(len(paths) for _, paths in fresh)
+    quota = {"test": round(total * settings["TEST_SPLIT"]),
+             "validation": round(total * settings["VALIDATION_SPLIT"])}
+    assigned: Counter = Counter()
+    for _, paths in fresh:
+        split = next((s for s in ("test", "validation") if assigned[s] < quota[s]), "train")
+        assigned[split] += len(paths)
+        result.counts[split] += len(paths)
+        result.moves += [(p, workspace.split_dir(split)) for p in paths]
+    result.moves = [(p, folder / p.relative_to(source)) for p, folder in result.moves]
+    in_the_way = [dest for _, dest in result.moves if dest.exists()]
+    if in_the_way:
+        raise DataError(f"{len(in_the_way)} file(s) already exist where images would go, e.g. "
+                        f"{workspace.relative(in_the_way[0])}; rename or remove them first. "
+                        "Nothing was moved.")
+    targets = [dest for _, dest in result.moves]
+    if len(set(targets)) != len(targets):
+        raise DataError("two images would get the same name in one split; nothing was moved")
+    return result
+
+
+def _carry_labels(source_file: Path, labels: dict[str, str], dest: Path) -> None:
+    """Append the label of a moved file to the labels file of its new folder."""
+    name = dest.name
+    if source_file.name not in labels:
+        return
+    label = labels[source_file.name]
+    csv_file, txt_file = dest.parent / "labels.csv", dest.parent / "labels.txt"
+    if csv_file.exists() and not txt_file.exists():
+        row = io.StringIO()
+        csv.writer(row).writerow([name, label])
+        with csv_file.open("a", encoding="utf-8", newline="") as out:
+            out.write(row.getvalue())
+    else:
+        with txt_file.open("a", encoding="utf-8") as out:
+            out.write(f"{name}\t{label}\n")
+
+
+def split(workspace: Workspace, settings: Mapping[str, Any], source: Path | None = None) -> SplitPlan:
+    """Move (from the pool) or copy (from any other ``source``) images into the splits."""
+    source = (source or workspace.pool).resolve()
+    if not source.is_dir():
+        raise DataError(f"{source} is not a folder")
+    copying = source != workspace.pool.resolve()
+    result = plan(workspace, settings, source)
+    label_files: dict[Path, dict[str, str]] = {}
+    for src, dest in result.moves:
+        if src.parent not in label_files:
+            found = [src.parent / n for n in LABEL_FILES if (src.parent / n).is_file()]
+            label_files[src.parent] = read_label_file(found[0]) if found else {}
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if copying:
+            partial = dest.with_name(f".{dest.name}.part")
+            shutil.copy2(src, partial)
+            os.replace(partial, dest)
+        else:
+            os.replace(src, dest)
+        _carry_labels(src, label_files[src.parent], dest)
+    missing = [dest for _, dest in result.moves if not dest.is_file()]
+    if missing:  # cannot happen unless the disk misbehaves; say so rather than hide it
+        raise DataError(f"{len(missing)} file(s) did not arrive, e.g. {missing[0]}")
+    return result

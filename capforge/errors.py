@@ -1,0 +1,40 @@
+"""The one exception hierarchy of capforge.
+
+Every mistake a user can make (bad settings, a bad path, bad data) raises a subclass of
+:class:`CapforgeError`. ``capforge.cli`` catches it once, prints the message and exits non-zero
+without a traceback. Anything else is a bug and keeps its traceback.
+"""
+
+
+class CapforgeError(Exception):
+    """Base class: a problem the user can fix, described in one line."""
+
+    exit_code = 2
+
+
+class SettingsError(CapforgeError):
+    """Raised when a workspace ``settings.py`` or a ``--set`` override is invalid."""
+
+
+class WorkspaceError(CapforgeError):
+    """Raised when a workspace is missing, malformed, or would be overwritten."""
+
+
+class DataError(CapforgeError):
+    """Raised when the dataset cannot be used as asked (nothing to split, a file in the way)."""
+
+
+class ImageError(CapforgeError):
+    """Raised when bytes or a file cannot be decoded as an image."""
+
+
+class NotBuiltError(CapforgeError):
+    """Raised by a step whose capability is not built yet; it never pretends to work."""
+
+    exit_code = 3
+
+
+class Aborted(CapforgeError):
+    """Raised when the user declines a confirmation prompt."""
+
+    exit_code = 1

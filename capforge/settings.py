@@ -1,0 +1,306 @@
+"""Settings: one table of defaults, loading of a workspace's overrides, and validation.
+
+A workspace ``settings.py`` holds only the user's overrides (Django's settings over its global
+defaults). Loading checks every value against the table below: an unknown name suggests the
+closest valid one, a wrong type or range says what is allowed, and each message names the file
+and line.
+
+>>> s = load_settings(None, overrides=["EPOCHS=3"])
+>>> s.EPOCHS, s.MODE
+(3, 'CTC')
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import json
+import runpy
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from capforge.errors import SettingsError
+
+MODES = ("ORDINARY", "NUM_CLASSES", "CTC", "CTC_TINY", "EFFICIENTDET")
+BACKBONES = (
+    "small_cnn",
+    "densenet121",
+    "densenet169",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+)
+RESIZE_POLICIES = ("pad", "stretch")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its default, the type and range it accepts, and what it means."""
+
+    name: str
+    default: Any
+    kind: type | tuple[type, ...]
+    help: str
+    section: str
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def allowed(self) -> str:
+        """Describe the accepted values, e.g. ``an integer from 8 to 1024``."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        names = {bool: "True or False", int: "an integer", float: "a number", str: "a string",
+                 list: "a list of strings"}
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        text = " or ".join(names[k] for k in kinds)
+        if self.minimum is not None and self.maximum is not None:
+            text += f" from {self.minimum} to {self.maximum}"
+        elif self.minimum is not None:
+            text += f" of at least {self.minimum}"
+        return text
+
+    def accepts_str(self) -> bool:
+        """True when a plain string is a valid type for this option."""
+        return str in (self.kind if isinstance(self.kind, tuple) else (self.kind,))
+
+    def problem(self, value: Any) -> str | None:
+        """Return why ``value`` is not acceptable, or None when it is."""
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        ok_type = any(_is_kind(value, k) for k in kinds)
+        if not ok_type or (self.choices is not None and value not in self.choices):
+            return f"{self.name} must be {self.allowed()}; received {value!r} ({type(value).__name__})"
+        if self.minimum is not None and value < self.minimum or (
+            self.maximum is not None and value > self.maximum
+        ):
+            return f"{self.name} must be {self.allowed()}; received {value!r}"
+        if isinstance(value, list):
+            if not all(isinstance(v, str) and v for v in value) or len(set(value)) != len(value):
+                return f"{self.name} must be a list of distinct non-empty strings; received {value!r}"
+        return None
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    """isinstance that keeps bools out of the numbers and lets ints stand for floats."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+_DATA, _MODEL, _TRAIN, _SERVE = "Data and labels", "Model", "Training", "Serving"
+
+OPTIONS: tuple[Option, ...] = (
+    Option("MODE", "CTC", str, "recognition mode", _MODEL, choices=MODES),
+    Option("IMAGE_HEIGHT", 64, int, "model input height in pixels", _DATA, minimum=8, maximum=1024),
+    Option("IMAGE_WIDTH", 160, int, "model input width in pixels", _DATA, minimum=8, maximum=2048),
+    Option("IMAGE_CHANNELS", 1, int, "1 = greyscale input, 3 = colour input", _DATA, choices=(1, 3)),
+    Option("RESIZE", "pad", str, "'pad' keeps the aspect ratio and pads; 'stretch' distorts to fit",
+           _DATA, choices=RESIZE_POLICIES),
+    Option("CAPTCHA_LENGTH", 4, int, "maximum characters per label (ORDINARY, CTC_TINY); "
+           "default generator length", _DATA, minimum=1, maximum=64),
+    Option("CHARSET", "", (str, list), "the characters (or class names) the model outputs; "
+           "'' learns them from the training labels", _DATA),
+    Option("CASE_SENSITIVE", False, bool, "False folds labels and charset to lower case", _DATA),
+    Option("LABEL_SEPARATOR", "_-", str, "characters that end the label in a file name "
+           "('abcd_1.png', 'abcd-1.png'); '' uses the whole name", _DATA),
+    Option("VALIDATION_SPLIT", 0.1, float, "share of the pool split into validation", _DATA,
+           minimum=0.0, maximum=0.5),
+    Option("TEST_SPLIT", 0.1, float, "share of the pool split into test", _DATA,
+           minimum=0.0, maximum=0.5),
+    Option("SEED", 42, int, "seed for splitting, shuffling and initialisation", _DATA, minimum=0),
+    Option("BACKBONE", "small_cnn", str, "feature extractor", _MODEL, choices=BACKBONES),
+    Option("PRETRAINED", False, bool, "load ImageNet weights (needs a download; never required)",
+           _MODEL),
+    Option("BATCH_SIZE", 64, int, "images per training step", _TRAIN, minimum=1, maximum=4096),
+    Option("EPOCHS", 100, int, "maximum passes over the training data", _TRAIN,
+           minimum=1, maximum=100000),
+    Option("LR", 1e-3, float, "initial learning rate", _TRAIN, minimum=1e-7, maximum=1.0),
+    Option("EARLY_PATIENCE", 10, int, "epochs without improvement before training stops",
+           _TRAIN, minimum=1),
+    Option("LR_PATIENCE", 4, int, "epochs without improvement before the learning rate drops",
+           _TRAIN, minimum=1),
+    Option("LABEL_SMOOTHING", 0.0, float, "label smoothing for softmax modes", _TRAIN,
+           minimum=0.0, maximum=0.5),
+    Option("DATA_ENHANCEMENT", False, bool, "random augmentation of training images", _TRAIN),
+    Option("MIN_CONFIDENCE", 0.0, float, "answers below this confidence are not 'accepted'",
+           _SERVE, minimum=0.0, maximum=1.0),
+)
+
+OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(o.section for o in OPTIONS))
+
+
+class Settings(Mapping[str, Any]):
+    """Resolved, validated settings; read them as ``s.EPOCHS`` or ``s["EPOCHS"]``."""
+
+    def __init__(self, values: dict[str, Any], source: Path | None = None) -> None:
+        self._values = dict(values)
+        self.source = source
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def to_json(self) -> str:
+        """The resolved settings as JSON, for saving with every run and export."""
+        return json.dumps(self._values, indent=2, ensure_ascii=False)
+
+    def describe(self) -> str:
+        """Human-readable table: name, value, and whether it differs from the default."""
+        lines = []
+        for option in OPTIONS:
+            value = self._values[option.name]
+            mark = "" if value == option.default else "   (changed)"
+            lines.append(f"{option.name:<18} = {value!r}{mark}")
+        return "\n".join(lines)
+
+
+def _assignment_lines(tree: ast.Module) -> dict[str, int]:
+    """Map each top-level assigned name to the line of its last assignment."""
+    lines: dict[str, int] = {}
+    for node in tree.body:
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets = [node.target]
+        for target in targets:
+            if isinstance(target, ast.Name):
+                lines[target.id] = node.lineno
+    return lines
+
+
+def _suggest(name: str) -> str:
+    close = difflib.get_close_matches(name.upper(), OPTIONS_BY_NAME, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else f"; valid settings: {', '.join(OPTIONS_BY_NAME)}"
+
+
+def _read_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """Run a settings file and return its upper-case names with their line numbers."""
+    try:
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError as exc:
+        raise SettingsError(f"{path} line {exc.lineno}: invalid Python: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"cannot read {path}: {exc}") from None
+    try:
+        namespace = runpy.run_path(str(path), run_name="capforge_settings")
+    except Exception as exc:  # the user's file raised: report where, not a traceback
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+        where = f" line {frames[-1].lineno}" if frames else ""
+        raise SettingsError(f"{path}{where}: {type(exc).__name__}: {exc}") from None
+    lines = _assignment_lines(tree)
+    values: dict[str, Any] = {}
+    for name, value in namespace.items():
+        if name.startswith("_") or name not in lines:
+            continue
+        if name.isupper():
+            values[name] = value
+        elif name.upper() in OPTIONS_BY_NAME:
+            raise SettingsError(f"{path} line {lines[name]}: settings are upper case; "
+                                f"received {name}, did you mean {name.upper()}?")
+    return values, lines
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``KEY=VALUE`` from ``--set``; VALUE is a Python literal, or else a plain string.
+
+    >>> parse_override("EPOCHS=3"), parse_override("MODE=CTC")
+    (('EPOCHS', 3), ('MODE', 'CTC'))
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SettingsError(f"--set expects KEY=VALUE; received {text!r}")
+    try:
+        value = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        value = raw.strip()
+    return key, value
+
+
+def load_settings(workspace: Path | None, overrides: Sequence[str] = ()) -> Settings:
+    """Load defaults, then ``workspace/settings.py``, then ``--set`` overrides; validate all."""
+    values = {o.name: o.default for o in OPTIONS}
+    path = None
+    if workspace is not None:
+        path = Path(workspace) / "settings.py"
+        if not path.is_file():
+            raise SettingsError(f"no settings.py in {workspace}; is it a capforge workspace? "
+                                "Create one with New_work.py")
+        file_values, lines = _read_file(path)
+        for name, value in file_values.items():
+            where = f"{path} line {lines[name]}"
+            option = OPTIONS_BY_NAME.get(name)
+            if option is None:
+                raise SettingsError(f"{where}: unknown setting {name}{_suggest(name)}")
+            problem = option.problem(value)
+            if problem:
+                raise SettingsError(f"{where}: {problem}")
+            values[name] = value
+    for text in overrides:
+        name, value = parse_override(text)
+        option = OPTIONS_BY_NAME.get(name)
+        if option is None:
+            raise SettingsError(f"--set {text}: unknown setting {name}{_suggest(name)}")
+        if option.accepts_str() and not isinstance(value, (str, list)):
+            value = text.partition("=")[2].strip()  # e.g. CHARSET=123 means the text '123'
+        problem = option.problem(value)
+        if problem:
+            raise SettingsError(f"--set {text}: {problem}")
+        values[name] = value
+    _check_together(values, path)
+    return Settings(values, path)
+
+
+def _check_together(values: dict[str, Any], path: Path | None) -> None:
+    """Checks that involve more than one setting."""
+    where = f"{path}: " if path else ""
+    if values["VALIDATION_SPLIT"] + values["TEST_SPLIT"] >= 0.9:
+        raise SettingsError(f"{where}VALIDATION_SPLIT + TEST_SPLIT must leave at least 10 % for "
+                            f"training; received {values['VALIDATION_SPLIT']} + {values['TEST_SPLIT']}")
+    charset = values["CHARSET"]
+    if isinstance(charset, str) and len(set(charset)) != len(charset):
+        repeated = sorted({c for c in charset if charset.count(c) > 1})
+        raise SettingsError(f"{where}CHARSET must not repeat characters; repeated: {''.join(repeated)!r}")
+
+
+def render_settings_file(site: str, mode: str, version: str) -> str:
+    """The text of a new workspace's settings.py: MODE set, every other option commented."""
+    out = [
+        f'"""Settings for the capforge workspace {site!r} (created by capforge {version}).',
+        "",
+        "Only what you change belongs here; every other setting keeps the default shown.",
+        "Uncomment a line to change it. Print the resolved values with:",
+        "    capforge settings <this folder>",
+        "Any step also takes --set KEY=VALUE to override a setting for one run.",
+        '"""',
+        "",
+        f"MODE = {mode!r}",
+    ]
+    for section in SECTIONS:
+        out += ["", f"# --- {section} ---"]
+        for option in OPTIONS:
+            if option.section == section and option.name != "MODE":
+                out.append(f"# {option.name} = {option.default!r}  # {option.help}; "
+                           f"{option.allowed()}")
+    return "\n".join(out) + "\n"

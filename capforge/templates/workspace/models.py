@@ -1,0 +1,12 @@
+"""Hook: your own Keras model for this workspace.
+
+Return a Keras model from ``build_model`` to replace the configured BACKBONE, or return None
+(the default) to use it. The model takes images of shape
+(IMAGE_HEIGHT, IMAGE_WIDTH, IMAGE_CHANNELS) with values in [0, 1]; capforge adds the head, loss
+and decoding of the MODE on top of the features it returns.
+"""
+
+
+def build_model(settings, input_shape):
+    """Return a keras.Model producing a feature map, or None to use settings.BACKBONE."""
+    return None
