@@ -1,0 +1,34 @@
+"""Shared fixtures: scaffold real workspaces and run their scripts as a user would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_script(workspace: Path, script: str, *args: str, cwd: Path | None = None,
+               stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run a workspace script with this Python, from ``cwd`` (default: inside the workspace)."""
+    return subprocess.run([sys.executable, str(workspace / script), *args], cwd=cwd or workspace,
+                          capture_output=True, text=True, input=stdin, timeout=600)
+
+
+def new_work(works: Path, site: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "New_work.py"), str(works), site, *args],
+                          cwd=cwd or works.parent, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A fresh CTC workspace with CHARSET digits and CAPTCHA_LENGTH 4."""
+    result = new_work(tmp_path / "works", "site1", "--mode", "CTC")
+    assert result.returncode == 0, result.stderr
+    root = tmp_path / "works" / "site1"
+    with (root / "settings.py").open("a") as f:
+        f.write("CHARSET = '0123456789'\nCAPTCHA_LENGTH = 4\n")
+    return root
