@@ -123,6 +123,62 @@ def cmd_split(ws: Workspace, settings: Settings, args: argparse.Namespace) -> in
     return 0
 
 
+def _args_pack(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, help="processes (default: one per core)")
+
+
+def cmd_pack(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    from capforge.data.tfrecord import pack
+
+    manifest = pack(ws, settings, args.workers)
+    for split, info in manifest["splits"].items():
+        skipped = manifest["skipped"][split]
+        note = f" (skipped {len(skipped)} unreadable or unlabelled, e.g. {skipped[0]})" if skipped else ""
+        print(f"{split}: {info['count']} images in {len(info['shards'])} shard(s){note}")
+    print(f"wrote {ws.relative(ws.packed)}/manifest.json")
+    return 0
+
+
+def _args_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--minutes", type=float, help="stop after this much wall time")
+    p.add_argument("--continue", dest="continue_from_best", action="store_true",
+                   help="train the best checkpoint of a finished run further")
+
+
+def cmd_train(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    from capforge.train import train
+
+    summary = train(ws, settings, args.minutes, args.continue_from_best)
+    print(f"trained {summary['epochs_run']} epoch(s) in {summary['seconds']} s"
+          + (" (resumed)" if summary["resumed"] else "")
+          + f"; best validation sequence accuracy {summary['best_val_seq_acc']:.4f}; "
+          f"checkpoint {ws.relative(ws.checkpoints)}/best.keras, curves logs/training_curves.png")
+    return 0
+
+
+def cmd_export(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    from capforge.export import export
+
+    manifest = export(ws, settings)
+    parity = manifest["parity"]
+    print(f"exported {ws.relative(ws.exports)}/current (model.onnx, model.keras, manifest.json); "
+          f"parity on {parity['images']} images: same text, max output difference "
+          f"{parity['max_abs_diff']:.1e}")
+    return 0
+
+
+def _args_test(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default="test", choices=("test", "validation", "train"))
+
+
+def cmd_test(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    from capforge.evaluate import evaluate, summary_text
+
+    report = evaluate(ws, settings, args.split)
+    print(summary_text(report))
+    return 0
+
+
 def cmd_settings(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
     print(f"# {settings.source}")
     print(settings.describe())
@@ -141,10 +197,10 @@ STEPS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, Ha
     "gen": ("generate synthetic captchas", _args_gen, cmd_gen),
     "check": ("check the data and suggest settings", _args_check, cmd_check),
     "split": ("split data/pool into train / validation / test", _args_split, cmd_split),
-    "pack": ("pack TFRecords", None, _not_built("packing TFRecords (pack_dataset.py)")),
-    "train": ("train the model", None, _not_built("training (train.py)")),
-    "test": ("evaluate on the test split", None, _not_built("evaluation (test.py)")),
-    "export": ("export .keras and ONNX", None, _not_built("export (save_model.py)")),
+    "pack": ("pack TFRecords", _args_pack, cmd_pack),
+    "train": ("train the model", _args_train, cmd_train),
+    "test": ("evaluate on the test split", _args_test, cmd_test),
+    "export": ("export .keras and ONNX", None, cmd_export),
     "serve": ("serve models over HTTP", None, _not_built("serving (app.py)")),
     "spider": ("example crawler", None, _not_built("the example crawler (spider_example.py)")),
     "settings": ("print the resolved settings", None, cmd_settings),

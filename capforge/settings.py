@@ -115,6 +115,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("TEST_SPLIT", 0.1, float, "share of the pool split into test", _DATA,
            minimum=0.0, maximum=0.5),
     Option("SEED", 42, int, "seed for splitting, shuffling and initialisation", _DATA, minimum=0),
+    Option("PACK_SHARD_SIZE", 2000, int, "images per TFRecord shard", _DATA, minimum=1),
+    Option("PACK_COMPRESSION", "", str, "TFRecord compression", _DATA, choices=("", "GZIP", "ZLIB")),
     Option("BACKBONE", "small_cnn", str, "feature extractor", _MODEL, choices=BACKBONES),
     Option("PRETRAINED", False, bool, "load ImageNet weights (needs a download; never required)",
            _MODEL),
@@ -129,6 +131,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("LABEL_SMOOTHING", 0.0, float, "label smoothing for softmax modes", _TRAIN,
            minimum=0.0, maximum=0.5),
     Option("DATA_ENHANCEMENT", False, bool, "random augmentation of training images", _TRAIN),
+    Option("DISTRIBUTE", "none", str, "'mirrored': all local GPUs (or CPUs); 'multi_worker': "
+           "machines listed in TF_CONFIG", _TRAIN, choices=("none", "mirrored", "multi_worker")),
+    Option("PARITY_TOLERANCE", 1e-3, float, "largest ONNX vs Keras output difference export "
+           "accepts", _TRAIN, minimum=0.0, maximum=1.0),
     Option("MIN_CONFIDENCE", 0.0, float, "answers below this confidence are not 'accepted'",
            _SERVE, minimum=0.0, maximum=1.0),
 )

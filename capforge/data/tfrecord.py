@@ -1,0 +1,159 @@
+"""pack_dataset: the splits as TFRecords, with a manifest that says what shaped them.
+
+Schema ``capforge.tfrecord/1``, one ``tf.train.Example`` per image:
+
+- ``image``: the model input after the shared preprocessing, raw uint8 bytes of shape
+  ``[IMAGE_HEIGHT, IMAGE_WIDTH, IMAGE_CHANNELS]`` (row-major);
+- ``label``: the label text, UTF-8 (ids are looked up in the input pipeline, so changing the
+  charset needs no repack);
+- ``source``: the image's path relative to the workspace.
+
+Everything is written into ``packed.tmp/`` (each shard as ``.part`` first, renamed when
+complete) and the folder replaces ``packed/`` only once the manifest is written: an
+interrupted pack leaves the previous pack, never a half one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Mapping
+
+from tqdm import tqdm
+
+from capforge import __version__
+from capforge.data.images import Preprocessing, preprocess_to_uint8
+from capforge.data.labels import LabelReader, iter_images
+from capforge.errors import DataError, ImageError
+from capforge.workspace import SPLITS, Workspace, hook
+
+SCHEMA = "capforge.tfrecord/1"
+MANIFEST = "manifest.json"
+SHAPING = ("MODE", "IMAGE_HEIGHT", "IMAGE_WIDTH", "IMAGE_CHANNELS", "RESIZE", "CASE_SENSITIVE",
+           "LABEL_SEPARATOR")
+
+
+def shaping_settings(workspace: Workspace, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings (and hook file) that change packed bytes or labels."""
+    shaping = {key: settings[key] for key in SHAPING}
+    utils = workspace.root / "utils.py"
+    shaping["utils.py"] = hashlib.sha1(utils.read_bytes()).hexdigest() if utils.is_file() else None
+    return shaping
+
+
+def check_pack_matches(manifest: Mapping[str, Any], workspace: Workspace,
+                       settings: Mapping[str, Any]) -> None:
+    """Raise DataError naming each setting that changed since the data was packed."""
+    now = shaping_settings(workspace, settings)
+    packed = manifest.get("shaping", {})
+    changed = [f"{k} (packed {packed.get(k)!r}, now {now[k]!r})" for k in now if packed.get(k) != now[k]]
+    if changed:
+        raise DataError("the packed data no longer matches the settings: " + "; ".join(changed)
+                        + ". Run pack_dataset.py again")
+
+
+def read_manifest(workspace: Workspace) -> dict[str, Any]:
+    path = workspace.packed / MANIFEST
+    if not path.is_file():
+        raise DataError(f"no packed data in {workspace.relative(workspace.packed)}; run pack_dataset.py first")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("schema") != SCHEMA:
+        raise DataError(f"{path} has schema {manifest.get('schema')!r}; this capforge reads {SCHEMA}. "
+                        "Run pack_dataset.py again")
+    return manifest
+
+
+def _encode(job: tuple[str, list[str], Preprocessing]) -> list[bytes | None]:
+    """Worker: preprocess images (None for unreadable ones). Imports no TensorFlow."""
+    root, paths, preprocessing = job
+    extra = hook(Workspace(Path(root)), "utils", "preprocess_image")
+    out: list[bytes | None] = []
+    for path in paths:
+        try:
+            out.append(preprocess_to_uint8(path, preprocessing, extra).tobytes())
+        except ImageError:
+            out.append(None)
+    return out
+
+
+def _example(image: bytes, label: str, source: str) -> bytes:
+    import tensorflow as tf
+
+    feature = {
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+        "label": tf.train.Feature(bytes_list=tf.train.BytesList(value=[label.encode("utf-8")])),
+        "source": tf.train.Feature(bytes_list=tf.train.BytesList(value=[source.encode("utf-8")])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _write_shard(path: Path, records: list[bytes], compression: str) -> None:
+    import tensorflow as tf
+
+    partial = path.with_name(path.name + ".part")
+    with tf.io.TFRecordWriter(str(partial), options=compression or None) as writer:
+        for record in records:
+            writer.write(record)
+    os.replace(partial, path)
+
+
+def pack(workspace: Workspace, settings: Mapping[str, Any], workers: int | None = None,
+         progress: bool = True) -> dict[str, Any]:
+    """Pack train / validation / test; return the manifest."""
+    preprocessing = Preprocessing.from_settings(settings)
+    reader = LabelReader(settings, hook(workspace, "utils", "label_from_path"))
+    staging = workspace.root / "packed.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    manifest: dict[str, Any] = {
+        "schema": SCHEMA, "capforge_version": __version__, "preprocessing": preprocessing.to_dict(),
+        "shaping": shaping_settings(workspace, settings), "compression": settings["PACK_COMPRESSION"],
+        "splits": {}, "skipped": {},
+    }
+    workers = workers or os.cpu_count() or 1
+    context = multiprocessing.get_context("spawn")  # safe even when TensorFlow is loaded
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for split in SPLITS:
+            folder = workspace.split_dir(split)
+            items = [(p, reader.label(p, folder)) for p in iter_images(folder)]
+            skipped = [workspace.relative(p) for p, label in items if label is None]
+            items = [(p, label) for p, label in items if label is not None]
+            chunks = [items[i:i + 64] for i in range(0, len(items), 64)]
+            jobs = [(str(workspace.root), [str(p) for p, _ in c], preprocessing) for c in chunks]
+            records: list[bytes] = []
+            labels: list[str] = []
+            bar = tqdm(total=len(items), desc=f"packing {split}", unit="img", disable=not progress)
+            for chunk, encoded in zip(chunks, pool.map(_encode, jobs)):
+                for (path, label), image in zip(chunk, encoded):
+                    if image is None:
+                        skipped.append(workspace.relative(path))
+                        continue
+                    records.append(_example(image, label, workspace.relative(path)))
+                    labels.append(label)
+                bar.update(len(chunk))
+            bar.close()
+            size = settings["PACK_SHARD_SIZE"]
+            count = max(1, -(-len(records) // size))
+            shards = [f"{split}-{i:05d}-of-{count:05d}.tfrecord" for i in range(count)]
+            for i, name in enumerate(shards):
+                _write_shard(staging / name, records[i * size:(i + 1) * size], settings["PACK_COMPRESSION"])
+            manifest["splits"][split] = {"count": len(records), "shards": shards, "labels": labels}
+            manifest["skipped"][split] = skipped
+    if not manifest["splits"]["train"]["count"]:
+        shutil.rmtree(staging)
+        raise DataError("data/train has no usable images; run split_dataset.py first")
+    partial = staging / (MANIFEST + ".part")
+    partial.write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(partial, staging / MANIFEST)
+    old = workspace.root / "packed.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if workspace.packed.exists():
+        os.replace(workspace.packed, old)
+    os.replace(staging, workspace.packed)
+    shutil.rmtree(old, ignore_errors=True)
+    return manifest

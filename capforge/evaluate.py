@@ -1,0 +1,180 @@
+"""test.py: how good the model really is, on the whole test split, through the serving path.
+
+The exported ONNX model is evaluated through the same Predictor that serves it. Before an
+export exists the latest best checkpoint is used, and the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from rapidfuzz.distance import Levenshtein
+from tqdm import tqdm
+
+from capforge.data.labels import LabelReader, iter_images
+from capforge.errors import DataError, ImageError, WorkspaceError
+from capforge.serve.predictor import MANIFEST, Predictor
+from capforge.workspace import Workspace, hook
+
+BUCKETS = np.linspace(0.0, 1.0, 11)
+
+
+class CheckpointPredictor(Predictor):
+    """The best Keras checkpoint behind the Predictor interface (before an export exists)."""
+
+    def __init__(self, workspace: Workspace) -> None:  # noqa: D107 - no onnxruntime session
+        import keras
+
+        from capforge.data.charset import Charset
+        from capforge.data.images import Preprocessing
+        from capforge.modes import make_mode
+        from capforge.train import BEST, TRAINING_FILE
+
+        record = json.loads((workspace.checkpoints / TRAINING_FILE).read_text(encoding="utf-8"))
+        self.manifest = record
+        self.preprocessing = Preprocessing(**record["preprocessing"])
+        self.mode = make_mode(record["mode"], Charset.from_dict(record["charset"]), record["settings"],
+                              record["label_width"])
+        self.model = keras.models.load_model(workspace.checkpoints / BEST, compile=False)
+        self.extra = hook(workspace, "utils", "preprocess_image")
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict_on_batch(batch.astype(np.float32)))
+
+
+def load_predictor(workspace: Workspace) -> tuple[Predictor, str]:
+    """The exported model, or the best checkpoint (clearly labelled) when nothing is exported."""
+    current = workspace.exports / "current"
+    if (current / MANIFEST).is_file():
+        return Predictor(current), f"exported ONNX model ({workspace.relative(current)})"
+    if not (workspace.checkpoints / "best.keras").is_file():
+        raise WorkspaceError("nothing to evaluate: no export and no checkpoint; run train.py first")
+    return CheckpointPredictor(workspace), "checkpoint checkpoints/best.keras (NOT exported yet)"
+
+
+def calibration(confidences: list[float], correct: list[bool]) -> list[dict[str, Any]]:
+    """Per confidence bucket: how many answers, and how many of them were right."""
+    rows = []
+    for low, high in zip(BUCKETS[:-1], BUCKETS[1:]):
+        inside = [ok for c, ok in zip(confidences, correct) if low <= c < high or (high == 1.0 and c == 1.0)]
+        rows.append({"from": round(float(low), 1), "to": round(float(high), 1), "count": len(inside),
+                     "accuracy": (sum(inside) / len(inside)) if inside else None})
+    return rows
+
+
+def _worst_grid(rows: list[dict[str, Any]], path: Path, limit: int = 24) -> None:
+    """PNG grid of the wrong answers, most confident first (the most dangerous ones)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    wrong = sorted((r for r in rows if not r["correct"]), key=lambda r: -r["confidence"])[:limit]
+    if not wrong:
+        return
+    columns = 4
+    fig, axes = plt.subplots(-(-len(wrong) // columns), columns, figsize=(12, 1.8 * -(-len(wrong) // columns)),
+                             squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, row in zip(axes.flat, wrong):
+        with Image.open(row["path"]) as image:
+            axis.imshow(image.convert("RGB"))
+        axis.set_title(f"{row['label']} -> {row['prediction']} ({row['confidence']:.2f})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "test",
+             progress: bool = True) -> dict[str, Any]:
+    """Evaluate every image of ``split``; write reports/<split>_report.json and a PNG grid."""
+    predictor, source = load_predictor(workspace)
+    mode = predictor.mode
+    folder = workspace.split_dir(split)
+    reader = LabelReader(settings, hook(workspace, "utils", "label_from_path"))
+    items = [(p, reader.label(p, folder)) for p in iter_images(folder)]
+    skipped = [workspace.relative(p) for p, label in items if label is None]
+    items = [(p, label) for p, label in items if label is not None]
+    if not items:
+        raise DataError(f"no labelled images in {workspace.relative(folder)}; run split_dataset.py")
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for start in tqdm(range(0, len(items), 64), desc=f"testing {split}", unit="batch", disable=not progress):
+        chunk, images = [], []
+        for path, label in items[start:start + 64]:
+            try:
+                images.append(predictor.inputs([path])[0])
+                chunk.append((path, label))
+            except ImageError:
+                skipped.append(workspace.relative(path))
+        if not chunk:
+            continue
+        for (path, label), answer in zip(chunk, mode.decode(predictor.probabilities(np.stack(images)))):
+            rows.append({"path": str(path), "label": label, "prediction": answer.text,
+                         "confidence": answer.confidence, "correct": answer.text == label})
+    seconds = time.perf_counter() - started
+    edits = Counter()
+    confusions: Counter = Counter()
+    total_symbols = 0
+    by_length: dict[int, list[bool]] = {}
+    for row in rows:
+        truth, guess = mode.tokens(row["label"]), mode.tokens(row["prediction"]) if row["prediction"] else []
+        total_symbols += len(truth)
+        by_length.setdefault(len(truth), []).append(row["correct"])
+        for op in Levenshtein.editops(truth, guess):
+            edits[op.tag] += 1
+            if op.tag == "replace":
+                confusions[(truth[op.src_pos], guess[op.dest_pos])] += 1
+    n = len(rows)
+    report = {
+        "split": split, "model": source, "images": n, "skipped": skipped,
+        "sequence_accuracy": sum(r["correct"] for r in rows) / n,
+        "character_accuracy": 1 - (edits["replace"] + edits["delete"]) / max(1, total_symbols),
+        "cer": sum(edits.values()) / max(1, total_symbols),
+        "accuracy_by_length": {str(k): {"count": len(v), "accuracy": sum(v) / len(v)}
+                               for k, v in sorted(by_length.items())},
+        "confusions": [{"true": t, "predicted": p, "count": c} for (t, p), c in confusions.most_common(15)],
+        "calibration": calibration([r["confidence"] for r in rows], [r["correct"] for r in rows]),
+        "ms_per_image": 1000 * seconds / max(1, n),
+        "wrong": [r for r in rows if not r["correct"]][:200],
+    }
+    reports = workspace.root / "reports"
+    reports.mkdir(exist_ok=True)
+    target = reports / f"{split}_report.json"
+    partial = target.with_name(target.name + ".part")
+    partial.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(partial, target)
+    _worst_grid(rows, reports / f"{split}_worst.png")
+    report["report_path"] = workspace.relative(target)
+    return report
+
+
+def summary_text(report: Mapping[str, Any]) -> str:
+    """A short readable summary of a report."""
+    lines = [
+        f"model: {report['model']}",
+        f"{report['split']}: {report['images']} images"
+        + (f" ({len(report['skipped'])} skipped: unreadable or unlabelled)" if report["skipped"] else ""),
+        f"sequence accuracy  {report['sequence_accuracy']:.4f}",
+        f"character accuracy {report['character_accuracy']:.4f}   CER {report['cer']:.4f}",
+        "by length: " + ", ".join(f"{k}: {v['accuracy']:.3f} (n={v['count']})"
+                                  for k, v in report["accuracy_by_length"].items()),
+    ]
+    if report["confusions"]:
+        lines.append("most confused (true->predicted): " + ", ".join(
+            f"{c['true']}->{c['predicted']} x{c['count']}" for c in report["confusions"][:8]))
+    lines.append("confidence   count  accuracy")
+    for row in report["calibration"]:
+        if row["count"]:
+            lines.append(f"{row['from']:.1f}-{row['to']:.1f}   {row['count']:>6}  {row['accuracy']:.3f}")
+    lines.append(f"{report['ms_per_image']:.2f} ms per image (batches of 64, preprocessing included)")
+    lines.append(f"report: {report['report_path']}")
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""save_model.py: the best checkpoint as .keras + ONNX + manifest, checked for parity.
+
+The export is built in ``exports/.staging`` and becomes ``exports/current`` only after the
+ONNX model, run through the serving predictor, gives the same decoded strings as Keras on
+every validation image and outputs within PARITY_TOLERANCE; otherwise export fails loudly
+and ``exports/current`` is left as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from capforge import __version__
+from capforge.data.labels import iter_images
+from capforge.errors import CapforgeError, WorkspaceError
+from capforge.serve.predictor import MANIFEST, Predictor
+from capforge.train import BEST, TRAINING_FILE
+from capforge.workspace import Workspace
+
+
+class ParityError(CapforgeError):
+    """Raised when the ONNX model does not answer like the Keras model it came from."""
+
+
+def parity_images(workspace: Workspace, settings: Mapping[str, Any], limit: int = 512) -> list[Path]:
+    """Validation images (test images if there are none) used for the parity check."""
+    for split in ("validation", "test", "train"):
+        images = list(iter_images(workspace.split_dir(split)))[:limit]
+        if images:
+            return images
+    return []
+
+
+def check_parity(keras_model: Any, predictor: Predictor, images: list[Path], tolerance: float) -> dict[str, Any]:
+    """Compare Keras and ONNX on the same preprocessed inputs; raise ParityError on mismatch."""
+    worst, mismatches = 0.0, []
+    for start in range(0, len(images), 64):
+        chunk = images[start:start + 64]
+        batch = predictor.inputs(chunk)
+        expected = np.asarray(keras_model.predict_on_batch(batch))
+        got = predictor.probabilities(batch)
+        worst = max(worst, float(np.abs(expected - got).max()))
+        for path, a, b in zip(chunk, predictor.mode.decode(expected), predictor.mode.decode(got)):
+            if a.text != b.text:
+                mismatches.append(f"{path.name}: keras {a.text!r}, onnx {b.text!r}")
+    if mismatches or worst > tolerance:
+        raise ParityError(f"ONNX export disagrees with Keras on {len(mismatches)} of {len(images)} images "
+                          f"(largest output difference {worst:.2e}, tolerance {tolerance:g})"
+                          + (f": {mismatches[0]}" if mismatches else "") + "; the export was not installed")
+    return {"images": len(images), "max_abs_diff": worst}
+
+
+def export(workspace: Workspace, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Export the best checkpoint to ``exports/current``; return the manifest."""
+    import keras
+
+    best = workspace.checkpoints / BEST
+    record_path = workspace.checkpoints / TRAINING_FILE
+    if not best.is_file() or not record_path.is_file():
+        raise WorkspaceError(f"no trained model in {workspace.relative(workspace.checkpoints)}; run train.py first")
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    model = keras.models.load_model(best, compile=False)
+    p = record["preprocessing"]
+    model(np.zeros((1, p["height"], p["width"], p["channels"]), np.float32))  # export needs a traced call
+    staging = workspace.exports / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shutil.copy2(best, staging / "model.keras")
+    model.export(str(staging / "model.onnx"), format="onnx", verbose=False)
+    utils = workspace.root / "utils.py"
+    if utils.is_file():
+        shutil.copy2(utils, staging / "utils.py")  # the preprocess_image hook serves too
+    manifest = {
+        "schema": "capforge.export/1", "name": workspace.name, "mode": record["mode"],
+        "charset": record["charset"], "label_width": record["label_width"],
+        "preprocessing": record["preprocessing"], "settings": record["settings"],
+        "capforge_version": __version__, "exported_at": _dt.datetime.now().isoformat(timespec="seconds"),
+        "onnx": "model.onnx", "keras": "model.keras",
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    images = parity_images(workspace, settings)
+    manifest["parity"] = check_parity(model, Predictor(staging), images, settings["PARITY_TOLERANCE"])
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    current = workspace.exports / "current"
+    if current.exists():
+        os.replace(current, workspace.exports / f"previous-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+    os.replace(staging, current)
+    return manifest

@@ -1,0 +1,88 @@
+"""Backbones behind a small registry: ``build_backbone(name, input_shape, kind)``.
+
+Every backbone maps images [B, H, W, C] in [0, 1] to a feature map [B, H', W', C']. For text
+read along the width (``kind="sequence"``), ``keras.applications`` networks are cut at their
+last layer that keeps at least W/8 columns, so CTC has enough time steps; ``small_cnn`` keeps
+W/4 and is the CPU default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from capforge.errors import SettingsError
+
+
+def _small_cnn(inputs: Any) -> Any:
+    """Four conv blocks, cheap enough to train on two CPU cores; height /16, width /4."""
+    from keras import layers
+
+    x = inputs
+    for filters, pool in ((32, (2, 2)), (64, (2, 2)), (96, (2, 1)), (128, (2, 1))):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.MaxPooling2D(pool, padding="same")(x)
+    return x
+
+
+def _application(factory_name: str, scaled: bool = False) -> Callable[..., Any]:
+    """A keras.applications network without its top, applied to ``inputs``."""
+
+    def build(inputs: Any, pretrained: bool) -> Any:
+        import keras
+        from keras import layers
+
+        factory = getattr(keras.applications, factory_name)
+        x = inputs
+        if pretrained and inputs.shape[-1] == 1:
+            x = layers.Concatenate()([x, x, x])  # ImageNet weights expect three channels
+        if scaled:  # these networks rescale [0, 255] inputs themselves
+            x = layers.Rescaling(255.0)(x)
+        options: dict[str, Any] = {"include_top": False, "weights": "imagenet" if pretrained else None,
+                                   "input_shape": tuple(x.shape[1:])}
+        if factory_name.startswith("MobileNetV3"):
+            options["include_preprocessing"] = False
+        try:
+            network = factory(**options)
+        except (ValueError, OSError) as exc:
+            raise SettingsError(f"BACKBONE {factory_name} cannot be built for input "
+                                f"{tuple(inputs.shape[1:])}: {exc}") from None
+        return network, x
+
+    return build
+
+
+BACKBONES: dict[str, Callable[..., Any] | None] = {
+    "small_cnn": None,
+    "densenet121": _application("DenseNet121"),
+    "densenet169": _application("DenseNet169"),
+    "mobilenet_v2": _application("MobileNetV2"),
+    "mobilenet_v3_small": _application("MobileNetV3Small"),
+    "mobilenet_v3_large": _application("MobileNetV3Large"),
+    "efficientnet_b0": _application("EfficientNetB0", scaled=True),
+}
+
+
+def build_backbone(name: str, input_shape: tuple[int, int, int], kind: str = "sequence",
+                   pretrained: bool = False) -> Any:
+    """A keras.Model from images to features.
+
+    >>> build_backbone("small_cnn", (32, 96, 1)).output.shape
+    (None, 2, 24, 128)
+    """
+    import keras
+
+    if name not in BACKBONES:
+        raise SettingsError(f"unknown BACKBONE {name!r}; allowed: {', '.join(BACKBONES)}")
+    inputs = keras.Input(input_shape, name="image")
+    builder = BACKBONES[name]
+    if builder is None:
+        return keras.Model(inputs, _small_cnn(inputs), name=name)
+    network, x = builder(inputs, pretrained)
+    if kind == "sequence":
+        min_width = max(1, input_shape[1] // 8)
+        keep = [layer for layer in network.layers
+                if len(getattr(layer, "output").shape) == 4 and layer.output.shape[2] >= min_width]
+        network = keras.Model(network.inputs, keep[-1].output)
+    return keras.Model(inputs, network(x), name=name)

@@ -1,0 +1,26 @@
+"""The mode registry: MODE name -> Mode class. Adding a mode is one file and one entry here."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from capforge.data.charset import Charset
+from capforge.errors import NotBuiltError
+from capforge.modes.base import Mode, Prediction
+from capforge.modes.ctc import CTCMode
+from capforge.modes.ctc_tiny import CTCTinyMode
+from capforge.modes.num_classes import NumClassesMode
+from capforge.modes.ordinary import OrdinaryMode
+
+MODE_CLASSES: dict[str, type[Mode]] = {
+    cls.name: cls for cls in (OrdinaryMode, NumClassesMode, CTCMode, CTCTinyMode)
+}
+
+__all__ = ["MODE_CLASSES", "Mode", "Prediction", "make_mode"]
+
+
+def make_mode(name: str, charset: Charset, settings: Mapping[str, Any], label_width: int) -> Mode:
+    """The Mode object for MODE ``name``."""
+    if name not in MODE_CLASSES:
+        raise NotBuiltError(f"MODE={name} is not built yet; built modes: {', '.join(MODE_CLASSES)}")
+    return MODE_CLASSES[name](charset, settings, label_width)

@@ -1,0 +1,75 @@
+"""The Mode interface: one object per recognition mode owns its charset, label encoding, head,
+loss, decoding and metrics.
+
+Decoding is NumPy only, so the server can decode without TensorFlow; building heads and losses
+imports Keras lazily.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from capforge.data.charset import Charset
+
+
+@dataclass
+class Prediction:
+    """One decoded answer: the text, a confidence in [0, 1], and per-symbol confidences."""
+
+    text: str
+    confidence: float
+    chars: list[tuple[str, float]] = field(default_factory=list)
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "result": self.text,
+            "confidence": round(self.confidence, 6),
+            "chars": [{"char": c, "confidence": round(p, 6)} for c, p in self.chars],
+        }
+        if self.top:
+            out["top"] = [{"label": c, "confidence": round(p, 6)} for c, p in self.top]
+        return out
+
+
+class Mode:
+    """Base class; subclasses set ``name`` and implement the methods below."""
+
+    name = ""
+    uses_blank = True
+    # Backbone features for text read along the width ("sequence") or for the whole image.
+    feature_kind = "sequence"
+
+    def __init__(self, charset: Charset, settings: Mapping[str, Any], label_width: int) -> None:
+        self.charset = charset
+        self.settings = settings
+        self.label_width = label_width
+
+    @classmethod
+    def tokens(cls, label: str) -> list[str]:
+        """The symbols of a label: its characters (NUM_CLASSES: the whole label)."""
+        return list(label)
+
+    def accepts(self, label: str) -> bool:
+        """Whether this mode can learn ``label`` (known symbols, not too long)."""
+        tokens = self.tokens(label)
+        known = set(self.charset.symbols)
+        return 0 < len(tokens) <= self.label_width and all(t in known for t in tokens)
+
+    def head(self, features: Any) -> Any:
+        """Keras layers from backbone features to output probabilities."""
+        raise NotImplementedError
+
+    def loss(self) -> Callable[[Any, Any], Any]:
+        """Keras loss taking padded label ids [batch, label_width] and the probabilities."""
+        raise NotImplementedError
+
+    def decode(self, probs: np.ndarray) -> list[Prediction]:
+        """Predictions for a batch of model outputs."""
+        raise NotImplementedError
+
+    def custom_objects(self) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,110 @@
+"""CTC: width as the time axis, bidirectional recurrent layers, CTC loss, any label length.
+
+Greedy decoding takes the best symbol per step, merges repeats, then drops the blank; a
+symbol's confidence is its best probability over the steps it spans, and the answer's
+confidence is the product of the steps' best probabilities (the greedy path's probability).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from capforge.modes.base import Mode, Prediction
+
+
+def ctc_greedy(probs: np.ndarray, blank: int) -> list[tuple[list[int], list[float], float]]:
+    """Per row: (symbol ids, their confidences, path probability). Repeats merge, blanks drop.
+
+    >>> p = np.eye(3)[[1, 1, 0, 1, 2, 2, 0]][None] * 0.9 + 0.1 / 3
+    >>> ids, confs, _ = ctc_greedy(p, blank=0)[0]
+    >>> ids
+    [1, 1, 2]
+    """
+    best_ids, best_p = probs.argmax(-1), probs.max(-1)
+    out = []
+    for ids, ps in zip(best_ids, best_p):
+        symbols: list[int] = []
+        confs: list[float] = []
+        previous = blank
+        for i, p in zip(ids, ps):
+            if i != blank and i == previous:
+                confs[-1] = max(confs[-1], float(p))
+            elif i != blank:
+                symbols.append(int(i))
+                confs.append(float(p))
+            previous = i
+        out.append((symbols, confs, float(np.exp(np.log(np.maximum(ps, 1e-12)).sum()))))
+    return out
+
+
+def ctc_beam_search(probs: np.ndarray, blank: int, beam_width: int = 8) -> list[tuple[list[int], float]]:
+    """Prefix beam search per row: (best symbol ids, their probability)."""
+    results = []
+    for row in probs:
+        beams: dict[tuple[int, ...], tuple[float, float]] = {(): (1.0, 0.0)}  # (p_blank, p_symbol)
+        for step in row:
+            candidates: dict[tuple[int, ...], list[float]] = {}
+            for prefix, (pb, ps) in beams.items():
+                total = pb + ps
+                entry = candidates.setdefault(prefix, [0.0, 0.0])
+                entry[0] += total * step[blank]
+                if prefix:
+                    entry[1] += ps * step[prefix[-1]]
+                for s in np.argsort(-step)[:beam_width]:
+                    s = int(s)
+                    if s == blank:
+                        continue
+                    extended = candidates.setdefault(prefix + (s,), [0.0, 0.0])
+                    extended[1] += (pb if prefix and prefix[-1] == s else total) * step[s]
+            ranked = sorted(candidates.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:beam_width]
+            beams = {k: (v[0], v[1]) for k, v in ranked}
+        best, (pb, ps) = max(beams.items(), key=lambda kv: kv[1][0] + kv[1][1])
+        results.append((list(best), pb + ps))
+    return results
+
+
+class CTCMode(Mode):
+    name = "CTC"
+
+    def sequence(self, features: Any) -> Any:
+        """Backbone features [B, H, W, C] -> a sequence [B, W, H*C] along the width."""
+        from keras import layers
+
+        _, height, width, channels = features.shape
+        x = layers.Permute((2, 1, 3))(features)
+        return layers.Reshape((width, height * channels))(x)
+
+    def head(self, features: Any) -> Any:
+        from keras import layers
+
+        x = self.sequence(features)
+        x = layers.Dense(256, activation="relu")(x)
+        x = layers.Dropout(0.2)(x)
+        x = layers.Bidirectional(layers.GRU(128, return_sequences=True))(x)
+        x = layers.Bidirectional(layers.GRU(128, return_sequences=True))(x)
+        return layers.Dense(self.charset.size, activation="softmax", name="probs")(x)
+
+    def loss(self) -> Callable[[Any, Any], Any]:
+        import keras
+
+        blank = self.charset.blank
+
+        def ctc_loss(y_true: Any, y_pred: Any) -> Any:
+            y_true = keras.ops.cast(y_true, "int32")
+            target_length = keras.ops.sum(keras.ops.cast(keras.ops.not_equal(y_true, blank), "int32"), -1)
+            batch, steps = keras.ops.shape(y_pred)[0], keras.ops.shape(y_pred)[1]
+            output_length = keras.ops.full((batch,), steps, dtype="int32")
+            # The model outputs probabilities; their log is a valid logit (softmax(log p) = p).
+            logits = keras.ops.log(keras.ops.clip(y_pred, 1e-8, 1.0))
+            return keras.ops.ctc_loss(y_true, logits, target_length, output_length, mask_index=blank)
+
+        return ctc_loss
+
+    def decode(self, probs: np.ndarray) -> list[Prediction]:
+        out = []
+        for ids, confs, path in ctc_greedy(probs, self.charset.blank):
+            chars = [(self.charset.symbol(i), c) for i, c in zip(ids, confs)]
+            out.append(Prediction("".join(c for c, _ in chars), path, chars))
+        return out

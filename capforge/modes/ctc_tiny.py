@@ -1,0 +1,25 @@
+"""CTC_TINY: a compact CTC model for CPUs with a maximum length.
+
+Same loss and decoding as CTC; the recurrent layers are replaced by two cheap 1-D
+convolutions over the width, which run several times faster on a CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from capforge.modes.ctc import CTCMode
+
+
+class CTCTinyMode(CTCMode):
+    name = "CTC_TINY"
+
+    def head(self, features: Any) -> Any:
+        from keras import layers
+
+        x = self.sequence(features)
+        x = layers.Dense(128, activation="relu")(x)
+        x = layers.Conv1D(128, 3, padding="same", activation="relu")(x)
+        x = layers.Dropout(0.2)(x)
+        x = layers.Conv1D(128, 3, padding="same", activation="relu")(x)
+        return layers.Dense(self.charset.size, activation="softmax", name="probs")(x)

@@ -1,0 +1,1 @@
+"""Serving: the onnxruntime predictor (no TensorFlow at run time)."""

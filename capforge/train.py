@@ -1,0 +1,221 @@
+"""train.py: build the Mode's model on its backbone and fit it on the packed data.
+
+Callbacks: exact-sequence accuracy on the whole validation set (``val_seq_acc``, computed
+first so the others can read it), BackupAndRestore (a killed run resumes with its epoch,
+optimizer state and log), ModelCheckpoint of the best ``val_seq_acc``, EarlyStopping with
+restore_best_weights, ReduceLROnPlateau, TensorBoard, CSVLogger and a wall-time limit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from capforge import __version__
+from capforge.data.charset import Charset
+from capforge.data.labels import configured_charset
+from capforge.data.tfrecord import check_pack_matches, read_manifest
+from capforge.errors import DataError, NotBuiltError, SettingsError, WorkspaceError
+from capforge.modes import MODE_CLASSES, Mode, make_mode
+from capforge.workspace import Workspace, hook
+
+TRAINING_FILE = "training.json"
+BEST = "best.keras"
+
+
+@dataclass
+class Setup:
+    """What a model is built from: packed data, charset and Mode."""
+
+    manifest: dict[str, Any]
+    mode: Mode
+
+
+def label_width(mode_name: str, settings: Mapping[str, Any], labels: list[str]) -> int:
+    """Padded label length: CAPTCHA_LENGTH, the longest label (CTC), or 1 (NUM_CLASSES)."""
+    if mode_name == "NUM_CLASSES":
+        return 1
+    if mode_name == "CTC":
+        return max([len(label) for label in labels] + [1])
+    return settings["CAPTCHA_LENGTH"]
+
+
+def prepare(workspace: Workspace, settings: Mapping[str, Any]) -> Setup:
+    """Read the pack manifest, check it against the settings, and make the Mode."""
+    manifest = read_manifest(workspace)
+    check_pack_matches(manifest, workspace, settings)
+    name = settings["MODE"]
+    if name not in MODE_CLASSES:
+        raise NotBuiltError(f"training MODE={name} is not built yet; built: {', '.join(MODE_CLASSES)}")
+    train_labels = manifest["splits"]["train"]["labels"]
+    mode_cls = MODE_CLASSES[name]
+    symbols = configured_charset(settings)
+    if symbols is None:
+        tokens = {t for label in train_labels for t in mode_cls.tokens(label)}
+        symbols = sorted(tokens)
+    charset = Charset(symbols, 0 if mode_cls.uses_blank else None)
+    width = label_width(name, settings, train_labels + manifest["splits"]["validation"]["labels"])
+    return Setup(manifest, make_mode(name, charset, settings, width))
+
+
+def build_model(workspace: Workspace | None, settings: Mapping[str, Any], mode: Mode) -> Any:
+    """Backbone (or the workspace's models.build_model) + the Mode's head."""
+    import keras
+
+    from capforge.models.backbones import build_backbone
+
+    shape = (settings["IMAGE_HEIGHT"], settings["IMAGE_WIDTH"], settings["IMAGE_CHANNELS"])
+    custom = hook(workspace, "models", "build_model") if workspace else None
+    backbone = custom(settings, shape) if custom else None
+    if backbone is None:
+        backbone = build_backbone(settings["BACKBONE"], shape, mode.feature_kind, settings["PRETRAINED"])
+    inputs = keras.Input(shape, name="image")
+    probs = mode.head(backbone(inputs))
+    if mode.uses_blank and mode.name != "ORDINARY" and probs.shape[1] < mode.label_width:
+        raise SettingsError(f"the model reads {probs.shape[1]} steps along the width but labels have up "
+                            f"to {mode.label_width} characters; raise IMAGE_WIDTH")
+    return keras.Model(inputs, probs, name=f"capforge_{mode.name.lower()}")
+
+
+def distribution_strategy(name: str) -> Any:
+    """The tf.distribute strategy for DISTRIBUTE."""
+    import tensorflow as tf
+
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise SettingsError("DISTRIBUTE='multi_worker' needs the TF_CONFIG environment variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def sequence_accuracy(model: Any, mode: Mode, images: np.ndarray, labels: list[str],
+                      batch_size: int = 256) -> float:
+    """Share of images whose decoded text equals the label exactly."""
+    if not labels:
+        return 0.0
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        batch = images[start:start + batch_size].astype(np.float32) / 255.0
+        probs = np.asarray(model.predict_on_batch(batch))
+        correct += sum(p.text == t for p, t in zip(mode.decode(probs), labels[start:start + batch_size]))
+    return correct / len(labels)
+
+
+def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, val: tuple[np.ndarray, list[str]],
+               minutes: float | None) -> list[Any]:
+    import keras
+
+    class SequenceAccuracy(keras.callbacks.Callback):
+        """Exact-sequence accuracy on the whole validation set, as ``val_seq_acc``."""
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if logs is not None:
+                logs["val_seq_acc"] = sequence_accuracy(self.model, mode, *val)
+
+    class TimeLimit(keras.callbacks.Callback):
+        """Stop once ``minutes`` of wall time have passed (the epoch is closed normally)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.deadline = time.monotonic() + 60 * minutes if minutes else None
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            if self.deadline and time.monotonic() > self.deadline:
+                self.model.stop_training = True
+
+    best = str(workspace.checkpoints / BEST)
+    return [
+        SequenceAccuracy(),
+        keras.callbacks.BackupAndRestore(str(workspace.checkpoints / "backup")),
+        keras.callbacks.ModelCheckpoint(best, monitor="val_seq_acc", mode="max", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_seq_acc", mode="max",
+                                      patience=settings["EARLY_PATIENCE"], restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=settings["LR_PATIENCE"],
+                                          min_lr=1e-6),
+        keras.callbacks.TensorBoard(str(workspace.logs / "tensorboard")),
+        keras.callbacks.CSVLogger(str(workspace.logs / "training.csv"), append=True),
+        TimeLimit(),
+    ]
+
+
+def plot_curves(csv_path: Path, png_path: Path) -> None:
+    """Loss and validation sequence accuracy per epoch, from the CSV log."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("loss", "val_loss"):
+        left.plot(epochs, [float(r[key]) for r in rows], label=key)
+    right.plot(epochs, [float(r["val_seq_acc"]) for r in rows], label="val_seq_acc")
+    for axis, title in ((left, "loss"), (right, "validation sequence accuracy")):
+        axis.set_xlabel("epoch")
+        axis.set_title(title)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+
+
+def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | None = None,
+          continue_from_best: bool = False, verbose: int | str = "auto") -> dict[str, Any]:
+    """Train; return a summary with the best validation sequence accuracy."""
+    import keras
+
+    from capforge.data.pipeline import load_arrays, make_dataset
+
+    setup = prepare(workspace, settings)
+    mode = setup.mode
+    best_path = workspace.checkpoints / BEST
+    resuming = (workspace.checkpoints / "backup").exists()
+    if best_path.exists() and not resuming and not continue_from_best:
+        raise WorkspaceError(f"{workspace.relative(best_path)} is from a finished run; pass --continue to "
+                             "train it further, or init_working_space.py --reset to start over")
+    for folder in (workspace.checkpoints, workspace.logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(settings["SEED"])
+    train_ds = make_dataset(workspace, setup.manifest, "train", mode, settings["BATCH_SIZE"], True,
+                            settings["DATA_ENHANCEMENT"], settings["SEED"])
+    val_ds = make_dataset(workspace, setup.manifest, "validation", mode, settings["BATCH_SIZE"], False)
+    val = load_arrays(workspace, setup.manifest, "validation", mode)
+    if not val[1]:
+        raise DataError("the validation split has no usable images; run split_dataset.py "
+                        "(VALIDATION_SPLIT > 0) and pack_dataset.py")
+    with distribution_strategy(settings["DISTRIBUTE"]).scope():
+        model = build_model(workspace, settings, mode)
+        if continue_from_best and best_path.exists():
+            model.set_weights(keras.models.load_model(best_path, compile=False).get_weights())
+        model.compile(optimizer=keras.optimizers.Adam(settings["LR"]), loss=mode.loss())
+    record = {
+        "capforge_version": __version__, "mode": mode.name, "charset": mode.charset.to_dict(),
+        "label_width": mode.label_width, "preprocessing": setup.manifest["preprocessing"],
+        "settings": dict(settings),
+    }
+    (workspace.checkpoints / TRAINING_FILE).write_text(json.dumps(record, indent=1, ensure_ascii=False))
+    (workspace.logs / "settings.json").write_text(json.dumps(dict(settings), indent=1, ensure_ascii=False))
+    started = time.monotonic()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=settings["EPOCHS"], verbose=verbose,
+                        callbacks=_callbacks(workspace, settings, mode, val, minutes))
+    csv_path = workspace.logs / "training.csv"
+    if csv_path.exists():
+        plot_curves(csv_path, workspace.logs / "training_curves.png")
+    accuracies = history.history.get("val_seq_acc", [])
+    return {"epochs_run": len(accuracies), "best_val_seq_acc": max(accuracies, default=None),
+            "seconds": round(time.monotonic() - started, 1), "charset_size": len(mode.charset.symbols),
+            "label_width": mode.label_width, "resumed": resuming}
