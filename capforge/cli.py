@@ -61,9 +61,9 @@ def cmd_gen(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
 
     from capforge.data.generate import CaptchaSpec, generate, parse_length
 
-    if settings.MODE in ("NUM_CLASSES", "EFFICIENTDET"):
-        raise NotBuiltError(f"generating samples for MODE={settings.MODE} is not built yet; "
-                            "text captchas are generated for ORDINARY, CTC and CTC_TINY")
+    if settings.MODE == "EFFICIENTDET":
+        raise NotBuiltError("generating click captchas (MODE=EFFICIENTDET) is not built yet; "
+                            "text captchas are generated for ORDINARY, NUM_CLASSES, CTC and CTC_TINY")
     charset = args.charset or settings.CHARSET or "0123456789abcdefghijklmnopqrstuvwxyz"
     if isinstance(charset, list):
         charset = "".join(charset)

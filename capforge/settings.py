@@ -98,8 +98,8 @@ _DATA, _MODEL, _TRAIN, _SERVE = "Data and labels", "Model", "Training", "Serving
 
 OPTIONS: tuple[Option, ...] = (
     Option("MODE", "CTC", str, "recognition mode", _MODEL, choices=MODES),
-    Option("IMAGE_HEIGHT", 64, int, "model input height in pixels", _DATA, minimum=8, maximum=1024),
-    Option("IMAGE_WIDTH", 160, int, "model input width in pixels", _DATA, minimum=8, maximum=2048),
+    Option("IMAGE_HEIGHT", 48, int, "model input height in pixels", _DATA, minimum=8, maximum=1024),
+    Option("IMAGE_WIDTH", 128, int, "model input width in pixels", _DATA, minimum=8, maximum=2048),
     Option("IMAGE_CHANNELS", 1, int, "1 = greyscale input, 3 = colour input", _DATA, choices=(1, 3)),
     Option("RESIZE", "pad", str, "'pad' keeps the aspect ratio and pads; 'stretch' distorts to fit",
            _DATA, choices=RESIZE_POLICIES),

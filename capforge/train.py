@@ -105,7 +105,7 @@ def sequence_accuracy(model: Any, mode: Mode, images: np.ndarray, labels: list[s
     correct = 0
     for start in range(0, len(labels), batch_size):
         batch = images[start:start + batch_size].astype(np.float32) / 255.0
-        probs = np.asarray(model.predict_on_batch(batch))
+        probs = np.asarray(model(batch, training=False))  # direct call: works under any strategy
         correct += sum(p.text == t for p, t in zip(mode.decode(probs), labels[start:start + batch_size]))
     return correct / len(labels)
 
@@ -145,6 +145,17 @@ def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, va
         keras.callbacks.CSVLogger(str(workspace.logs / "training.csv"), append=True),
         TimeLimit(),
     ]
+
+
+def draw_model(model: Any, path: Path) -> None:
+    """Write the model diagram with keras.utils.plot_model, or say why it cannot."""
+    import keras
+
+    try:
+        keras.utils.plot_model(model, to_file=str(path), show_shapes=True)
+    except (ImportError, OSError) as exc:
+        print(f"model diagram skipped ({exc}); it needs pydot and graphviz: "
+              "pip install pydot; apt-get install graphviz")
 
 
 def plot_curves(csv_path: Path, png_path: Path) -> None:
@@ -190,18 +201,19 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
     for folder in (workspace.checkpoints, workspace.logs):
         folder.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(settings["SEED"])
-    train_ds = make_dataset(workspace, setup.manifest, "train", mode, settings["BATCH_SIZE"], True,
-                            settings["DATA_ENHANCEMENT"], settings["SEED"])
-    val_ds = make_dataset(workspace, setup.manifest, "validation", mode, settings["BATCH_SIZE"], False)
     val = load_arrays(workspace, setup.manifest, "validation", mode)
     if not val[1]:
         raise DataError("the validation split has no usable images; run split_dataset.py "
                         "(VALIDATION_SPLIT > 0) and pack_dataset.py")
     with distribution_strategy(settings["DISTRIBUTE"]).scope():
+        train_ds = make_dataset(workspace, setup.manifest, "train", mode, settings["BATCH_SIZE"], True,
+                                settings["DATA_ENHANCEMENT"], settings["SEED"])
+        val_ds = make_dataset(workspace, setup.manifest, "validation", mode, settings["BATCH_SIZE"], False)
         model = build_model(workspace, settings, mode)
         if continue_from_best and best_path.exists():
             model.set_weights(keras.models.load_model(best_path, compile=False).get_weights())
         model.compile(optimizer=keras.optimizers.Adam(settings["LR"]), loss=mode.loss())
+    draw_model(model, workspace.logs / "model.png")
     record = {
         "capforge_version": __version__, "mode": mode.name, "charset": mode.charset.to_dict(),
         "label_width": mode.label_width, "preprocessing": setup.manifest["preprocessing"],

@@ -78,14 +78,28 @@ def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, 
                             tf.logical_and(tf.size(ids) > 0, tf.size(ids) <= width))
         return tf.cast(image, tf.float32) / 255.0, padded, ok
 
+    def usable(image: Any, ids: Any, ok: Any) -> Any:
+        return ok
+
+    def drop_flag(image: Any, ids: Any, ok: Any) -> tuple[Any, Any]:
+        return image, ids
+
+    def augmented(image: Any, ids: Any) -> tuple[Any, Any]:
+        return _augment(image), ids
+
     ds = ds.map(_parse_fn(manifest), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.filter(lambda image, ids, ok: ok).map(lambda image, ids, ok: (image, ids))
-    usable = sum(mode.accepts(label) for label in manifest["splits"][split]["labels"])
-    ds = ds.apply(tf.data.experimental.assert_cardinality(usable))  # lets Keras count steps
+    ds = ds.filter(usable).map(drop_flag)
+    count = sum(mode.accepts(label) for label in manifest["splits"][split]["labels"])
+    ds = ds.apply(tf.data.experimental.assert_cardinality(count))  # lets Keras count steps
     if training and augment:
-        ds = ds.map(lambda image, ids: (_augment(image), ids), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=False)
+        ds = ds.map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
+    # Replicas of a distribution strategy each need a share of every batch: drop a ragged last
+    # batch (val_seq_acc, which checkpoints follow, still sees every validation image).
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas > 1:
+        batch_size = min(batch_size, max(replicas, count - count % replicas))
+    ds = ds.batch(batch_size, drop_remainder=replicas > 1)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

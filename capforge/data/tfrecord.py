@@ -115,6 +115,30 @@ def pack(workspace: Workspace, settings: Mapping[str, Any], workers: int | None 
         "shaping": shaping_settings(workspace, settings), "compression": settings["PACK_COMPRESSION"],
         "splits": {}, "skipped": {},
     }
+    try:
+        _pack_splits(workspace, preprocessing, reader, settings, staging, manifest, workers, progress)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # never leave a half pack behind
+        raise
+    if not manifest["splits"]["train"]["count"]:
+        shutil.rmtree(staging)
+        raise DataError("data/train has no usable images; run split_dataset.py first")
+    partial = staging / (MANIFEST + ".part")
+    partial.write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(partial, staging / MANIFEST)
+    old = workspace.root / "packed.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if workspace.packed.exists():
+        os.replace(workspace.packed, old)
+    os.replace(staging, workspace.packed)
+    shutil.rmtree(old, ignore_errors=True)
+    return manifest
+
+
+def _pack_splits(workspace: Workspace, preprocessing: Preprocessing, reader: LabelReader,
+                 settings: Mapping[str, Any], staging: Path, manifest: dict[str, Any],
+                 workers: int | None, progress: bool) -> None:
+    """Encode every split in worker processes and write its shards into ``staging``."""
     workers = workers or os.cpu_count() or 1
     context = multiprocessing.get_context("spawn")  # safe even when TensorFlow is loaded
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
@@ -144,16 +168,3 @@ def pack(workspace: Workspace, settings: Mapping[str, Any], workers: int | None 
                 _write_shard(staging / name, records[i * size:(i + 1) * size], settings["PACK_COMPRESSION"])
             manifest["splits"][split] = {"count": len(records), "shards": shards, "labels": labels}
             manifest["skipped"][split] = skipped
-    if not manifest["splits"]["train"]["count"]:
-        shutil.rmtree(staging)
-        raise DataError("data/train has no usable images; run split_dataset.py first")
-    partial = staging / (MANIFEST + ".part")
-    partial.write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(partial, staging / MANIFEST)
-    old = workspace.root / "packed.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if workspace.packed.exists():
-        os.replace(workspace.packed, old)
-    os.replace(staging, workspace.packed)
-    shutil.rmtree(old, ignore_errors=True)
-    return manifest

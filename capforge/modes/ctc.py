@@ -80,10 +80,10 @@ class CTCMode(Mode):
         from keras import layers
 
         x = self.sequence(features)
-        x = layers.Dense(256, activation="relu")(x)
+        x = layers.Dense(128, activation="relu")(x)
         x = layers.Dropout(0.2)(x)
-        x = layers.Bidirectional(layers.GRU(128, return_sequences=True))(x)
-        x = layers.Bidirectional(layers.GRU(128, return_sequences=True))(x)
+        x = layers.Bidirectional(layers.GRU(64, return_sequences=True))(x)
+        x = layers.Bidirectional(layers.GRU(64, return_sequences=True))(x)
         return layers.Dense(self.charset.size, activation="softmax", name="probs")(x)
 
     def loss(self) -> Callable[[Any, Any], Any]:

@@ -18,8 +18,8 @@ class CTCTinyMode(CTCMode):
         from keras import layers
 
         x = self.sequence(features)
-        x = layers.Dense(128, activation="relu")(x)
-        x = layers.Conv1D(128, 3, padding="same", activation="relu")(x)
+        x = layers.Dense(96, activation="relu")(x)
+        x = layers.Conv1D(96, 3, padding="same", activation="relu")(x)
         x = layers.Dropout(0.2)(x)
-        x = layers.Conv1D(128, 3, padding="same", activation="relu")(x)
+        x = layers.Conv1D(96, 3, padding="same", activation="relu")(x)
         return layers.Dense(self.charset.size, activation="softmax", name="probs")(x)

@@ -1,0 +1,32 @@
+"""Trivially learnable images: digits in a plain font on white, with a little jitter."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+
+def render(text: str, width: int, height: int, rng: random.Random) -> Image.Image:
+    font = ImageFont.load_default(size=int(height * 0.7))
+    image = Image.new("L", (width, height), 255)
+    ImageDraw.Draw(image).text((3 + rng.randint(0, 5), 2 + rng.randint(0, 3)), text, font=font, fill=0)
+    return image
+
+
+def fill_pool(pool: Path, count: int, lengths: tuple[int, int] = (3, 4), classes_in_folders: bool = False,
+              seed: int = 0, width: int = 96, height: int = 32) -> list[str]:
+    """Write ``count`` labelled images; NUM_CLASSES style (one class per folder) if asked."""
+    rng = random.Random(seed)
+    labels = []
+    for i in range(count):
+        label = "".join(rng.choice("0123456789") for _ in range(rng.randint(*lengths)))
+        labels.append(label)
+        if classes_in_folders:
+            folder = pool / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            render(label * 3, width, height, rng).save(folder / f"img{i}.png")
+        else:
+            render(label, width, height, rng).save(pool / f"{label}_{i}.png")
+    return labels

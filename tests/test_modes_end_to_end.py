@@ -1,0 +1,39 @@
+"""The acceptance check of the modes issue, as a user runs it: every step is a script."""
+
+import json
+from pathlib import Path
+
+import onnxruntime
+import pytest
+
+from conftest import new_work, run_script
+
+STEPS = [("gen_sample_by_captcha.py", "--count", "400"), ("split_dataset.py",), ("pack_dataset.py",),
+         ("train.py",), ("save_model.py",), ("test.py",)]
+
+
+@pytest.mark.parametrize("mode", ["ORDINARY", "NUM_CLASSES", "CTC", "CTC_TINY"])
+def test_scaffold_to_report(tmp_path: Path, mode: str) -> None:
+    assert new_work(tmp_path / "works", "site", "--mode", mode).returncode == 0
+    root = tmp_path / "works" / "site"
+    length = 1 if mode == "NUM_CLASSES" else 4
+    with (root / "settings.py").open("a") as f:
+        f.write(f"CHARSET = '0123456789'\nCAPTCHA_LENGTH = {length}\nIMAGE_HEIGHT = 32\n"
+                "IMAGE_WIDTH = 96\nEPOCHS = 2\n")
+    for script, *args in STEPS:
+        result = run_script(root, script, *args)
+        assert result.returncode == 0, f"{script}: {result.stderr[-2000:]}"
+    export = root / "exports" / "current"
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert manifest["mode"] == mode and manifest["preprocessing"]["width"] == 96
+    assert manifest["charset"]["blank"] == (None if mode == "NUM_CLASSES" else 0)
+    session = onnxruntime.InferenceSession(str(export / "model.onnx"))
+    assert session.get_inputs()[0].shape[1:] == [32, 96, 1]
+    report = json.loads((root / "reports" / "test_report.json").read_text())
+    assert report["model"].startswith("exported ONNX model")
+    assert report["images"] == 40
+    for key in ("sequence_accuracy", "character_accuracy", "cer", "accuracy_by_length", "confusions",
+                "calibration"):
+        assert key in report
+    assert (root / "logs" / "training.csv").is_file() and (root / "logs" / "training_curves.png").is_file()
+    assert (root / "reports" / "test_worst.png").is_file() or report["sequence_accuracy"] == 1.0

@@ -1,0 +1,165 @@
+"""Training behaviour in-process: learning, refusals, resume, parity, distribution."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from capforge.cli import invoke
+from capforge.errors import DataError
+from capforge.settings import load_settings
+from capforge.workspace import Workspace, create_workspace
+
+from clean_data import fill_pool
+
+SMALL = "IMAGE_HEIGHT = 32\nIMAGE_WIDTH = 96\nCAPTCHA_LENGTH = 4\nCHARSET = '0123456789'\n"
+
+
+def prepared(tmp_path: Path, mode: str, extra: str = "", count: int = 500, **fill) -> Workspace:
+    ws = create_workspace(tmp_path / "works", "w", mode)
+    with (ws.root / "settings.py").open("a") as f:
+        f.write(SMALL + extra)
+    fill_pool(ws.pool, count, **fill)
+    assert invoke("split", ws.root, []) == 0
+    assert invoke("pack", ws.root, []) == 0
+    return ws
+
+
+def test_ctc_learns_clean_digits(tmp_path: Path) -> None:
+    from capforge.train import train
+
+    ws = prepared(tmp_path, "CTC", "BATCH_SIZE = 16\nLR = 0.003\nEPOCHS = 10\n", lengths=(2, 4))
+    summary = train(ws, load_settings(ws.root), verbose=0)
+    assert summary["best_val_seq_acc"] >= 0.9, summary
+    assert invoke("export", ws.root, []) == 0
+    assert invoke("test", ws.root, []) == 0
+    report = json.loads((ws.root / "reports" / "test_report.json").read_text())
+    assert report["sequence_accuracy"] >= 0.9
+    assert set(report["accuracy_by_length"]) == {"2", "3", "4"}
+    # confidence means something: the confident answers are the right ones
+    confident = [row for row in report["calibration"] if row["from"] >= 0.5 and row["count"]]
+    assert sum(r["count"] for r in confident) >= 0.8 * report["images"]
+    assert all(r["accuracy"] >= 0.85 for r in confident)
+
+
+def test_num_classes_learns_from_class_folders(tmp_path: Path) -> None:
+    from capforge.train import train
+
+    ws = prepared(tmp_path, "NUM_CLASSES", "CAPTCHA_LENGTH = 1\nCHARSET = ''\nEPOCHS = 6\nBATCH_SIZE = 16\n",
+                  count=300, lengths=(1, 1), classes_in_folders=True)
+    summary = train(ws, load_settings(ws.root), verbose=0)
+    assert summary["charset_size"] == 10  # classes learned from the folder names
+    assert summary["best_val_seq_acc"] >= 0.9, summary
+
+
+def test_changed_settings_refuse_the_packed_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ws = prepared(tmp_path, "CTC_TINY", count=60)
+    assert invoke("train", ws.root, ["--set", "IMAGE_WIDTH=128"]) == 2
+    err = capsys.readouterr().err
+    assert "IMAGE_WIDTH (packed 96, now 128)" in err and "pack_dataset.py" in err
+
+
+def test_finished_run_is_not_silently_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ws = prepared(tmp_path, "CTC_TINY", "EPOCHS = 1\n", count=60)
+    assert invoke("train", ws.root, []) == 0
+    before = (ws.checkpoints / "best.keras").read_bytes()
+    assert invoke("train", ws.root, []) == 2
+    assert "--continue" in capsys.readouterr().err
+    assert (ws.checkpoints / "best.keras").read_bytes() == before
+    assert invoke("train", ws.root, ["--continue"]) == 0
+
+
+def test_interrupted_pack_leaves_the_previous_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from capforge.data import tfrecord
+
+    ws = prepared(tmp_path, "CTC_TINY", "PACK_SHARD_SIZE = 10\n", count=60)
+    before = {p.name: p.read_bytes() for p in ws.packed.iterdir()}
+    calls = {"n": 0}
+    real = tfrecord._write_shard
+
+    def failing(path: Path, records: list, compression: str) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-pack
+        real(path, records, compression)
+
+    monkeypatch.setattr(tfrecord, "_write_shard", failing)
+    with pytest.raises(KeyboardInterrupt):
+        tfrecord.pack(ws, load_settings(ws.root, ["IMAGE_WIDTH=128"]), progress=False)
+    assert {p.name: p.read_bytes() for p in ws.packed.iterdir()} == before
+    assert not (ws.root / "packed.tmp").exists()
+    assert not list(ws.root.rglob("*.tfrecord.part"))
+
+
+def test_parity_failure_is_reported_and_nothing_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from capforge import export
+    from capforge.serve.predictor import Predictor
+
+    ws = prepared(tmp_path, "CTC_TINY", "EPOCHS = 1\n", count=60)
+    assert invoke("train", ws.root, []) == 0
+    real = Predictor.probabilities
+    monkeypatch.setattr(Predictor, "probabilities", lambda self, batch: np.roll(real(self, batch), 1, axis=-1))
+    with pytest.raises(export.ParityError, match="ONNX export disagrees with Keras"):
+        export.export(ws, load_settings(ws.root))
+    assert not (ws.exports / "current").exists()
+
+
+def test_killed_run_resumes_with_its_epoch_count(tmp_path: Path) -> None:
+    ws = prepared(tmp_path, "CTC_TINY", "EPOCHS = 4\nBATCH_SIZE = 8\n", count=300)
+    log = ws.logs / "training.csv"
+    process = subprocess.Popen([sys.executable, str(ws.root / "train.py")], cwd=ws.root,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.exists() and len(log.read_text().strip().splitlines()) >= 2:  # header + epoch 0
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "training ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done = len(list(csv.DictReader(log.open())))
+    assert (ws.checkpoints / "backup").exists()
+    result = subprocess.run([sys.executable, str(ws.root / "train.py")], cwd=ws.root, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(resumed)" in result.stdout
+    epochs = [int(row["epoch"]) for row in csv.DictReader(log.open())]
+    assert epochs[:done] == list(range(done)) and epochs[-1] == 3
+    assert len(set(epochs)) == 4  # every epoch once: none repeated, none lost
+    assert not (ws.checkpoints / "backup").exists()
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path: Path) -> None:
+    ws = prepared(tmp_path, "CTC_TINY", "EPOCHS = 1\nBATCH_SIZE = 16\nDISTRIBUTE = 'mirrored'\n", count=60)
+    script = (
+        "import sys, tensorflow as tf\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "from capforge.train import distribution_strategy, train\n"
+        "from capforge.settings import load_settings\n"
+        "from capforge.workspace import Workspace\n"
+        "assert distribution_strategy('mirrored').num_replicas_in_sync == 2\n"
+        f"summary = train(Workspace(__import__('pathlib').Path({str(ws.root)!r})), load_settings({str(ws.root)!r}), verbose=0)\n"
+        "print('epochs', summary['epochs_run'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epochs 1" in result.stdout
+
+
+def test_pack_without_training_images_is_a_clear_error(tmp_path: Path) -> None:
+    from capforge.data.tfrecord import pack
+
+    ws = create_workspace(tmp_path / "works", "w", "CTC")
+    with pytest.raises(DataError, match="data/train has no usable images"):
+        pack(ws, load_settings(ws.root), progress=False)
