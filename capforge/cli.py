@@ -227,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="re-render an existing workspace (changed files kept as .bak)")
     demo = sub.add_parser("demo", help="run the whole pipeline on a built-in default")
     demo.add_argument("--works", type=Path, default=Path("works"), help="works folder (default works)")
+    demo.add_argument("--count", type=int, default=2000, help="captchas to generate (default 2000)")
+    demo.add_argument("--minutes", type=float, default=5.0, help="training time budget (default 5)")
     for step, (summary, _, _) in STEPS.items():
         p = sub.add_parser(step, help=summary)
         p.add_argument("workspace", type=Path, help="the workspace folder, e.g. works/weibo")
@@ -264,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             from capforge.demo import run_demo
-            return run_demo(args.works)
+            return run_demo(args.works, args.count, args.minutes)
         return _run_step(args.command, args.workspace, args)
 
     return _guarded(action)

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -185,7 +185,8 @@ def plot_curves(csv_path: Path, png_path: Path) -> None:
 
 
 def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | None = None,
-          continue_from_best: bool = False, verbose: int | str = "auto") -> dict[str, Any]:
+          continue_from_best: bool = False, verbose: int | str = "auto",
+          extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train; return a summary with the best validation sequence accuracy."""
     import keras
 
@@ -223,7 +224,7 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
     (workspace.logs / "settings.json").write_text(json.dumps(dict(settings), indent=1, ensure_ascii=False))
     started = time.monotonic()
     history = model.fit(train_ds, validation_data=val_ds, epochs=settings["EPOCHS"], verbose=verbose,
-                        callbacks=_callbacks(workspace, settings, mode, val, minutes))
+                        callbacks=[*_callbacks(workspace, settings, mode, val, minutes), *extra_callbacks])
     csv_path = workspace.logs / "training.csv"
     if csv_path.exists():
         plot_curves(csv_path, workspace.logs / "training_curves.png")

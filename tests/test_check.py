@@ -70,4 +70,4 @@ def test_label_problems_duplicates_and_suggestions(workspace: Path) -> None:
     assert "duplicate       data/train/1234_b.png: same image as 1234_a.png" in out
     assert "cross_split     data/test/1234_c.png: same image as train/1234_a.png" in out
     assert "label_conflict  data/test/9999_c.png" in out
-    assert "IMAGE_HEIGHT = 64  [64]" in out and "CHARSET = '12349'" in out
+    assert "IMAGE_HEIGHT = 64  [48]" in out and "CHARSET = '12349'" in out

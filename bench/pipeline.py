@@ -1,0 +1,75 @@
+"""Input pipeline cost: training images per second from packed TFRecords against the same
+model fed from in-memory tensors, in one run. Target: the pipeline costs under 10 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import describe  # noqa: E402
+
+from capforge.cli import invoke  # noqa: E402
+from capforge.data.generate import CaptchaSpec, generate  # noqa: E402
+from capforge.settings import load_settings  # noqa: E402
+from capforge.workspace import create_workspace  # noqa: E402
+
+
+def images_per_second(model, dataset, steps: int, batch: int) -> float:
+    iterator = iter(dataset.repeat())
+    for _ in range(3):  # warm up: tracing and the first shuffle buffer
+        model.train_on_batch(*next(iterator))
+    started = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(*next(iterator))
+    return steps * batch / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--mode", default="CTC")
+    args = parser.parse_args()
+    print(f"machine: {describe()}")
+    ws = create_workspace(Path(tempfile.mkdtemp(prefix="capforge-pipe-")), "pipe", args.mode)
+    generate(CaptchaSpec("0123456789abcdefghijklmnopqrstuvwxyz", 4, 4), ws.split_dir("train"), args.images,
+             seed=1, progress=False)
+    generate(CaptchaSpec("0123456789abcdefghijklmnopqrstuvwxyz", 4, 4), ws.split_dir("validation"), 200,
+             seed=2, progress=False)
+    assert invoke("pack", ws.root, []) == 0
+
+    import keras
+    import tensorflow as tf
+
+    from capforge.data.pipeline import load_arrays, make_dataset
+    from capforge.train import build_model, prepare
+
+    settings = load_settings(ws.root)
+    setup = prepare(ws, settings)
+    mode, batch = setup.mode, settings.BATCH_SIZE
+    model = build_model(ws, settings, mode)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=mode.loss())
+    from_records = make_dataset(ws, setup.manifest, "train", mode, batch, training=True)
+    images, labels = load_arrays(ws, setup.manifest, "train", mode)
+    ids = [mode.charset.encode(mode.tokens(t)) + [0] * (mode.label_width - len(t)) for t in labels]
+    in_memory = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(images, tf.float32) / 255.0, tf.constant(ids, tf.int32))).batch(batch).cache()
+    rates = {}
+    for name, dataset in (("in-memory tensors", in_memory), ("TFRecord pipeline", from_records),
+                          ("in-memory tensors (again)", in_memory)):
+        rates[name] = images_per_second(model, dataset, args.steps, batch)
+        print(f"{name:<28} {rates[name]:8.1f} images/s")
+    memory = (rates["in-memory tensors"] + rates["in-memory tensors (again)"]) / 2
+    print(f"pipeline cost: {100 * (1 - rates['TFRecord pipeline'] / memory):.1f} % "
+          f"(target under 10 %), batch {batch}, {settings.IMAGE_HEIGHT}x{settings.IMAGE_WIDTH}")
+
+
+if __name__ == "__main__":
+    main()
