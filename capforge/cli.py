@@ -179,6 +179,24 @@ def cmd_test(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int
     return 0
 
 
+def _args_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    p.add_argument("--models", help="comma-separated site names to serve (default: every export)")
+    p.add_argument("--api-key", default="", help="require this X-API-Key header (or CAPFORGE_API_KEY)")
+    p.add_argument("--demo-captcha", action="store_true", help="serve synthetic captchas at /demo/captcha")
+
+
+def cmd_serve(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    from capforge.serve.server import serve
+
+    config = {"works": str(ws.root.parent), "api_key": args.api_key, "demo_captcha": args.demo_captcha,
+              "models": args.models.split(",") if args.models else None, "overrides": args.overrides}
+    serve(config, args.host, args.port, args.workers)
+    return 0
+
+
 def cmd_settings(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
     print(f"# {settings.source}")
     print(settings.describe())
@@ -201,8 +219,7 @@ STEPS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, Ha
     "train": ("train the model", _args_train, cmd_train),
     "test": ("evaluate on the test split", _args_test, cmd_test),
     "export": ("export .keras and ONNX", None, cmd_export),
-    "serve": ("serve models over HTTP", None, _not_built("serving (app.py)")),
-    "spider": ("example crawler", None, _not_built("the example crawler (spider_example.py)")),
+    "serve": ("serve exported models over HTTP", _args_serve, cmd_serve),
     "settings": ("print the resolved settings", None, cmd_settings),
 }
 
@@ -229,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--works", type=Path, default=Path("works"), help="works folder (default works)")
     demo.add_argument("--count", type=int, default=2000, help="captchas to generate (default 2000)")
     demo.add_argument("--minutes", type=float, default=5.0, help="training time budget (default 5)")
+    demo.add_argument("--no-serve", action="store_true", help="stop after the test report")
     for step, (summary, _, _) in STEPS.items():
         p = sub.add_parser(step, help=summary)
         p.add_argument("workspace", type=Path, help="the workspace folder, e.g. works/weibo")
@@ -266,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "demo":
             from capforge.demo import run_demo
-            return run_demo(args.works, args.count, args.minutes)
+            return run_demo(args.works, args.count, args.minutes, not args.no_serve)
         return _run_step(args.command, args.workspace, args)
 
     return _guarded(action)

@@ -15,7 +15,7 @@ def _is_newer(path: Path, than: Path) -> bool:
     return path.exists() and than.exists() and path.stat().st_mtime >= than.stat().st_mtime
 
 
-def run_demo(works: Path, count: int = 2000, minutes: float = 5.0) -> int:
+def run_demo(works: Path, count: int = 2000, minutes: float = 5.0, serve: bool = True) -> int:
     """Scaffold works/demo (or reuse it), then generate, check, split, pack, train (bounded in
     time), export and test; steps already done on an earlier run are skipped."""
     root = works.resolve() / DEMO_SITE
@@ -38,7 +38,11 @@ def run_demo(works: Path, count: int = 2000, minutes: float = 5.0) -> int:
         print(f"== already trained ({ws.relative(best)}); init_working_space.py --reset retrains")
     if not _is_newer(ws.exports / "current" / "manifest.json", best):
         plan.append(("export", []))
-    plan += [("test", []), ("serve", [])]
+    plan.append(("test", []))
+    if serve:
+        print("== serving: open http://127.0.0.1:7860/ in a browser; try "
+              f"python {root}/spider_example.py in another terminal; Ctrl-C stops", flush=True)
+        plan.append(("serve", ["--demo-captcha"]))
     for step, argv in plan:
         print(f"== {step}: {STEPS[step][0]}", flush=True)
         code = invoke(step, root, argv)

@@ -137,6 +137,16 @@ OPTIONS: tuple[Option, ...] = (
            "accepts", _TRAIN, minimum=0.0, maximum=1.0),
     Option("MIN_CONFIDENCE", 0.0, float, "answers below this confidence are not 'accepted'",
            _SERVE, minimum=0.0, maximum=1.0),
+    Option("MAX_IMAGE_BYTES", 2_000_000, int, "largest image a request may send", _SERVE,
+           minimum=1000, maximum=50_000_000),
+    Option("MAX_BATCH", 32, int, "requests answered together in one model call", _SERVE,
+           minimum=1, maximum=1024),
+    Option("BATCH_WAIT_MS", 2.0, float, "how long a request may wait for others to batch with",
+           _SERVE, minimum=0.0, maximum=1000.0),
+    Option("CACHE_SIZE", 2048, int, "answers kept for identical images (0 turns the cache off)",
+           _SERVE, minimum=0),
+    Option("FEEDBACK", False, bool, "accept corrected labels at POST /api/v1/feedback", _SERVE),
+    Option("FEEDBACK_MAX_FILES", 10000, int, "feedback images kept at most", _SERVE, minimum=1),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

@@ -40,8 +40,9 @@ STEP_SCRIPTS: dict[str, tuple[str, str]] = {
     "test.py": ("test", "Evaluate the model on data/test and write a report."),
     "save_model.py": ("export", "Export the best checkpoint to .keras and ONNX under exports/."),
     "app.py": ("serve", "Serve the exported model: a Gradio page and a base64 POST API."),
-    "spider_example.py": ("spider", "A crawler that posts captchas to the running app.py."),
 }
+# Files copied as they are: the example crawler is meant to be read and adapted.
+PLAIN_FILES = ("models.py", "utils.py", "spider_example.py")
 
 
 @dataclass(frozen=True)
@@ -154,10 +155,9 @@ def _render_files(site: str, mode: str) -> dict[str, str]:
     """The text of every file a new workspace gets."""
     home = str(Path(__file__).resolve().parent.parent)
     step = Template((TEMPLATES / "step_script.py.tmpl").read_text(encoding="utf-8"))
-    files = {
+    files = {name: (TEMPLATES / name).read_text(encoding="utf-8") for name in PLAIN_FILES}
+    files |= {
         "settings.py": render_settings_file(site, mode, __version__),
-        "models.py": (TEMPLATES / "models.py").read_text(encoding="utf-8"),
-        "utils.py": (TEMPLATES / "utils.py").read_text(encoding="utf-8"),
         "_capforge.py": Template((TEMPLATES / "_capforge.py.tmpl").read_text(encoding="utf-8"))
         .substitute(capforge_home=repr(home)),
     }
@@ -188,7 +188,7 @@ def create_workspace(works_dir: Path, site: str, mode: str = "CTC", force: bool 
         if target.exists() and target.read_text(encoding="utf-8", errors="replace") != text:
             target.rename(target.with_name(f"{name}.bak-{stamp}"))
         target.write_text(text, encoding="utf-8")
-        if name in STEP_SCRIPTS:
+        if name.endswith(".py") and name not in ("settings.py", "models.py", "utils.py", "_capforge.py"):
             target.chmod(0o755)
     record = {"capforge_version": __version__, "site": site, "mode": mode, "force": force,
               "created": _dt.datetime.now().isoformat(timespec="seconds"),

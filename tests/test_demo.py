@@ -5,7 +5,7 @@ from pathlib import Path
 
 def demo(works: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "capforge", "demo", "--works", str(works), "--count", "300",
-                           "--minutes", "0.2"], capture_output=True, text=True, timeout=900)
+                           "--minutes", "0.2", "--no-serve"], capture_output=True, text=True, timeout=900)
 
 
 def test_demo_runs_every_built_step_and_reuses_its_work(tmp_path: Path) -> None:

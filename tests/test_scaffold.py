@@ -6,7 +6,7 @@ from capforge.workspace import STEP_SCRIPTS
 
 from conftest import new_work, run_script
 
-EXPECTED = ["settings.py", "models.py", "utils.py", *STEP_SCRIPTS]
+EXPECTED = ["settings.py", "models.py", "utils.py", "spider_example.py", *STEP_SCRIPTS]
 
 
 def test_new_work_from_any_directory_creates_every_file(tmp_path: Path) -> None:
@@ -75,7 +75,8 @@ def test_every_script_has_help(workspace: Path) -> None:
         assert "--set KEY=VALUE" in result.stdout, script
 
 
-def test_unbuilt_steps_say_so_and_fail(workspace: Path) -> None:
-    result = run_script(workspace, "spider_example.py")
+def test_unbuilt_steps_say_so_and_fail(tmp_path: Path) -> None:
+    assert new_work(tmp_path / "works", "clicks", "--mode", "EFFICIENTDET").returncode == 0
+    result = run_script(tmp_path / "works" / "clicks", "gen_sample_by_captcha.py", "--count", "3")
     assert result.returncode == 3
     assert "not built yet" in result.stderr and "Traceback" not in result.stderr

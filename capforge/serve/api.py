@@ -1,0 +1,243 @@
+"""The HTTP API: recognition (JSON, multipart, Bearcat-compatible form), models, health,
+metrics, feedback and the demo captcha route. Every bad request gets a 4xx JSON error with a
+stable code; nothing a client sends produces a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from capforge.data.images import open_image, preprocess
+from capforge.errors import ImageError
+from capforge.serve.inputs import RequestError, checked_bytes, image_bytes
+from capforge.serve.registry import ModelRegistry, ServedModel
+
+BEARCAT_OK, BEARCAT_NO_IMG, BEARCAT_BAD = "200", "5004", "5005"
+
+
+@dataclass
+class ServeOptions:
+    """How the server runs; see ``capforge serve --help``."""
+
+    api_key: str = ""
+    demo_captcha: bool = False
+    max_body_bytes: int = 4_000_000
+
+
+class Metrics:
+    """Prometheus metrics of one app (own registry, so several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("capforge_requests", "Requests by route", ["route"], registry=self.registry)
+        self.errors = Counter("capforge_errors", "Error answers by code", ["code"], registry=self.registry)
+        self.latency = Histogram("capforge_latency_seconds", "Recognition latency", registry=self.registry,
+                                 buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2))
+        self.batch = Histogram("capforge_batch_size", "Images per model call", registry=self.registry,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+async def recognize(model: ServedModel, data: bytes) -> dict[str, Any]:
+    """Decode, preprocess (in a thread), batch through onnxruntime, decode; cached by content."""
+    started = time.perf_counter()
+    answer = model.cached(data)
+    if answer is None:
+        predictor = model.predictor
+        try:
+            array = await asyncio.to_thread(preprocess, data, predictor.preprocessing, predictor.extra)
+        except ImageError as exc:
+            message = str(exc).replace("image bytes: ", "")
+            code = "image_too_large" if "over the limit" in message else "invalid_image"
+            raise RequestError(413 if code == "image_too_large" else 400, code, message) from None
+        probs = await model.batcher.submit(array)
+        prediction = predictor.mode.decode(probs[None])[0]
+        answer = {"model": model.name, **prediction.to_dict()}
+        model.remember(data, answer)
+    return {**answer, "accepted": answer["confidence"] >= model.settings.MIN_CONFIDENCE,
+            "time_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+
+def create_app(registry: ModelRegistry, options: ServeOptions | None = None) -> FastAPI:
+    """The FastAPI app serving ``registry``."""
+    options = options or ServeOptions()
+    metrics = Metrics()
+    registry.observe_batch = metrics.batch.observe
+    for model in registry.models.values():
+        model.batcher.observe = metrics.batch.observe
+    app = FastAPI(title="capforge", description="Captcha recognition: POST base64 images, get text.")
+    app.state.registry, app.state.metrics = registry, metrics
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, exc: RequestError) -> JSONResponse:
+        metrics.errors.labels(exc.code).inc()
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > options.max_body_bytes:
+            metrics.errors.labels("body_too_large").inc()
+            return JSONResponse(error_body("body_too_large", f"the request body is {length} bytes; "
+                                           f"the limit is {options.max_body_bytes}"), status_code=413)
+        if options.api_key and request.url.path not in ("/healthz",) and \
+                request.headers.get("x-api-key") != options.api_key:
+            metrics.errors.labels("unauthorized").inc()
+            return JSONResponse(error_body("unauthorized", "missing or wrong X-API-Key header"), status_code=401)
+        return await call_next(request)
+
+    async def json_body(request: Request) -> dict[str, Any]:
+        if "application/json" not in request.headers.get("content-type", ""):
+            raise RequestError(415, "wrong_content_type", "send Content-Type: application/json; received "
+                               f"{request.headers.get('content-type', 'none')!r}")
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            raise RequestError(400, "invalid_json", "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise RequestError(400, "invalid_json", "the body must be a JSON object")
+        return body
+
+    def field(body: dict[str, Any], name: str) -> Any:
+        if name not in body:
+            raise RequestError(422, "missing_field", f"the field {name!r} is required")
+        return body[name]
+
+    def model_name(value: Any) -> str | None:
+        if value is not None and not isinstance(value, str):
+            raise RequestError(400, "invalid_model_name", "'model' must be a string")
+        return value
+
+    @app.post("/api/v1/recognize")
+    async def recognize_json(request: Request) -> dict[str, Any]:
+        """Recognise a base64 image (or data URL): {"image": "...", "model": "site"}."""
+        metrics.requests.labels("recognize").inc()
+        with metrics.latency.time():
+            body = await json_body(request)
+            model = registry.resolve(model_name(body.get("model")))
+            image = field(body, "image")
+            if not isinstance(image, str):
+                raise RequestError(400, "invalid_base64", "'image' must be a base64 string")
+            return await recognize(model, image_bytes(image, model.settings.MAX_IMAGE_BYTES))
+
+    @app.post("/api/v1/recognize/file")
+    async def recognize_file(request: Request) -> dict[str, Any]:
+        """Recognise an uploaded file: multipart form with 'file' (and optional 'model')."""
+        metrics.requests.labels("recognize_file").inc()
+        if "multipart/form-data" not in request.headers.get("content-type", ""):
+            raise RequestError(415, "wrong_content_type", "send multipart/form-data with a 'file' field")
+        form = await request.form()
+        model = registry.resolve(model_name(form.get("model")))
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise RequestError(422, "missing_field", "the multipart field 'file' is required")
+        data = await upload.read(model.settings.MAX_IMAGE_BYTES + 1)
+        return await recognize(model, checked_bytes(data, model.settings.MAX_IMAGE_BYTES))
+
+    @app.post("/")
+    async def bearcat_compatible(request: Request) -> JSONResponse:
+        """The Bearcat_captcha protocol: form field 'img' (base64); answers with return_code."""
+        metrics.requests.labels("bearcat").inc()
+        started = time.perf_counter()
+        try:
+            form = await request.form()
+        except Exception:  # not a form at all: the same answer as a form without img
+            form = {}
+        img = form.get("img")
+        if not img or not isinstance(img, str):
+            metrics.errors.labels("bearcat_no_img").inc()
+            return JSONResponse({"return_code": BEARCAT_NO_IMG, "return_info": "参数错误，没有img属性",
+                                 "result": None, "recognition_rate": 0, "time": 0})
+        try:
+            model = registry.resolve(model_name(form.get("model")))
+            answer = await recognize(model, image_bytes(img, model.settings.MAX_IMAGE_BYTES))
+        except RequestError as exc:
+            metrics.errors.labels(exc.code).inc()
+            return JSONResponse({"return_code": BEARCAT_BAD, "return_info": exc.message, "result": None,
+                                 "recognition_rate": 0, "time": 0})
+        return JSONResponse({"return_code": BEARCAT_OK, "return_info": "处理成功", "result": answer["result"],
+                             "recognition_rate": answer["confidence"],
+                             "time": round((time.perf_counter() - started) * 1000, 3)})
+
+    @app.get("/")
+    async def home() -> RedirectResponse:
+        """People land on the Gradio page."""
+        return RedirectResponse("/ui/")
+
+    @app.get("/api/v1/models")
+    async def models() -> list[dict[str, Any]]:
+        registry.refresh()
+        return [m.describe() for m in registry.models.values()]
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "models": sorted(registry.models)}
+
+    @app.get("/metrics")
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/api/v1/feedback")
+    async def feedback(request: Request) -> dict[str, Any]:
+        """Store a corrected sample as data/feedback/<label>_<hash>.png for the next training."""
+        metrics.requests.labels("feedback").inc()
+        body = await json_body(request)
+        model = registry.resolve(model_name(body.get("model")))
+        if not model.settings.FEEDBACK:
+            raise RequestError(403, "feedback_disabled", "feedback is off; set FEEDBACK = True in settings.py")
+        label = field(body, "label")
+        if not isinstance(label, str) or not 0 < len(label) <= 64 or any(c in label for c in "/\\\0_-.") \
+                or not label.isprintable():
+            raise RequestError(400, "invalid_label", "'label' must be 1-64 printable characters without "
+                               "'/', '\\', '_', '-' or '.'")
+        data = image_bytes(field(body, "image"), model.settings.MAX_IMAGE_BYTES)
+        try:
+            image = open_image(data)
+        except ImageError as exc:
+            raise RequestError(400, "invalid_image", str(exc).replace("image bytes: ", "")) from None
+        folder = model.workspace.feedback
+        folder.mkdir(parents=True, exist_ok=True)
+        if sum(1 for _ in folder.iterdir()) >= model.settings.FEEDBACK_MAX_FILES:
+            raise RequestError(409, "feedback_full", f"{model.settings.FEEDBACK_MAX_FILES} feedback images "
+                               "are stored already (FEEDBACK_MAX_FILES)")
+        target = folder / f"{label}_{hashlib.sha256(data).hexdigest()[:12]}.png"
+        partial = folder / f".{target.name}.part"
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        partial.write_bytes(buffer.getvalue())
+        os.replace(partial, target)
+        return {"stored": target.name}
+
+    if options.demo_captcha:
+        @app.get("/demo/captcha")
+        async def demo_captcha(model: str | None = None) -> Response:
+            """A fresh synthetic captcha of the model's kind; its label is in X-Captcha-Label."""
+            import random
+
+            from capforge.data.generate import CaptchaSpec, render
+
+            served = registry.resolve(model)
+            symbols = served.predictor.mode.charset.symbols
+            length = served.settings.CAPTCHA_LENGTH
+            spec = CaptchaSpec("".join(s for s in symbols if len(s) == 1), length, length)
+            seed = random.SystemRandom().randrange(10**9)
+            rng = random.Random(seed)
+            label = "".join(rng.choice(spec.charset) for _ in range(length))
+            data = await asyncio.to_thread(render, spec, label, seed, 0)
+            return Response(data, media_type="image/png", headers={"X-Captcha-Label": label})
+
+    return app

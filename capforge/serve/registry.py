@@ -1,0 +1,105 @@
+"""The models a server answers: every exported workspace, reloaded when re-exported."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from capforge.serve.batching import MicroBatcher
+from capforge.serve.inputs import RequestError
+from capforge.serve.predictor import MANIFEST, Predictor
+from capforge.settings import Settings, load_settings
+from capforge.workspace import SITE_NAME, Workspace
+
+RELOAD_CHECK_SECONDS = 1.0
+
+
+@dataclass
+class ServedModel:
+    """One loaded export with its batcher, answer cache and serving settings."""
+
+    name: str
+    workspace: Workspace
+    predictor: Predictor
+    settings: Settings
+    stamp: float
+    batcher: MicroBatcher
+    cache: OrderedDict = field(default_factory=OrderedDict)
+
+    def cached(self, data: bytes) -> dict[str, Any] | None:
+        key = hashlib.sha256(data).digest()
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        return None
+
+    def remember(self, data: bytes, answer: dict[str, Any]) -> None:
+        limit = self.settings.CACHE_SIZE
+        if limit:
+            self.cache[hashlib.sha256(data).digest()] = answer
+            while len(self.cache) > limit:
+                self.cache.popitem(last=False)
+
+    def describe(self) -> dict[str, Any]:
+        m = self.predictor.manifest
+        p = m["preprocessing"]
+        return {"name": self.name, "mode": m["mode"], "charset_size": len(m["charset"]["symbols"]),
+                "input_size": [p["height"], p["width"], p["channels"]], "exported_at": m["exported_at"]}
+
+
+class ModelRegistry:
+    """Exported workspaces under ``works`` (or just ``names``), keyed by site name."""
+
+    def __init__(self, works: Path, names: list[str] | None = None, overrides: list[str] | None = None,
+                 observe_batch: Any = None) -> None:
+        self.works, self.names, self.overrides = Path(works), names, overrides or []
+        self.observe_batch = observe_batch
+        self.models: dict[str, ServedModel] = {}
+        self.checked = 0.0
+        self.refresh(force=True)
+
+    def _candidates(self) -> list[Workspace]:
+        if self.names:
+            return [Workspace(self.works / n) for n in self.names]
+        return [Workspace(p.parent.parent.parent) for p in sorted(self.works.glob(f"*/exports/current/{MANIFEST}"))]
+
+    def refresh(self, force: bool = False) -> None:
+        """Load new exports and reload re-exported ones (checked at most once a second)."""
+        now = time.monotonic()
+        if not force and now - self.checked < RELOAD_CHECK_SECONDS:
+            return
+        self.checked = now
+        for ws in self._candidates():
+            manifest = ws.exports / "current" / MANIFEST
+            try:
+                stamp = manifest.stat().st_mtime
+            except OSError:
+                continue
+            known = self.models.get(ws.name)
+            if known and known.stamp == stamp:
+                continue
+            predictor = Predictor(ws.exports / "current")
+            settings = load_settings(ws.root, self.overrides)
+            batcher = MicroBatcher(predictor.probabilities, settings.MAX_BATCH, settings.BATCH_WAIT_MS,
+                                   self.observe_batch)
+            self.models[ws.name] = ServedModel(ws.name, ws, predictor, settings, stamp, batcher)
+
+    def resolve(self, name: str | None) -> ServedModel:
+        """The model called ``name``; without a name, the only model."""
+        self.refresh()
+        if name is None or name == "":
+            if len(self.models) == 1:
+                return next(iter(self.models.values()))
+            raise RequestError(400, "model_required", "several models are served; name one in 'model': "
+                               + ", ".join(sorted(self.models)) if self.models else "no exported model is served")
+        if not isinstance(name, str) or not SITE_NAME.match(name):
+            raise RequestError(400, "invalid_model_name", f"invalid model name {str(name)[:80]!r}; names use "
+                               "letters, digits, '_' and '-'")
+        if name not in self.models:
+            raise RequestError(404, "unknown_model", f"no model {name!r}; served: "
+                               + (", ".join(sorted(self.models)) or "none"))
+        return self.models[name]

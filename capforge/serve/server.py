@@ -1,0 +1,70 @@
+"""``capforge serve`` / app.py: one uvicorn server with the API and the Gradio page."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from capforge.errors import SettingsError
+from capforge.serve.api import ServeOptions, create_app
+from capforge.serve.registry import ModelRegistry
+
+CONFIG_ENV = "CAPFORGE_SERVE_CONFIG"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_app(config: dict[str, Any]) -> Any:
+    """The full app (API + Gradio page at /ui) from a JSON-able config."""
+    import gradio as gr
+
+    from capforge.serve.ui import build_ui
+
+    registry = ModelRegistry(Path(config["works"]), config.get("models"), config.get("overrides"))
+    if not registry.models:
+        raise SettingsError(f"no exported model under {config['works']}"
+                            + (f" named {', '.join(config['models'])}" if config.get("models") else "")
+                            + "; run save_model.py first")
+    options = ServeOptions(api_key=config.get("api_key", ""), demo_captcha=config.get("demo_captcha", False))
+    app = create_app(registry, options)
+    return gr.mount_gradio_app(app, build_ui(registry), path="/ui")
+
+
+def app_from_env() -> Any:
+    """Factory used by uvicorn's worker processes (--workers > 1)."""
+    return build_app(json.loads(os.environ[CONFIG_ENV]))
+
+
+def serve(config: dict[str, Any], host: str, port: int, workers: int = 1) -> None:
+    """Run uvicorn until interrupted."""
+    import uvicorn
+
+    api_key = config.get("api_key") or os.environ.get("CAPFORGE_API_KEY", "")
+    config["api_key"] = api_key
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SettingsError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --port") from None
+    if not is_loopback(host) and not api_key:
+        raise SettingsError(f"--host {host} is reachable from other machines; set an API key with "
+                            "--api-key or CAPFORGE_API_KEY (or bind to 127.0.0.1)")
+    if workers > 1:
+        os.environ[CONFIG_ENV] = json.dumps(config)
+        uvicorn.run("capforge.serve.server:app_from_env", factory=True, host=host, port=port, workers=workers)
+    else:
+        app = build_app(config)
+        print(f"serving {', '.join(sorted(app.state.registry.models)) if hasattr(app, 'state') else ''} "
+              f"on http://{host}:{port}/ (page /ui/, API /api/v1/recognize, docs /docs)", flush=True)
+        uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,53 @@
+"""The Gradio page: pick a model, upload or paste an image, read the text, per-character
+confidence and time. It calls the same predictors as the API."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from capforge.data.labels import iter_images
+from capforge.serve.registry import ModelRegistry
+
+
+def build_ui(registry: ModelRegistry) -> Any:
+    """A gr.Blocks page for ``registry``."""
+    import gradio as gr
+
+    names = sorted(registry.models)
+
+    def answer(name: str, image: Any) -> tuple[str, dict[str, float], str]:
+        if image is None:
+            return "", {}, "upload an image first"
+        try:
+            model = registry.resolve(name or None)
+        except Exception as exc:  # a RequestError: show its message on the page
+            return "", {}, str(exc)
+        started = time.perf_counter()
+        prediction = model.predictor.predict([image])[0]
+        elapsed = (time.perf_counter() - started) * 1000
+        chars = {f"{i + 1}: {c}": round(p, 4) for i, (c, p) in enumerate(prediction.chars)}
+        accepted = prediction.confidence >= model.settings.MIN_CONFIDENCE
+        return (prediction.text, chars,
+                f"confidence {prediction.confidence:.4f} ({'accepted' if accepted else 'below MIN_CONFIDENCE'})"
+                f"; {elapsed:.1f} ms")
+
+    examples = []
+    for model in registry.models.values():
+        examples += [[model.name, str(p)] for p in list(iter_images(model.workspace.split_dir("test")))[:4]]
+    with gr.Blocks(title="capforge") as page:
+        gr.Markdown("# capforge\nPick a model, drop in a captcha, read the answer.")
+        with gr.Row():
+            with gr.Column():
+                model = gr.Dropdown(names, value=names[0] if names else None, label="model")
+                image = gr.Image(type="pil", label="captcha", sources=["upload", "clipboard"])
+                button = gr.Button("Recognize", variant="primary")
+            with gr.Column():
+                text = gr.Textbox(label="result", elem_id="result")
+                chars = gr.Label(label="per-character confidence")
+                info = gr.Textbox(label="confidence and time", elem_id="info")
+        button.click(answer, [model, image], [text, chars, info])
+        image.upload(answer, [model, image], [text, chars, info])
+        if examples:
+            gr.Examples(examples, [model, image])
+    return page

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""An example crawler: fetch a captcha, post it to app.py, use the answer.
+
+It needs only `requests`. Start the server first (python app.py --demo-captcha), then:
+
+    python spider_example.py                     # 5 captchas from the server's demo route
+    python spider_example.py --captcha-url https://site.example/captcha.jpg --model mysite
+
+When the answer is not `accepted` (confidence below MIN_CONFIDENCE) the crawler fetches a
+fresh captcha instead of submitting a likely wrong answer.
+"""
+
+import argparse
+import base64
+import sys
+
+import requests
+
+
+def solve(session: requests.Session, api: str, captcha_url: str, model: str, attempts: int) -> str:
+    """Fetch captchas until the server accepts its own answer; return that answer."""
+    for attempt in range(1, attempts + 1):
+        captcha = session.get(captcha_url, timeout=10)
+        captcha.raise_for_status()
+        payload = {"image": base64.b64encode(captcha.content).decode()}
+        if model:
+            payload["model"] = model
+        answer = session.post(f"{api}/api/v1/recognize", json=payload, timeout=10)
+        if answer.status_code != 200:
+            raise SystemExit(f"the server refused the captcha: {answer.status_code} {answer.text}")
+        body = answer.json()
+        truth = captcha.headers.get("X-Captcha-Label")  # only the demo route tells the truth
+        check = "" if truth is None else ("  correct" if truth == body["result"] else f"  wrong (was {truth})")
+        print(f"attempt {attempt}: {body['result']!r} confidence {body['confidence']:.3f} "
+              f"in {body['time_ms']:.1f} ms{'' if body['accepted'] else '  not accepted: fetching another'}{check}")
+        if body["accepted"]:
+            return body["result"]
+    raise SystemExit(f"no answer was accepted in {attempts} attempts")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Example crawler for a capforge server.")
+    parser.add_argument("--url", default="http://127.0.0.1:7860", help="where app.py listens")
+    parser.add_argument("--captcha-url", help="the site's captcha image (default: the server's demo route)")
+    parser.add_argument("--model", default="", help="model name, when the server has several")
+    parser.add_argument("--count", type=int, default=5, help="captchas to solve")
+    parser.add_argument("--attempts", type=int, default=5, help="fresh captchas to try per answer")
+    args = parser.parse_args()
+    captcha_url = args.captcha_url or f"{args.url}/demo/captcha" + (f"?model={args.model}" if args.model else "")
+    with requests.Session() as session:
+        try:
+            for _ in range(args.count):
+                print("solved:", solve(session, args.url, captcha_url, args.model, args.attempts))
+        except requests.ConnectionError:
+            sys.exit(f"cannot reach {args.url}; start the server with: python app.py --demo-captcha")
+
+
+if __name__ == "__main__":
+    main()
