@@ -32,3 +32,22 @@ def workspace(tmp_path: Path) -> Path:
     with (root / "settings.py").open("a") as f:
         f.write("CHARSET = '0123456789'\nCAPTCHA_LENGTH = 4\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def served_works(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """works/digits: a CTC_TINY model trained on clean digits (it reads them) and exported."""
+    from capforge.cli import invoke
+    from capforge.workspace import create_workspace
+
+    from clean_data import fill_pool
+
+    works = tmp_path_factory.mktemp("serve") / "works"
+    ws = create_workspace(works, "digits", "CTC_TINY")
+    with (ws.root / "settings.py").open("a") as f:
+        f.write("IMAGE_HEIGHT = 32\nIMAGE_WIDTH = 96\nCHARSET = '0123456789'\nEPOCHS = 12\n"
+                "BATCH_SIZE = 16\nLR = 0.003\n")
+    fill_pool(ws.pool, 400, lengths=(2, 4))
+    for step in ("split", "pack", "train", "export"):
+        assert invoke(step, ws.root, []) == 0, step
+    return works

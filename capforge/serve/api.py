@@ -140,7 +140,10 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None) -> 
         metrics.requests.labels("recognize_file").inc()
         if "multipart/form-data" not in request.headers.get("content-type", ""):
             raise RequestError(415, "wrong_content_type", "send multipart/form-data with a 'file' field")
-        form = await request.form()
+        try:
+            form = await request.form()
+        except Exception:  # a malformed multipart body is the client's mistake
+            raise RequestError(400, "invalid_form", "the multipart body could not be parsed") from None
         model = registry.resolve(model_name(form.get("model")))
         upload = form.get("file")
         if upload is None or isinstance(upload, str):

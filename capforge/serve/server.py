@@ -38,7 +38,7 @@ def build_app(config: dict[str, Any]) -> Any:
                             + "; run save_model.py first")
     options = ServeOptions(api_key=config.get("api_key", ""), demo_captcha=config.get("demo_captcha", False))
     app = create_app(registry, options)
-    return gr.mount_gradio_app(app, build_ui(registry), path="/ui")
+    return gr.mount_gradio_app(app, build_ui(registry), path="/ui", allowed_paths=[str(config["works"])])
 
 
 def app_from_env() -> Any:

@@ -1,0 +1,215 @@
+"""The HTTP API on a real tiny exported model: every route and every bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from capforge.serve import registry as registry_module
+from capforge.serve.api import ServeOptions, create_app
+from capforge.serve.predictor import Predictor
+from capforge.serve.registry import ModelRegistry
+
+
+
+@pytest.fixture
+def works(served_works: Path) -> Path:
+    return served_works
+
+
+def client(works: Path, *overrides: str, names: list[str] | None = None, **options) -> TestClient:
+    return TestClient(create_app(ModelRegistry(works, names, list(overrides)), ServeOptions(**options)))
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def sample(works: Path) -> bytes:
+    return next((works / "digits" / "data" / "test").glob("*.png")).read_bytes()
+
+
+def test_images(works: Path) -> list[Path]:
+    return sorted((works / "digits" / "data" / "test").glob("*.png"))
+
+
+def api_answer(works: Path, path: Path) -> str:
+    return client(works).post("/api/v1/recognize", json={"image": b64(path.read_bytes())}).json()["result"]
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_recognize_answers_like_the_predictor(works: Path) -> None:
+    data = sample(works)
+    expected = Predictor(works / "digits" / "exports" / "current").predict([data])[0]
+    response = client(works).post("/api/v1/recognize", json={"image": b64(data)})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model"] == "digits" and body["result"] == expected.text
+    assert sum(api_answer(works, p) == p.name.split("_")[0] for p in test_images(works)) >= 0.8 * len(test_images(works))
+    assert body["confidence"] == pytest.approx(expected.confidence, abs=1e-5)
+    assert [c["char"] for c in body["chars"]] == list(expected.text)
+    assert body["accepted"] is True and body["time_ms"] >= 0
+    as_url = client(works).post("/api/v1/recognize", json={"image": "data:image/png;base64," + b64(data)})
+    assert as_url.status_code == 200 and as_url.json()["result"] == expected.text
+
+
+BAD = [
+    ({"image": "not base64 at all!"}, 400, "invalid_base64"),
+    ({"image": ""}, 422, "missing_image"),
+    ({"image": b64(b"hello, I am text")}, 400, "invalid_image"),
+    ({"image": "data:text/plain;base64," + b64(b"hi")}, 415, "unsupported_media_type"),
+    ({"image": 12}, 400, "invalid_base64"),
+    ({}, 422, "missing_field"),
+    ({"image": "aGk=", "model": "nope"}, 404, "unknown_model"),
+    ({"image": "aGk=", "model": "../../etc"}, 400, "invalid_model_name"),
+]
+
+
+def test_every_bad_input_is_a_4xx_with_a_code_and_the_server_carries_on(works: Path) -> None:
+    api = client(works, "MAX_IMAGE_BYTES=50000")
+    good = {"image": b64(sample(works))}
+    truncated = sample(works)[:200]
+    huge_pixels = png(Image.new("1", (8000, 8000)))  # tiny file, 64 million pixels
+    cases = BAD + [({"image": b64(truncated)}, 400, "invalid_image"),
+                   ({"image": b64(b"\0" * 60000)}, 413, "image_too_large"),
+                   ({"image": b64(huge_pixels)}, 413, "image_too_large")]
+    for body, status, code in cases:
+        response = api.post("/api/v1/recognize", json=body)
+        assert response.status_code == status, (body, response.text)
+        assert response.json()["error"]["code"] == code
+        assert response.json()["error"]["message"]
+        assert api.post("/api/v1/recognize", json=good).status_code == 200
+    wrong_type = api.post("/api/v1/recognize", content=b"image=abc", headers={"content-type": "text/plain"})
+    assert wrong_type.status_code == 415 and wrong_type.json()["error"]["code"] == "wrong_content_type"
+    broken = api.post("/api/v1/recognize", content=b"{not json", headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_json"
+    metrics = api.get("/metrics").text
+    assert 'capforge_errors_total{code="invalid_base64"}' in metrics
+
+
+def test_file_upload_and_bearcat_compatible_route(works: Path) -> None:
+    api = client(works)
+    data = sample(works)
+    expected = api.post("/api/v1/recognize", json={"image": b64(data)}).json()["result"]
+    upload = api.post("/api/v1/recognize/file", files={"file": ("x.png", data, "image/png")})
+    assert upload.status_code == 200 and upload.json()["result"] == expected
+    missing = api.post("/api/v1/recognize/file", files={"model": (None, "digits")})
+    assert missing.status_code == 422 and missing.json()["error"]["code"] == "missing_field"
+    as_form = api.post("/api/v1/recognize/file", data={"model": "digits"})
+    assert as_form.status_code == 415 and as_form.json()["error"]["code"] == "wrong_content_type"
+    compat = api.post("/", data={"img": b64(data)}).json()
+    assert compat["return_code"] == "200" and compat["return_info"] == "处理成功"
+    assert compat["result"] == expected and 0 <= compat["recognition_rate"] <= 1
+    assert api.post("/", data={}).json() == {"return_code": "5004", "return_info": "参数错误，没有img属性",
+                                             "result": None, "recognition_rate": 0, "time": 0}
+    assert api.post("/", data={"img": "%%%"}).json()["return_code"] == "5005"
+
+
+def test_models_health_metrics_docs(works: Path) -> None:
+    api = client(works)
+    api.post("/api/v1/recognize", json={"image": b64(sample(works))})
+    models = api.get("/api/v1/models").json()
+    assert models[0]["name"] == "digits" and models[0]["mode"] == "CTC_TINY"
+    assert models[0]["input_size"] == [32, 96, 1] and models[0]["charset_size"] == 10
+    assert api.get("/healthz").json() == {"status": "ok", "models": ["digits"]}
+    metrics = api.get("/metrics")
+    assert metrics.status_code == 200
+    assert 'capforge_requests_total{route="recognize"} 1.0' in metrics.text
+    assert "capforge_batch_size_bucket" in metrics.text and "capforge_latency_seconds_bucket" in metrics.text
+    assert api.get("/docs").status_code == 200
+
+
+def test_several_models_routing_and_hot_reload(works: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    many = tmp_path / "works"
+    for name in ("alpha", "beta"):
+        shutil.copytree(works / "digits", many / name)
+    monkeypatch.setattr(registry_module, "RELOAD_CHECK_SECONDS", 0.0)
+    api = client(many)
+    image = b64(sample(works))
+    refused = api.post("/api/v1/recognize", json={"image": image})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "model_required"
+    assert "alpha, beta" in refused.json()["error"]["message"]
+    assert api.post("/api/v1/recognize", json={"image": image, "model": "beta"}).json()["model"] == "beta"
+    only_alpha = client(many, names=["alpha"])
+    assert only_alpha.post("/api/v1/recognize", json={"image": image}).json()["model"] == "alpha"
+    manifest_path = many / "beta" / "exports" / "current" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["exported_at"] = "2099-01-01T00:00:00"
+    manifest_path.write_text(json.dumps(manifest))
+    shutil.copytree(works / "digits", many / "gamma")  # a new export appears too
+    listed = {m["name"]: m["exported_at"] for m in api.get("/api/v1/models").json()}
+    assert listed["beta"] == "2099-01-01T00:00:00" and "gamma" in listed
+
+
+def test_concurrent_requests_are_batched_and_answer_as_sequential_ones(works: Path) -> None:
+    images = [p.read_bytes() for p in sorted((works / "digits" / "data" / "train").glob("*.png"))[:40]]
+    app = create_app(ModelRegistry(works, None, ["BATCH_WAIT_MS=20", "CACHE_SIZE=0"]))
+    sequential = [TestClient(app).post("/api/v1/recognize", json={"image": b64(d)}).json()["result"]
+                  for d in images]
+
+    async def together() -> list[str]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            answers = await asyncio.gather(*(c.post("/api/v1/recognize", json={"image": b64(d)}) for d in images))
+        return [a.json()["result"] for a in answers]
+
+    assert asyncio.run(together()) == sequential
+    sizes = app.state.metrics.batch.collect()[0].samples
+    count = next(s.value for s in sizes if s.name.endswith("_count"))
+    total = next(s.value for s in sizes if s.name.endswith("_sum"))
+    assert total == 2 * len(images) and count < 2 * len(images)  # some calls held several images
+
+
+def test_cache_and_confidence_gate(works: Path) -> None:
+    app = create_app(ModelRegistry(works, None, ["CACHE_SIZE=1", "MIN_CONFIDENCE=1.0"]))
+    api = TestClient(app)
+    model = app.state.registry.models["digits"]
+    image = b64(sample(works))
+    first = api.post("/api/v1/recognize", json={"image": image}).json()
+    second = api.post("/api/v1/recognize", json={"image": image}).json()
+    assert first["result"] == second["result"] and len(model.cache) == 1
+    assert first["accepted"] is False  # nothing is certain enough for MIN_CONFIDENCE = 1.0
+    other = b64(next((works / "digits" / "data" / "train").glob("*.png")).read_bytes())
+    api.post("/api/v1/recognize", json={"image": other})
+    assert len(model.cache) == 1  # bounded
+
+
+def test_feedback_is_off_by_default_then_stored_safely(works: Path) -> None:
+    image = b64(sample(works))
+    off = client(works).post("/api/v1/feedback", json={"image": image, "label": "1234"})
+    assert off.status_code == 403 and off.json()["error"]["code"] == "feedback_disabled"
+    api = client(works, "FEEDBACK=True")
+    stored = api.post("/api/v1/feedback", json={"image": image, "label": "1234"})
+    assert stored.status_code == 200
+    name = stored.json()["stored"]
+    assert name.startswith("1234_") and (works / "digits" / "data" / "feedback" / name).is_file()
+    bad = api.post("/api/v1/feedback", json={"image": image, "label": "../../evil"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_label"
+    full = client(works, "FEEDBACK=True", "FEEDBACK_MAX_FILES=1").post(
+        "/api/v1/feedback", json={"image": b64(png(Image.new("L", (40, 20)))), "label": "9"})
+    assert full.status_code == 409
+
+
+def test_api_key_and_body_limit(works: Path) -> None:
+    api = client(works, api_key="s3cret", max_body_bytes=10_000)
+    assert api.get("/healthz").status_code == 200
+    assert api.post("/api/v1/recognize", json={"image": "aGk="}).json()["error"]["code"] == "unauthorized"
+    ok = api.post("/api/v1/recognize", json={"image": b64(sample(works))}, headers={"X-API-Key": "s3cret"})
+    assert ok.status_code == 200
+    huge = api.post("/api/v1/recognize", content=b"x" * 20_000,
+                    headers={"X-API-Key": "s3cret", "content-type": "application/json"})
+    assert huge.status_code == 413 and huge.json()["error"]["code"] == "body_too_large"

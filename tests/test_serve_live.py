@@ -1,0 +1,109 @@
+"""The real server: uvicorn on a free loopback port, called with requests, the example
+crawler, and the Gradio page in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+from conftest import run_script
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(served_works: Path) -> Iterator[tuple[str, Path]]:
+    workspace = served_works / "digits"
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(workspace / "app.py"), "--port", str(port), "--demo-captcha"],
+                               cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            if process.poll() is not None:
+                pytest.fail(f"app.py exited: {process.stdout.read()}")
+            time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail("app.py did not answer /healthz within a minute")
+    yield url, workspace
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_acceptance_over_real_http(server: tuple[str, Path]) -> None:
+    url, workspace = server
+    image = base64.b64encode(next((workspace / "data" / "test").glob("*.png")).read_bytes()).decode()
+    answer = requests.post(f"{url}/api/v1/recognize", json={"image": image}, timeout=10)
+    assert answer.status_code == 200 and "result" in answer.json() and "confidence" in answer.json()
+    compat = requests.post(url + "/", data={"img": image}, timeout=10).json()
+    assert compat["return_code"] == "200" and compat["result"] == answer.json()["result"]
+    assert requests.post(url + "/", data={"other": "x"}, timeout=10).json()["return_code"] == "5004"
+    bad = requests.post(f"{url}/api/v1/recognize", json={"image": "@@@"}, timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_base64"
+    truncated = base64.b64encode(base64.b64decode(image)[:150]).decode()
+    broken = requests.post(f"{url}/api/v1/recognize", json={"image": truncated}, timeout=10)
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_image"
+    assert requests.post(f"{url}/api/v1/recognize", json={"image": image}, timeout=10).status_code == 200
+    assert requests.get(f"{url}/metrics", timeout=10).status_code == 200
+    home = requests.get(url + "/", timeout=10)
+    assert home.status_code == 200 and "gradio" in home.text.lower()
+
+
+def test_example_crawler_against_the_demo_captcha_route(server: tuple[str, Path]) -> None:
+    url, workspace = server
+    result = run_script(workspace, "spider_example.py", "--url", url, "--count", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("solved:") == 2 and "attempt 1:" in result.stdout
+
+
+def test_port_in_use_is_a_clear_error(server: tuple[str, Path]) -> None:
+    url, workspace = server
+    result = run_script(workspace, "app.py", "--port", url.rsplit(":", 1)[1])
+    assert result.returncode == 2 and "pass another --port" in result.stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (./run test installs it)")
+def test_gradio_page_in_headless_chromium(server: tuple[str, Path], tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url, workspace = server
+    picture = next((workspace / "data" / "test").glob("*.png"))
+    expected = requests.post(f"{url}/api/v1/recognize", timeout=10,
+                             json={"image": base64.b64encode(picture.read_bytes()).decode()}).json()["result"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                  "--disable-component-update", "--disable-sync"])
+        page = browser.new_page()
+        page.goto(url + "/", wait_until="networkidle")
+        page.locator("input[type=file]").first.set_input_files(str(picture))
+        page.get_by_role("button", name="Recognize").click()
+        info = page.locator("#info textarea")
+        page.wait_for_function("() => document.querySelector('#info textarea')?.value.includes('ms')",
+                               timeout=30000)
+        shown = page.locator("#result textarea").input_value()
+        details = info.input_value()
+        page.screenshot(path=str(tmp_path.parent / "gradio_page.png"))
+        browser.close()
+    assert shown == expected == picture.name.split("_")[0] and "confidence" in details
