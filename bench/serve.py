@@ -1,0 +1,148 @@
+"""Serving speed and robustness over loopback HTTP, with raw onnxruntime figures from the same run.
+
+1. Latency and throughput at concurrency 1, 8 and 32 for the default CTC model, beside raw
+   onnxruntime single-image time and batched throughput. Targets: median HTTP latency at
+   concurrency 1 at most twice the raw single-image time; throughput at concurrency 32 at least
+   80 % of raw batched throughput.
+2. N requests mixing good and bad inputs: counts of 5xx, wrong answers, and the server's resident
+   memory at start and end.
+Every request loop is bounded in count; only 127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import describe  # noqa: E402
+
+from capforge.cli import invoke  # noqa: E402
+from capforge.data.generate import CaptchaSpec, generate  # noqa: E402
+from capforge.workspace import create_workspace  # noqa: E402
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def exported_workspace(root: Path) -> Path:
+    ws = create_workspace(root, "benchserve", "CTC", force=True)
+    generate(CaptchaSpec("0123456789abcdefghijklmnopqrstuvwxyz", 4, 4), ws.pool, 600, seed=5, progress=False)
+    for step, argv in (("split", []), ("pack", []), ("train", ["--minutes", "0.5"]), ("export", [])):
+        assert invoke(step, ws.root, argv) == 0, step
+    return ws.root
+
+
+def raw_figures(export: Path, images: list[bytes]) -> tuple[float, float]:
+    """Median ms for one image, and images/s at batch 32 (preprocessed inputs, model call only)."""
+    from capforge.serve.predictor import Predictor
+
+    predictor = Predictor(export)
+    inputs = predictor.inputs(images[:64])
+    single = []
+    for i in range(200):
+        started = time.perf_counter()
+        predictor.probabilities(inputs[i % 64:i % 64 + 1])
+        single.append((time.perf_counter() - started) * 1000)
+    started = time.perf_counter()
+    for _ in range(10):
+        predictor.probabilities(inputs[:32])
+    return statistics.median(single), 320 / (time.perf_counter() - started)
+
+
+def load(url: str, payloads: list[dict], concurrency: int) -> tuple[list[float], float, list[requests.Response]]:
+    sessions = [requests.Session() for _ in range(concurrency)]
+
+    def one(i: int) -> tuple[float, requests.Response]:
+        started = time.perf_counter()
+        response = sessions[i % concurrency].post(f"{url}/api/v1/recognize", json=payloads[i], timeout=30)
+        return (time.perf_counter() - started) * 1000, response
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, range(len(payloads))))
+    elapsed = time.perf_counter() - started
+    return [r[0] for r in results], len(payloads) / elapsed, [r[1] for r in results]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=600, help="requests per concurrency level")
+    parser.add_argument("--mixed", type=int, default=20000, help="requests in the robustness run")
+    args = parser.parse_args()
+    print(f"machine: {describe()}")
+    root = exported_workspace(Path(tempfile.mkdtemp(prefix="capforge-serve-")))
+    images = [p.read_bytes() for p in sorted((root / "data").rglob("*.png"))]
+    single_ms, batched_rate = raw_figures(root / "exports" / "current", images)
+    print(f"raw onnxruntime: {single_ms:.2f} ms per single image; {batched_rate:.0f} images/s at batch 32")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port), "--set", "CACHE_SIZE=0",
+                               "--set", "BATCH_WAIT_MS=2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                requests.get(f"{url}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        payloads = [{"image": base64.b64encode(images[i % len(images)]).decode()} for i in range(args.requests)]
+        load(url, payloads[:50], 4)  # warm up
+        for concurrency in (1, 8, 32):
+            latencies, rate, _ = load(url, payloads, concurrency)
+            print(f"concurrency {concurrency:>2}: median {statistics.median(latencies):6.2f} ms, "
+                  f"p95 {np.percentile(latencies, 95):6.2f} ms, {rate:7.1f} requests/s")
+        print(f"targets: median at concurrency 1 <= {2 * single_ms:.2f} ms (2 x raw); "
+              f"throughput at 32 >= {0.8 * batched_rate:.0f} requests/s (80 % of raw batched)")
+
+        good = {i: base64.b64encode(images[i]).decode() for i in range(min(200, len(images)))}
+        expected = {i: requests.post(f"{url}/api/v1/recognize", json={"image": b}, timeout=30).json()["result"]
+                    for i, b in good.items()}
+        bad = [{"image": "@@@"}, {"image": base64.b64encode(images[0][:100]).decode()},
+               {"image": base64.b64encode(b"just text").decode()}, {"image": ""}, {},
+               {"image": "aGk=", "model": "missing"}, {"image": "data:text/plain;base64,aGk="}]
+        mixed, kinds = [], []
+        for i in range(args.mixed):
+            if i % 2:
+                mixed.append(bad[i % len(bad)])
+                kinds.append(None)
+            else:
+                key = i % len(good)
+                mixed.append({"image": good[key]})
+                kinds.append(key)
+        start_rss = rss_mib(server.pid)
+        _, rate, responses = load(url, mixed, 8)
+        end_rss = rss_mib(server.pid)
+        five = sum(r.status_code >= 500 for r in responses)
+        wrong = sum(1 for r, k in zip(responses, kinds)
+                    if k is not None and (r.status_code != 200 or r.json()["result"] != expected[k]))
+        bad_ok = sum(1 for r, k in zip(responses, kinds) if k is None and not 400 <= r.status_code < 500)
+        print(f"mixed run: {len(mixed)} requests ({len(mixed) // 2} good) at {rate:.0f} requests/s: "
+              f"{five} answers 5xx, {wrong} good requests answered wrongly, {bad_ok} bad requests not 4xx; "
+              f"server memory {start_rss:.0f} MiB at start, {end_rss:.0f} MiB at end")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
