@@ -203,13 +203,6 @@ def cmd_settings(ws: Workspace, settings: Settings, args: argparse.Namespace) ->
     return 0
 
 
-def _not_built(what: str) -> Handler:
-    def handler(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-        raise NotBuiltError(f"{what} is not built yet in capforge {__version__}; "
-                            "nothing was changed")
-    return handler
-
-
 STEPS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, Handler]] = {
     "init": ("create the folders; --reset clears checkpoints and logs", _args_init, cmd_init),
     "gen": ("generate synthetic captchas", _args_gen, cmd_gen),

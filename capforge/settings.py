@@ -118,6 +118,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("PACK_SHARD_SIZE", 2000, int, "images per TFRecord shard", _DATA, minimum=1),
     Option("PACK_COMPRESSION", "", str, "TFRecord compression", _DATA, choices=("", "GZIP", "ZLIB")),
     Option("BACKBONE", "small_cnn", str, "feature extractor", _MODEL, choices=BACKBONES),
+    Option("CTC_DECODER", "greedy", str, "CTC decoding: 'greedy' (fast) or 'beam' (prefix beam "
+           "search, width 8)", _MODEL, choices=("greedy", "beam")),
     Option("PRETRAINED", False, bool, "load ImageNet weights (needs a download; never required)",
            _MODEL),
     Option("BATCH_SIZE", 64, int, "images per training step", _TRAIN, minimum=1, maximum=4096),

@@ -222,6 +222,12 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
     }
     (workspace.checkpoints / TRAINING_FILE).write_text(json.dumps(record, indent=1, ensure_ascii=False))
     (workspace.logs / "settings.json").write_text(json.dumps(dict(settings), indent=1, ensure_ascii=False))
+    skipped = {split: sum(not mode.accepts(label) for label in setup.manifest["splits"][split]["labels"])
+               for split in ("train", "validation")}
+    if any(skipped.values()):
+        print(f"skipping {skipped['train']} training and {skipped['validation']} validation labels that this "
+              f"model cannot learn (symbols outside CHARSET, or longer than {mode.label_width}); "
+              "check_file.py lists them")
     started = time.monotonic()
     history = model.fit(train_ds, validation_data=val_ds, epochs=settings["EPOCHS"], verbose=verbose,
                         callbacks=[*_callbacks(workspace, settings, mode, val, minutes), *extra_callbacks])
@@ -231,4 +237,4 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
     accuracies = history.history.get("val_seq_acc", [])
     return {"epochs_run": len(accuracies), "best_val_seq_acc": max(accuracies, default=None),
             "seconds": round(time.monotonic() - started, 1), "charset_size": len(mode.charset.symbols),
-            "label_width": mode.label_width, "resumed": resuming}
+            "label_width": mode.label_width, "resumed": resuming, "skipped": skipped}

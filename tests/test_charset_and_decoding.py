@@ -53,3 +53,14 @@ def test_ordinary_drops_padding_and_num_classes_ranks() -> None:
     classes = make_mode("NUM_CLASSES", Charset(["cat", "dog", "owl"], None), settings, 1)
     answer = classes.decode(np.array([[0.2, 0.7, 0.1]]))[0]
     assert answer.text == "dog" and [t for t, _ in answer.top] == ["dog", "cat", "owl"]
+
+
+def test_beam_search_decoder_is_selectable() -> None:
+    # Greedy reads "a" (blank wins each step); summed over paths, "b" is the likelier text.
+    probs = np.array([[[0.4, 0.0, 0.3, 0.3], [0.4, 0.0, 0.3, 0.3]]])
+    probs[0, :, 1] = 0.0
+    greedy = make_mode("CTC", Charset("abc"), load_settings(None), 4)
+    beam = make_mode("CTC", Charset("abc"), load_settings(None, ["CTC_DECODER=beam"]), 4)
+    assert greedy.decode(probs)[0].text == ""
+    answer = beam.decode(probs)[0]
+    assert answer.text in ("b", "c") and answer.confidence > 0.4 * 0.4

@@ -163,3 +163,20 @@ def test_pack_without_training_images_is_a_clear_error(tmp_path: Path) -> None:
     ws = create_workspace(tmp_path / "works", "w", "CTC")
     with pytest.raises(DataError, match="data/train has no usable images"):
         pack(ws, load_settings(ws.root), progress=False)
+
+
+def test_models_py_hook_replaces_the_backbone(tmp_path: Path) -> None:
+    from capforge.train import build_model, prepare
+
+    ws = prepared(tmp_path, "CTC_TINY", count=60)
+    (ws.root / "models.py").write_text(
+        "import keras\n\n\n"
+        "def build_model(settings, input_shape):\n"
+        "    inputs = keras.Input(input_shape)\n"
+        "    x = keras.layers.Conv2D(8, 3, padding='same', name='my_own_conv')(inputs)\n"
+        "    x = keras.layers.MaxPooling2D((4, 4))(x)\n"
+        "    return keras.Model(inputs, x, name='mine')\n")
+    settings = load_settings(ws.root)
+    model = build_model(ws, settings, prepare(ws, settings).mode)
+    assert model.get_layer("mine").get_layer("my_own_conv") is not None
+    assert model.output.shape[1] == 96 // 4  # time steps follow the custom feature map

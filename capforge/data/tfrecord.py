@@ -112,7 +112,10 @@ def pack(workspace: Workspace, settings: Mapping[str, Any], workers: int | None 
     staging.mkdir()
     manifest: dict[str, Any] = {
         "schema": SCHEMA, "capforge_version": __version__, "preprocessing": preprocessing.to_dict(),
-        "shaping": shaping_settings(workspace, settings), "compression": settings["PACK_COMPRESSION"],
+        "shaping": shaping_settings(workspace, settings),
+        "shaping_hash": hashlib.sha256(json.dumps(shaping_settings(workspace, settings), sort_keys=True)
+                                       .encode()).hexdigest()[:16],
+        "compression": settings["PACK_COMPRESSION"],
         "splits": {}, "skipped": {},
     }
     try:

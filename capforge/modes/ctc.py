@@ -104,7 +104,13 @@ class CTCMode(Mode):
 
     def decode(self, probs: np.ndarray) -> list[Prediction]:
         out = []
-        for ids, confs, path in ctc_greedy(probs, self.charset.blank):
+        greedy = ctc_greedy(probs, self.charset.blank)
+        beams = ctc_beam_search(probs, self.charset.blank) if self.settings.get("CTC_DECODER") == "beam" else None
+        for row, (ids, confs, path) in enumerate(greedy):
+            if beams is not None and beams[row][0] != ids:
+                # The beam's answer wins; its probability sums every path that spells it.
+                ids, path = beams[row][0], beams[row][1]
+                confs = [float(probs[row, :, i].max()) for i in ids]
             chars = [(self.charset.symbol(i), c) for i, c in zip(ids, confs)]
             out.append(Prediction("".join(c for c, _ in chars), path, chars))
         return out
