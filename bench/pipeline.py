@@ -5,6 +5,7 @@ model fed from in-memory tensors, in one run. Target: the pipeline costs under 1
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4000)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--mode", default="CTC")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     print(f"machine: {describe()}")
     ws = create_workspace(Path(tempfile.mkdtemp(prefix="capforge-pipe-")), "pipe", args.mode)
@@ -61,14 +63,15 @@ def main() -> None:
     ids = [mode.charset.encode(mode.tokens(t)) + [0] * (mode.label_width - len(t)) for t in labels]
     in_memory = tf.data.Dataset.from_tensor_slices(
         (tf.constant(images, tf.float32) / 255.0, tf.constant(ids, tf.int32))).batch(batch).cache()
-    rates = {}
-    for name, dataset in (("in-memory tensors", in_memory), ("TFRecord pipeline", from_records),
-                          ("in-memory tensors (again)", in_memory)):
-        rates[name] = images_per_second(model, dataset, args.steps, batch)
-        print(f"{name:<28} {rates[name]:8.1f} images/s")
-    memory = (rates["in-memory tensors"] + rates["in-memory tensors (again)"]) / 2
-    print(f"pipeline cost: {100 * (1 - rates['TFRecord pipeline'] / memory):.1f} % "
-          f"(target under 10 %), batch {batch}, {settings.IMAGE_HEIGHT}x{settings.IMAGE_WIDTH}")
+    rates: dict[str, list[float]] = {"in-memory tensors": [], "TFRecord pipeline": []}
+    for round_number in range(args.rounds):  # alternate, so drifts in machine speed hit both alike
+        for name, dataset in (("in-memory tensors", in_memory), ("TFRecord pipeline", from_records)):
+            rates[name].append(images_per_second(model, dataset, args.steps, batch))
+            print(f"round {round_number + 1}: {name:<20} {rates[name][-1]:8.1f} images/s")
+    memory, records = (statistics.median(rates[k]) for k in ("in-memory tensors", "TFRecord pipeline"))
+    print(f"medians: in-memory {memory:.1f}, TFRecord {records:.1f} images/s; pipeline cost "
+          f"{100 * (1 - records / memory):.1f} % (target under 10 %), batch {batch}, "
+          f"{settings.IMAGE_HEIGHT}x{settings.IMAGE_WIDTH}")
 
 
 if __name__ == "__main__":

@@ -95,8 +95,8 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port), "--set", "CACHE_SIZE=0",
-                               "--set", "BATCH_WAIT_MS=2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port), "--set", "CACHE_SIZE=0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):

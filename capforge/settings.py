@@ -110,6 +110,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("CASE_SENSITIVE", False, bool, "False folds labels and charset to lower case", _DATA),
     Option("LABEL_SEPARATOR", "_-", str, "characters that end the label in a file name "
            "('abcd_1.png', 'abcd-1.png'); '' uses the whole name", _DATA),
+    Option("FONT_PATH", "", str, "font for synthetic click captchas ('' = the captcha package's "
+           "DroidSansMono; a CJK font for Chinese)", _DATA),
     Option("VALIDATION_SPLIT", 0.1, float, "share of the pool split into validation", _DATA,
            minimum=0.0, maximum=0.5),
     Option("TEST_SPLIT", 0.1, float, "share of the pool split into test", _DATA,
@@ -143,7 +145,8 @@ OPTIONS: tuple[Option, ...] = (
            minimum=1000, maximum=50_000_000),
     Option("MAX_BATCH", 32, int, "requests answered together in one model call", _SERVE,
            minimum=1, maximum=1024),
-    Option("BATCH_WAIT_MS", 2.0, float, "how long a request may wait for others to batch with",
+    Option("BATCH_WAIT_MS", 0.0, float, "how long a lone request waits for others to batch with "
+           "(0: requests that queue while the model is busy are batched anyway)",
            _SERVE, minimum=0.0, maximum=1000.0),
     Option("CACHE_SIZE", 2048, int, "answers kept for identical images (0 turns the cache off)",
            _SERVE, minimum=0),

@@ -77,6 +77,6 @@ def test_every_script_has_help(workspace: Path) -> None:
 
 def test_unbuilt_steps_say_so_and_fail(tmp_path: Path) -> None:
     assert new_work(tmp_path / "works", "clicks", "--mode", "EFFICIENTDET").returncode == 0
-    result = run_script(tmp_path / "works" / "clicks", "gen_sample_by_captcha.py", "--count", "3")
+    result = run_script(tmp_path / "works" / "clicks", "train.py")
     assert result.returncode == 3
     assert "not built yet" in result.stderr and "Traceback" not in result.stderr

@@ -13,7 +13,9 @@ import random
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+from PIL import Image
 from tqdm import tqdm
 
 from capforge.errors import DataError
@@ -37,7 +39,7 @@ class _SeededSecrets(random.Random):
 
 @dataclass(frozen=True)
 class CaptchaSpec:
-    """What to generate: image size, format, label lengths and alphabet."""
+    """Text captchas to generate: image size, format, label lengths and alphabet."""
 
     charset: str
     min_length: int
@@ -57,6 +59,14 @@ class CaptchaSpec:
         if not (16 <= self.width <= 2048 and 16 <= self.height <= 1024):
             raise DataError(f"image size must be 16..2048 wide and 16..1024 high; received "
                             f"{self.width}x{self.height}")
+
+    def file_names(self, seed: int, index: int) -> list[str]:
+        return [sample_name(self, seed, index)[1]]
+
+    def files(self, seed: int, index: int) -> list[tuple[str, bytes]]:
+        """(name, bytes) of every file of sample ``index``."""
+        label, name = sample_name(self, seed, index)
+        return [(name, render(self, label, seed, index))]
 
 
 def parse_length(text: str) -> tuple[int, int]:
@@ -78,37 +88,52 @@ def sample_name(spec: CaptchaSpec, seed: int, index: int) -> tuple[str, str]:
     return label, f"{label}_{unique}.{spec.fmt}"
 
 
+def encode(image: Image.Image, fmt: str) -> bytes:
+    """Encoded image bytes: fast PNG compression, high JPEG quality."""
+    buffer = io.BytesIO()
+    pil_format = FORMATS[fmt]
+    options = {"compress_level": 1} if pil_format == "PNG" else {"quality": 95} if pil_format == "JPEG" else {}
+    image.save(buffer, pil_format, **options)
+    return buffer.getvalue()
+
+
 def render(spec: CaptchaSpec, label: str, seed: int, index: int) -> bytes:
     """Encoded image bytes of one captcha."""
     import captcha.image
 
     captcha.image.secrets = _SeededSecrets(f"image:{seed}:{index}")  # type: ignore[attr-defined]
-    image = captcha.image.ImageCaptcha(spec.width, spec.height).generate_image(label)
-    buffer = io.BytesIO()
-    fmt = FORMATS[spec.fmt]
-    options = {"compress_level": 1} if fmt == "PNG" else {"quality": 95} if fmt == "JPEG" else {}
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
+    return encode(captcha.image.ImageCaptcha(spec.width, spec.height).generate_image(label), spec.fmt)
 
 
-def _write_chunk(args: tuple[CaptchaSpec, Path, int, list[int]]) -> int:
+class Spec(Protocol):
+    """Anything that can name and render the files of sample ``index`` for ``seed``."""
+
+    def file_names(self, seed: int, index: int) -> list[str]: ...
+
+    def files(self, seed: int, index: int) -> list[tuple[str, bytes]]: ...
+
+
+def _write_chunk(args: tuple[Spec, Path, int, list[int]]) -> int:
     spec, out_dir, seed, indices = args
     for index in indices:
-        label, name = sample_name(spec, seed, index)
-        data = render(spec, label, seed, index)
-        partial = out_dir / f".{name}.part"
-        partial.write_bytes(data)
-        os.replace(partial, out_dir / name)  # complete files only, even if interrupted
+        for name, data in spec.files(seed, index):
+            partial = out_dir / f".{name}.part"
+            partial.write_bytes(data)
+            os.replace(partial, out_dir / name)  # complete files only, even if interrupted
     return len(indices)
 
 
-def generate(spec: CaptchaSpec, out_dir: Path, count: int, seed: int,
+def generate(spec: Spec, out_dir: Path, count: int, seed: int,
              workers: int | None = None, progress: bool = True) -> list[Path]:
-    """Write ``count`` captchas into ``out_dir``; refuse before writing if a name is taken."""
+    """Write ``count`` samples into ``out_dir``; refuse before writing if a name is taken.
+
+    Returns the first file of each sample (the image).
+    """
     if count < 1:
         raise DataError(f"--count must be at least 1; received {count}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = [sample_name(spec, seed, i)[1] for i in range(count)]
+    per_sample = [spec.file_names(seed, i) for i in range(count)]
+    names = [name for sample in per_sample for name in sample]
     taken = [n for n in names if (out_dir / n).exists()]
     if taken:
         raise DataError(f"{len(taken)} of the files to write already exist in {out_dir} "
@@ -128,4 +153,4 @@ def generate(spec: CaptchaSpec, out_dir: Path, count: int, seed: int,
             for done in pool.map(_write_chunk, jobs):
                 bar.update(done)
     bar.close()
-    return [out_dir / n for n in names]
+    return [out_dir / sample[0] for sample in per_sample]

@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from capforge.data.images import ImageHook, open_image
 from capforge.data.labels import LabelReader, configured_charset, iter_images, tokens
-from capforge.errors import ImageError
+from capforge.data.boxes import label_file_of, read_boxes
+from capforge.errors import DataError, ImageError
 from capforge.workspace import Workspace
 
 # Problems that make a file unusable for training, in the order they are reported.
@@ -31,6 +32,7 @@ KINDS = {
     "label_conflict": "the same image carries different labels",
     "duplicate": "the same image appears more than once in a split",
     "cross_split": "the same image is in two splits (leaks test data into training)",
+    "bad_boxes": "box labels missing, malformed, outside the image or of an unknown class",
 }
 
 
@@ -50,6 +52,7 @@ class Report:
     sizes: list[tuple[int, int]] = field(default_factory=list)
     lengths: Counter = field(default_factory=Counter)
     symbols: Counter = field(default_factory=Counter)
+    box_sizes: list[tuple[float, float]] = field(default_factory=list)
     suggestions: dict[str, Any] = field(default_factory=dict)
 
 
@@ -63,6 +66,13 @@ def suggest(sizes: list[tuple[int, int]], symbols: Counter, lengths: Counter,
     if not sizes:
         return {}
     heights = [h for _, h in sizes]
+    if mode == "EFFICIENTDET":  # detectors keep the whole picture: median size, multiples of 32
+        widths = [w for w, _ in sizes]
+        out = {"IMAGE_HEIGHT": int(min(640, max(64, 32 * round(statistics.median(heights) / 32)))),
+               "IMAGE_WIDTH": int(min(640, max(64, 32 * round(statistics.median(widths) / 32))))}
+        if symbols:
+            out["CHARSET"] = "".join(sorted(symbols)) if all(len(s) == 1 for s in symbols) else sorted(symbols)
+        return out
     aspects = sorted(w / h for w, h in sizes)
     height = _round8(statistics.median(heights), 16, 128)
     wide = aspects[min(len(aspects) - 1, int(0.9 * len(aspects)))]  # fit 90 % without shrinking
@@ -74,6 +84,23 @@ def suggest(sizes: list[tuple[int, int]], symbols: Counter, lengths: Counter,
     if lengths and mode != "NUM_CLASSES":
         out["CAPTCHA_LENGTH"] = max(lengths)
     return out
+
+
+def _check_boxes(path: Path, root: Path, size: tuple[int, int], allowed: set[str] | None,
+                 report: Report) -> str | None:
+    """Read and validate the boxes of a click-captcha image; return the first problem."""
+    try:
+        boxes = read_boxes(path, size[0], size[1], root)
+    except DataError as exc:
+        return str(exc)
+    if not boxes:
+        return "its label file holds no boxes"
+    problems = [p for p in (b.problem(size[0], size[1], allowed) for b in boxes) if p]
+    if problems:
+        return problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+    report.box_sizes += [(b.x2 - b.x1, b.y2 - b.y1) for b in boxes]
+    report.symbols.update(b.label for b in boxes)
+    return None
 
 
 def _pixel_hash(image: Any) -> str:
@@ -105,6 +132,11 @@ def inspect(workspace: Workspace, settings: Mapping[str, Any],
             report.findings.append(Finding(path, "unreadable", str(exc).split(": ", 1)[-1]))
             continue
         report.sizes.append(image.size)
+        if mode == "EFFICIENTDET":
+            problem = _check_boxes(path, root, image.size, allowed, report)
+            if problem:
+                report.findings.append(Finding(path, "bad_boxes", problem))
+                continue
         label = reader.label(path, root) if check_labels else None
         if check_labels:
             if label is None:
@@ -157,6 +189,11 @@ def format_report(report: Report, workspace: Workspace, settings: Mapping[str, A
         heights = sorted(h for _, h in report.sizes)
         lines.append(f"width  min {widths[0]} / median {statistics.median(widths):g} / max {widths[-1]}")
         lines.append(f"height min {heights[0]} / median {statistics.median(heights):g} / max {heights[-1]}")
+    if report.box_sizes:
+        box_w = sorted(w for w, _ in report.box_sizes)
+        box_h = sorted(h for _, h in report.box_sizes)
+        lines.append(f"{len(box_w)} boxes; width min {box_w[0]:g} / median {statistics.median(box_w):g} / max "
+                     f"{box_w[-1]:g}; height min {box_h[0]:g} / median {statistics.median(box_h):g} / max {box_h[-1]:g}")
     if report.lengths:
         lines.append("label length: " + ", ".join(f"{k}: {v}" for k, v in sorted(report.lengths.items())))
     if report.symbols:
@@ -185,7 +222,7 @@ def save_report(report: Report, path: Path) -> None:
 
 
 def quarantine(findings: list[Finding], workspace: Workspace) -> list[tuple[Path, Path]]:
-    """Move each bad file (and a labels file never) to data/quarantine; return (from, to) pairs."""
+    """Move each bad image (with its box label file) to data/quarantine; return (from, to) pairs."""
     moved = []
     log = workspace.quarantine / "REASONS.tsv"
     for finding in findings:
@@ -197,7 +234,10 @@ def quarantine(findings: list[Finding], workspace: Workspace) -> list[tuple[Path
         while target.exists():  # never overwrite an earlier quarantined file
             target = target_dir / f"{finding.path.stem}.{n}{finding.path.suffix}"
             n += 1
+        label = label_file_of(finding.path)
         os.replace(finding.path, target)
+        if label is not None:  # a click captcha's boxes travel with it
+            os.replace(label, target.with_suffix(label.suffix))
         with log.open("a", encoding="utf-8") as out:
             out.write(f"{workspace.relative(finding.path)}\t{workspace.relative(target)}\t"
                       f"{finding.kind}\t{finding.detail}\n")

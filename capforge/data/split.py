@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from capforge.data.boxes import CLASSES_FILE, label_file_of
 from capforge.data.labels import LABEL_FILES, iter_images, read_label_file
 from capforge.errors import DataError
 from capforge.workspace import SPLITS, Workspace
@@ -60,6 +61,8 @@ def plan(workspace: Workspace, settings: Mapping[str, Any], source: Path) -> Spl
         result.counts[split] += len(paths)
         result.moves += [(p, workspace.split_dir(split)) for p in paths]
     result.moves = [(p, folder / p.relative_to(source)) for p, folder in result.moves]
+    result.moves += [(label, dest.with_suffix(label.suffix)) for src, dest in list(result.moves)
+                     if (label := label_file_of(src)) is not None]  # box labels travel with images
     in_the_way = [dest for _, dest in result.moves if dest.exists()]
     if in_the_way:
         raise DataError(f"{len(in_the_way)} file(s) already exist where images would go, e.g. "
@@ -96,6 +99,11 @@ def split(workspace: Workspace, settings: Mapping[str, Any], source: Path | None
     copying = source != workspace.pool.resolve()
     result = plan(workspace, settings, source)
     label_files: dict[Path, dict[str, str]] = {}
+    classes = source / CLASSES_FILE
+    for split_name in SPLITS:
+        if classes.is_file() and not (workspace.split_dir(split_name) / CLASSES_FILE).exists():
+            workspace.split_dir(split_name).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(classes, workspace.split_dir(split_name) / CLASSES_FILE)
     for src, dest in result.moves:
         if src.parent not in label_files:
             found = [src.parent / n for n in LABEL_FILES if (src.parent / n).is_file()]

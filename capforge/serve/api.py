@@ -52,6 +52,30 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+class Guard:
+    """Plain ASGI middleware (cheaper than BaseHTTPMiddleware): body-size limit and API key."""
+
+    def __init__(self, app: Any, options: ServeOptions, metrics: Metrics) -> None:
+        self.app, self.options, self.metrics = app, options, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"").decode("latin-1")
+        refusal = None
+        if length.isdigit() and int(length) > self.options.max_body_bytes:
+            refusal = (413, "body_too_large", f"the request body is {length} bytes; the limit is "
+                       f"{self.options.max_body_bytes}")
+        elif self.options.api_key and scope["path"] != "/healthz" and \
+                headers.get(b"x-api-key", b"").decode("latin-1") != self.options.api_key:
+            refusal = (401, "unauthorized", "missing or wrong X-API-Key header")
+        if refusal is None:
+            return await self.app(scope, receive, send)
+        self.metrics.errors.labels(refusal[1]).inc()
+        await JSONResponse(error_body(*refusal[1:]), status_code=refusal[0])(scope, receive, send)
+
+
 async def recognize(model: ServedModel, data: bytes) -> dict[str, Any]:
     """Decode, preprocess (in a thread), batch through onnxruntime, decode; cached by content."""
     started = time.perf_counter()
@@ -87,18 +111,7 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None) -> 
         metrics.errors.labels(exc.code).inc()
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > options.max_body_bytes:
-            metrics.errors.labels("body_too_large").inc()
-            return JSONResponse(error_body("body_too_large", f"the request body is {length} bytes; "
-                                           f"the limit is {options.max_body_bytes}"), status_code=413)
-        if options.api_key and request.url.path not in ("/healthz",) and \
-                request.headers.get("x-api-key") != options.api_key:
-            metrics.errors.labels("unauthorized").inc()
-            return JSONResponse(error_body("unauthorized", "missing or wrong X-API-Key header"), status_code=401)
-        return await call_next(request)
+    app.add_middleware(Guard, options=options, metrics=metrics)
 
     async def json_body(request: Request) -> dict[str, Any]:
         if "application/json" not in request.headers.get("content-type", ""):
@@ -123,7 +136,7 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None) -> 
         return value
 
     @app.post("/api/v1/recognize")
-    async def recognize_json(request: Request) -> dict[str, Any]:
+    async def recognize_json(request: Request) -> JSONResponse:
         """Recognise a base64 image (or data URL): {"image": "...", "model": "site"}."""
         metrics.requests.labels("recognize").inc()
         with metrics.latency.time():
@@ -132,10 +145,10 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None) -> 
             image = field(body, "image")
             if not isinstance(image, str):
                 raise RequestError(400, "invalid_base64", "'image' must be a base64 string")
-            return await recognize(model, image_bytes(image, model.settings.MAX_IMAGE_BYTES))
+            return JSONResponse(await recognize(model, image_bytes(image, model.settings.MAX_IMAGE_BYTES)))
 
     @app.post("/api/v1/recognize/file")
-    async def recognize_file(request: Request) -> dict[str, Any]:
+    async def recognize_file(request: Request) -> JSONResponse:
         """Recognise an uploaded file: multipart form with 'file' (and optional 'model')."""
         metrics.requests.labels("recognize_file").inc()
         if "multipart/form-data" not in request.headers.get("content-type", ""):
@@ -149,7 +162,7 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None) -> 
         if upload is None or isinstance(upload, str):
             raise RequestError(422, "missing_field", "the multipart field 'file' is required")
         data = await upload.read(model.settings.MAX_IMAGE_BYTES + 1)
-        return await recognize(model, checked_bytes(data, model.settings.MAX_IMAGE_BYTES))
+        return JSONResponse(await recognize(model, checked_bytes(data, model.settings.MAX_IMAGE_BYTES)))
 
     @app.post("/")
     async def bearcat_compatible(request: Request) -> JSONResponse:

@@ -1,6 +1,7 @@
 """Micro-batching: requests that arrive together share one onnxruntime call.
 
-A request waits at most ``wait_ms`` for others; a batch holds at most ``max_batch`` images.
+Whatever queued up while the model was busy forms the next batch (at most ``max_batch``
+images); with ``wait_ms`` > 0 a lone request also waits that long for company.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class MicroBatcher:
                     batch.append(self.queue.get_nowait())
                     continue
                 except asyncio.QueueEmpty:
-                    pass
+                    if self.wait <= 0:
+                        break
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     break

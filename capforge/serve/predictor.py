@@ -38,6 +38,9 @@ class Predictor:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # Idle threads must not spin: on a small machine they would steal the CPU that decoding,
+        # preprocessing and the HTTP server need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(Path(export_dir) / self.manifest["onnx"]), options,
                                             providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
