@@ -107,3 +107,12 @@ def test_gradio_page_in_headless_chromium(server: tuple[str, Path], tmp_path: Pa
         page.screenshot(path=str(tmp_path.parent / "gradio_page.png"))
         browser.close()
     assert shown == expected == picture.name.split("_")[0] and "confidence" in details
+
+
+def test_the_server_does_not_load_tensorflow(served_works: Path) -> None:
+    script = ("import sys\nfrom capforge.serve.server import build_app\n"
+              f"build_app({{'works': {str(served_works)!r}}})\n"
+              "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
