@@ -28,6 +28,10 @@ class ImageError(CapforgeError):
     """Raised when bytes or a file cannot be decoded as an image."""
 
 
+class ImageTooLargeError(ImageError):
+    """Raised when an image has more pixels than preprocessing accepts (a decompression bomb)."""
+
+
 class NotBuiltError(CapforgeError):
     """Raised by a step whose capability is not built yet; it never pretends to work."""
 

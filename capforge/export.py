@@ -29,7 +29,7 @@ class ParityError(CapforgeError):
     """Raised when the ONNX model does not answer like the Keras model it came from."""
 
 
-def parity_images(workspace: Workspace, settings: Mapping[str, Any], limit: int = 512) -> list[Path]:
+def parity_images(workspace: Workspace, limit: int = 512) -> list[Path]:
     """Validation images (test images if there are none) used for the parity check."""
     for split in ("validation", "test", "train"):
         images = list(iter_images(workspace.split_dir(split)))[:limit]
@@ -85,7 +85,7 @@ def export(workspace: Workspace, settings: Mapping[str, Any]) -> dict[str, Any]:
         "onnx": "model.onnx", "keras": "model.keras",
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-    images = parity_images(workspace, settings)
+    images = parity_images(workspace)
     manifest["parity"] = check_parity(model, Predictor(staging), images, settings["PARITY_TOLERANCE"])
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
     current = workspace.exports / "current"

@@ -188,7 +188,7 @@ def create_workspace(works_dir: Path, site: str, mode: str = "CTC", force: bool 
         if target.exists() and target.read_text(encoding="utf-8", errors="replace") != text:
             target.rename(target.with_name(f"{name}.bak-{stamp}"))
         target.write_text(text, encoding="utf-8")
-        if name.endswith(".py") and name not in ("settings.py", "models.py", "utils.py", "_capforge.py"):
+        if name in STEP_SCRIPTS or name == "spider_example.py":
             target.chmod(0o755)
     record = {"capforge_version": __version__, "site": site, "mode": mode, "force": force,
               "created": _dt.datetime.now().isoformat(timespec="seconds"),

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -175,17 +176,20 @@ def test_concurrent_requests_are_batched_and_answer_as_sequential_ones(works: Pa
 
 
 def test_cache_and_confidence_gate(works: Path) -> None:
-    app = create_app(ModelRegistry(works, None, ["CACHE_SIZE=1", "MIN_CONFIDENCE=1.0"]))
+    app = create_app(ModelRegistry(works, None, ["CACHE_SIZE=1"]))
     api = TestClient(app)
     model = app.state.registry.models["digits"]
     image = b64(sample(works))
     first = api.post("/api/v1/recognize", json={"image": image}).json()
     second = api.post("/api/v1/recognize", json={"image": image}).json()
     assert first["result"] == second["result"] and len(model.cache) == 1
-    assert first["accepted"] is False  # nothing is certain enough for MIN_CONFIDENCE = 1.0
-    other = b64(next((works / "digits" / "data" / "train").glob("*.png")).read_bytes())
-    api.post("/api/v1/recognize", json={"image": other})
+    noise = b64(png(Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 96), dtype=np.uint8))))
+    confidence = api.post("/api/v1/recognize", json={"image": noise}).json()["confidence"]
     assert len(model.cache) == 1  # bounded
+    assert confidence < 1.0
+    for threshold, accepted in ((confidence, True), ((confidence + 1.0) / 2, False)):
+        gated = client(works, f"MIN_CONFIDENCE={threshold!r}").post("/api/v1/recognize", json={"image": noise})
+        assert gated.json()["accepted"] is accepted, threshold
 
 
 def test_feedback_is_off_by_default_then_stored_safely(works: Path) -> None:
@@ -213,3 +217,25 @@ def test_api_key_and_body_limit(works: Path) -> None:
     huge = api.post("/api/v1/recognize", content=b"x" * 20_000,
                     headers={"X-API-Key": "s3cret", "content-type": "application/json"})
     assert huge.status_code == 413 and huge.json()["error"]["code"] == "body_too_large"
+
+
+def test_a_broken_re_export_keeps_the_previous_model_serving(works: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "works"
+    shutil.copytree(works / "digits", copy / "digits")
+    monkeypatch.setattr(registry_module, "RELOAD_CHECK_SECONDS", 0.0)
+    api = client(copy)
+    image = b64(sample(works))
+    before = api.post("/api/v1/recognize", json={"image": image}).json()["result"]
+    (copy / "digits" / "exports" / "current" / "manifest.json").write_text("{ half written")
+    after = api.post("/api/v1/recognize", json={"image": image})
+    assert after.status_code == 200 and after.json()["result"] == before
+
+
+def test_default_body_limit_follows_max_image_bytes(works: Path) -> None:
+    small = client(works, "MAX_IMAGE_BYTES=1000")
+    large = client(works, "MAX_IMAGE_BYTES=20000000")
+    body = b"x" * 200_000
+    headers = {"content-type": "application/json"}
+    assert small.post("/api/v1/recognize", content=body, headers=headers).json()["error"]["code"] == "body_too_large"
+    assert large.post("/api/v1/recognize", content=body, headers=headers).json()["error"]["code"] == "invalid_json"

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from capforge.errors import ImageError
+from capforge.errors import ImageError, ImageTooLargeError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 # A decompression bomb guard: refuse images above this many pixels before decoding them.
@@ -60,8 +60,8 @@ def open_image(source: bytes | str | Path | Image.Image) -> Image.Image:
                 raise ImageError(f"{name}: the file is empty (0 bytes)")
             image = Image.open(source)
         if image.width * image.height > MAX_PIXELS:
-            raise ImageError(f"{name}: {image.width}x{image.height} pixels is over the limit of "
-                             f"{MAX_PIXELS} pixels")
+            raise ImageTooLargeError(f"{name}: {image.width}x{image.height} pixels is over the limit of "
+                                     f"{MAX_PIXELS} pixels")
         frame = next(ImageSequence.Iterator(image))
         frame.load()
         return frame

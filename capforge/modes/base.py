@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from capforge.data.charset import Charset
+from capforge.data.labels import tokens as label_tokens
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Mode:
     @classmethod
     def tokens(cls, label: str) -> list[str]:
         """The symbols of a label: its characters (NUM_CLASSES: the whole label)."""
-        return list(label)
+        return label_tokens(label, cls.name)
 
     def accepts(self, label: str) -> bool:
         """Whether this mode can learn ``label`` (known symbols, not too long)."""

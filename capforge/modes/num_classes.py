@@ -16,10 +16,6 @@ class NumClassesMode(Mode):
     uses_blank = False
     feature_kind = "global"
 
-    @classmethod
-    def tokens(cls, label: str) -> list[str]:
-        return [label]
-
     def head(self, features: Any) -> Any:
         from keras import layers
 

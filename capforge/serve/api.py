@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from capforge.data.images import open_image, preprocess
-from capforge.errors import ImageError
+from capforge.errors import ImageError, ImageTooLargeError
 from capforge.serve.inputs import RequestError, checked_bytes, image_bytes
 from capforge.serve.registry import ModelRegistry, ServedModel
 
@@ -32,7 +32,7 @@ class ServeOptions:
 
     api_key: str = ""
     demo_captcha: bool = False
-    max_body_bytes: int = 4_000_000
+    max_body_bytes: int | None = None  # None: room for the largest MAX_IMAGE_BYTES in base64
 
 
 class Metrics:
@@ -55,8 +55,14 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 class Guard:
     """Plain ASGI middleware (cheaper than BaseHTTPMiddleware): body-size limit and API key."""
 
-    def __init__(self, app: Any, options: ServeOptions, metrics: Metrics) -> None:
-        self.app, self.options, self.metrics = app, options, metrics
+    def __init__(self, app: Any, options: ServeOptions, metrics: Metrics, registry: ModelRegistry) -> None:
+        self.app, self.options, self.metrics, self.registry = app, options, metrics, registry
+
+    def body_limit(self) -> int:
+        if self.options.max_body_bytes is not None:
+            return self.options.max_body_bytes
+        largest = max((m.settings.MAX_IMAGE_BYTES for m in self.registry.models.values()), default=2_000_000)
+        return largest * 4 // 3 + 65536
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -64,9 +70,9 @@ class Guard:
         headers = dict(scope["headers"])
         length = headers.get(b"content-length", b"").decode("latin-1")
         refusal = None
-        if length.isdigit() and int(length) > self.options.max_body_bytes:
+        if length.isdigit() and int(length) > self.body_limit():
             refusal = (413, "body_too_large", f"the request body is {length} bytes; the limit is "
-                       f"{self.options.max_body_bytes}")
+                       f"{self.body_limit()}")
         elif self.options.api_key and scope["path"] != "/healthz" and \
                 headers.get(b"x-api-key", b"").decode("latin-1") != self.options.api_key:
             refusal = (401, "unauthorized", "missing or wrong X-API-Key header")
@@ -77,7 +83,7 @@ class Guard:
 
 
 async def recognize(model: ServedModel, data: bytes) -> dict[str, Any]:
-    """Decode, preprocess (in a thread), batch through onnxruntime, decode; cached by content."""
+    """Decode and preprocess, batch through onnxruntime, decode; cached by content."""
     started = time.perf_counter()
     answer = model.cached(data)
     if answer is None:
@@ -86,9 +92,9 @@ async def recognize(model: ServedModel, data: bytes) -> dict[str, Any]:
             # Inline: a captcha decodes and resizes in well under a millisecond, less than a thread hop.
             array = preprocess(data, predictor.preprocessing, predictor.extra)
         except ImageError as exc:
-            message = str(exc).replace("image bytes: ", "")
-            code = "image_too_large" if "over the limit" in message else "invalid_image"
-            raise RequestError(413 if code == "image_too_large" else 400, code, message) from None
+            too_large = isinstance(exc, ImageTooLargeError)
+            raise RequestError(413 if too_large else 400, "image_too_large" if too_large else "invalid_image",
+                               str(exc).replace("image bytes: ", "")) from None
         probs = await model.batcher.submit(array)
         prediction = predictor.mode.decode(probs[None])[0]
         answer = {"model": model.name, **prediction.to_dict()}
@@ -112,7 +118,7 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None) -> 
         metrics.errors.labels(exc.code).inc()
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
 
-    app.add_middleware(Guard, options=options, metrics=metrics)
+    app.add_middleware(Guard, options=options, metrics=metrics, registry=registry)
 
     async def json_body(request: Request) -> dict[str, Any]:
         if "application/json" not in request.headers.get("content-type", ""):

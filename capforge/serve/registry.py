@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -82,8 +83,15 @@ class ModelRegistry:
             known = self.models.get(ws.name)
             if known and known.stamp == stamp:
                 continue
-            predictor = Predictor(ws.exports / "current")
-            settings = load_settings(ws.root, self.overrides)
+            try:
+                predictor = Predictor(ws.exports / "current")
+                settings = load_settings(ws.root, self.overrides)
+            except Exception as exc:  # noqa: BLE001 - any broken export: report it, keep what works
+                print(f"warning: not loading {ws.name}: {exc}" + ("; still serving the previous export"
+                                                                   if known else ""), file=sys.stderr)
+                if known:
+                    known.stamp = stamp  # do not retry the same broken files on every request
+                continue
             batcher = MicroBatcher(predictor.probabilities, settings.MAX_BATCH, settings.BATCH_WAIT_MS,
                                    self.observe_batch)
             self.models[ws.name] = ServedModel(ws.name, ws, predictor, settings, stamp, batcher)
