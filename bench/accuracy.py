@@ -86,10 +86,10 @@ def main() -> None:
     from capforge.data.tfrecord import read_manifest
     from capforge.evaluate import evaluate
     from capforge.serve.predictor import Predictor
-    from capforge.train import prepare, sequence_accuracy, train
+    from capforge.train import prepare, train
 
     mode = prepare(ws, settings).mode
-    test_images, test_labels = load_arrays(ws, read_manifest(ws), "test", mode)
+    test_images, test_labels, _ = load_arrays(ws, read_manifest(ws), "test", mode)
     first, total = args.minutes
     snapshot: dict[str, float] = {}
 
@@ -99,7 +99,8 @@ def main() -> None:
 
         def on_train_batch_end(self, batch, logs=None):
             if "acc" not in snapshot and time.monotonic() - self.started >= 60 * first:
-                snapshot["acc"] = sequence_accuracy(self.model, mode, test_images, test_labels)
+                snapshot["acc"] = mode.validation_score(lambda b: np.asarray(self.model(b, training=False)),
+                                                        test_images, test_labels)
                 snapshot["minutes"] = (time.monotonic() - self.started) / 60
 
     summary = train(ws, settings, minutes=total, continue_from_best=True, verbose=2,

@@ -59,7 +59,7 @@ def main() -> None:
     model = build_model(ws, settings, mode)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=mode.loss())
     from_records = make_dataset(ws, setup.manifest, "train", mode, batch, training=True)
-    images, labels = load_arrays(ws, setup.manifest, "train", mode)
+    images, labels, _ = load_arrays(ws, setup.manifest, "train", mode)
     ids = [mode.charset.encode(mode.tokens(t)) + [0] * (mode.label_width - len(t)) for t in labels]
     in_memory = tf.data.Dataset.from_tensor_slices(
         (tf.constant(images, tf.float32) / 255.0, tf.constant(ids, tf.int32))).batch(batch).cache()

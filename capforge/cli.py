@@ -127,19 +127,11 @@ def cmd_split(ws: Workspace, settings: Settings, args: argparse.Namespace) -> in
     return 0
 
 
-def _require_model_mode(settings: Settings, step: str) -> None:
-    """pack / train / export / test exist for the text modes only so far."""
-    if settings.MODE == "EFFICIENTDET":
-        raise NotBuiltError(f"{step} for MODE=EFFICIENTDET (click captchas) is not built yet; gen, check and "
-                            "split already handle click captchas with VOC or YOLO boxes")
-
-
 def _args_pack(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="processes (default: one per core)")
 
 
 def cmd_pack(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    _require_model_mode(settings, "packing")
     from capforge.data.tfrecord import pack
 
     manifest = pack(ws, settings, args.workers)
@@ -158,19 +150,17 @@ def _args_train(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    _require_model_mode(settings, "training")
     from capforge.train import train
 
     summary = train(ws, settings, args.minutes, args.continue_from_best)
     print(f"trained {summary['epochs_run']} epoch(s) in {summary['seconds']} s"
           + (" (resumed)" if summary["resumed"] else "")
-          + f"; best validation sequence accuracy {summary['best_val_seq_acc']:.4f}; "
+          + f"; best {summary['monitor']} {summary['best']:.4f}; "
           f"checkpoint {ws.relative(ws.checkpoints)}/best.keras, curves logs/training_curves.png")
     return 0
 
 
 def cmd_export(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    _require_model_mode(settings, "export")
     from capforge.export import export
 
     manifest = export(ws, settings)
@@ -186,7 +176,6 @@ def _args_test(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_test(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    _require_model_mode(settings, "testing")
     from capforge.evaluate import evaluate, summary_text
 
     report = evaluate(ws, settings, args.split)

@@ -29,19 +29,17 @@ class CheckpointPredictor(Predictor):
     """The best Keras checkpoint behind the Predictor interface (before an export exists)."""
 
     def __init__(self, workspace: Workspace) -> None:  # noqa: D107 - no onnxruntime session
-        import keras
-
         from capforge.data.charset import Charset
         from capforge.data.images import Preprocessing
         from capforge.modes import make_mode
-        from capforge.train import BEST, TRAINING_FILE
+        from capforge.train import BEST, TRAINING_FILE, load_checkpoint
 
         record = json.loads((workspace.checkpoints / TRAINING_FILE).read_text(encoding="utf-8"))
         self.manifest = record
         self.preprocessing = Preprocessing(**record["preprocessing"])
         self.mode = make_mode(record["mode"], Charset.from_dict(record["charset"]), record["settings"],
                               record["label_width"])
-        self.model = keras.models.load_model(workspace.checkpoints / BEST, compile=False)
+        self.model = load_checkpoint(workspace.checkpoints / BEST)
         self.extra = hook(workspace, "utils", "preprocess_image")
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from capforge import __version__
 from capforge.data.labels import iter_images
 from capforge.errors import CapforgeError, WorkspaceError
 from capforge.serve.predictor import MANIFEST, Predictor
-from capforge.train import BEST, TRAINING_FILE
+from capforge.train import BEST, TRAINING_FILE, load_checkpoint
 from capforge.workspace import Workspace
 
 
@@ -59,14 +59,12 @@ def check_parity(keras_model: Any, predictor: Predictor, images: list[Path], tol
 
 def export(workspace: Workspace, settings: Mapping[str, Any]) -> dict[str, Any]:
     """Export the best checkpoint to ``exports/current``; return the manifest."""
-    import keras
-
     best = workspace.checkpoints / BEST
     record_path = workspace.checkpoints / TRAINING_FILE
     if not best.is_file() or not record_path.is_file():
         raise WorkspaceError(f"no trained model in {workspace.relative(workspace.checkpoints)}; run train.py first")
     record = json.loads(record_path.read_text(encoding="utf-8"))
-    model = keras.models.load_model(best, compile=False)
+    model = load_checkpoint(best)
     p = record["preprocessing"]
     model(np.zeros((1, p["height"], p["width"], p["channels"]), np.float32))  # export needs a traced call
     staging = workspace.exports / ".staging"

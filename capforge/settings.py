@@ -120,6 +120,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("PACK_SHARD_SIZE", 2000, int, "images per TFRecord shard", _DATA, minimum=1),
     Option("PACK_COMPRESSION", "", str, "TFRecord compression", _DATA, choices=("", "GZIP", "ZLIB")),
     Option("BACKBONE", "small_cnn", str, "feature extractor", _MODEL, choices=BACKBONES),
+    Option("PHI", 0, int, "EFFICIENTDET size: EfficientNetB<PHI> backbone, BiFPN width and depth",
+           _MODEL, minimum=0, maximum=7),
     Option("CTC_DECODER", "greedy", str, "CTC decoding: 'greedy' (fast) or 'beam' (prefix beam "
            "search, width 8)", _MODEL, choices=("greedy", "beam")),
     Option("PRETRAINED", False, bool, "load ImageNet weights (needs a download; never required)",
@@ -139,6 +141,13 @@ OPTIONS: tuple[Option, ...] = (
            "machines listed in TF_CONFIG", _TRAIN, choices=("none", "mirrored", "multi_worker")),
     Option("PARITY_TOLERANCE", 1e-3, float, "largest ONNX vs Keras output difference export "
            "accepts", _TRAIN, minimum=0.0, maximum=1.0),
+    Option("DETECTION_THRESHOLD", 0.3, float, "EFFICIENTDET: boxes scoring below this are not "
+           "returned", _SERVE, minimum=0.0, maximum=1.0),
+    Option("NMS_IOU", 0.5, float, "EFFICIENTDET: boxes of one class overlapping more than this are "
+           "merged (non-max suppression)", _SERVE, minimum=0.05, maximum=1.0),
+    Option("CLICK_RECOGNIZER", "", str, "EFFICIENTDET: a NUM_CLASSES or ORDINARY workspace "
+           "(e.g. 'works/site_chars') that reads each box for click order; '' uses the detector's "
+           "classes", _SERVE),
     Option("MIN_CONFIDENCE", 0.0, float, "answers below this confidence are not 'accepted'",
            _SERVE, minimum=0.0, maximum=1.0),
     Option("MAX_IMAGE_BYTES", 2_000_000, int, "largest image a request may send", _SERVE,
@@ -155,6 +164,17 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+# Defaults that differ by MODE: a detector sees the whole colour picture at a size its five
+# feature levels divide (multiples of 32), and fits smaller batches.
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "EFFICIENTDET": {"IMAGE_HEIGHT": 128, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "BATCH_SIZE": 16,
+                     "EARLY_PATIENCE": 15, "DATA_ENHANCEMENT": True},
+}
+
+
+def default_of(name: str, mode: str) -> Any:
+    """The default of setting ``name`` under MODE ``mode``."""
+    return MODE_DEFAULTS.get(mode, {}).get(name, OPTIONS_BY_NAME[name].default)
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(o.section for o in OPTIONS))
 
 
@@ -189,7 +209,7 @@ class Settings(Mapping[str, Any]):
         lines = []
         for option in OPTIONS:
             value = self._values[option.name]
-            mark = "" if value == option.default else "   (changed)"
+            mark = "" if value == default_of(option.name, self._values["MODE"]) else "   (changed)"
             lines.append(f"{option.name:<18} = {value!r}{mark}")
         return "\n".join(lines)
 
@@ -261,7 +281,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def load_settings(workspace: Path | None, overrides: Sequence[str] = ()) -> Settings:
     """Load defaults, then ``workspace/settings.py``, then ``--set`` overrides; validate all."""
-    values = {o.name: o.default for o in OPTIONS}
+    given: dict[str, Any] = {}
     path = None
     if workspace is not None:
         path = Path(workspace) / "settings.py"
@@ -277,7 +297,7 @@ def load_settings(workspace: Path | None, overrides: Sequence[str] = ()) -> Sett
             problem = option.problem(value)
             if problem:
                 raise SettingsError(f"{where}: {problem}")
-            values[name] = value
+            given[name] = value
     for text in overrides:
         name, value = parse_override(text)
         option = OPTIONS_BY_NAME.get(name)
@@ -288,7 +308,9 @@ def load_settings(workspace: Path | None, overrides: Sequence[str] = ()) -> Sett
         problem = option.problem(value)
         if problem:
             raise SettingsError(f"--set {text}: {problem}")
-        values[name] = value
+        given[name] = value
+    mode = given.get("MODE", OPTIONS_BY_NAME["MODE"].default)
+    values = {o.name: default_of(o.name, mode) for o in OPTIONS} | given
     _check_together(values, path)
     return Settings(values, path)
 
@@ -299,6 +321,12 @@ def _check_together(values: dict[str, Any], path: Path | None) -> None:
     if values["VALIDATION_SPLIT"] + values["TEST_SPLIT"] >= 0.9:
         raise SettingsError(f"{where}VALIDATION_SPLIT + TEST_SPLIT must leave at least 10 % for "
                             f"training; received {values['VALIDATION_SPLIT']} + {values['TEST_SPLIT']}")
+    if values["MODE"] == "EFFICIENTDET":
+        for name in ("IMAGE_HEIGHT", "IMAGE_WIDTH"):
+            if values[name] % 32 or values[name] < 64:
+                raise SettingsError(f"{where}MODE='EFFICIENTDET' needs {name} to be a multiple of 32 of at "
+                                    f"least 64 (its feature levels halve the image five times); received "
+                                    f"{values[name]}")
     charset = values["CHARSET"]
     if isinstance(charset, str) and len(set(charset)) != len(charset):
         repeated = sorted({c for c in charset if charset.count(c) > 1})
@@ -322,6 +350,6 @@ def render_settings_file(site: str, mode: str, version: str) -> str:
         out += ["", f"# --- {section} ---"]
         for option in OPTIONS:
             if option.section == section and option.name != "MODE":
-                out.append(f"# {option.name} = {option.default!r}  # {option.help}; "
+                out.append(f"# {option.name} = {default_of(option.name, mode)!r}  # {option.help}; "
                            f"{option.allowed()}")
     return "\n".join(out) + "\n"

@@ -38,8 +38,9 @@ class Setup:
 
 
 def label_width(mode_name: str, settings: Mapping[str, Any], labels: list[str]) -> int:
-    """Padded label length: CAPTCHA_LENGTH, the longest label (CTC), or 1 (NUM_CLASSES)."""
-    if mode_name == "NUM_CLASSES":
+    """Padded label length: CAPTCHA_LENGTH, the longest label (CTC), or 1 (NUM_CLASSES; unused
+    by EFFICIENTDET, whose labels are box lists)."""
+    if mode_name in ("NUM_CLASSES", "EFFICIENTDET"):
         return 1
     if mode_name == "CTC":
         return max([len(label) for label in labels] + [1])
@@ -71,6 +72,8 @@ def build_model(workspace: Workspace | None, settings: Mapping[str, Any], mode: 
     from capforge.models.backbones import build_backbone
 
     shape = (settings["IMAGE_HEIGHT"], settings["IMAGE_WIDTH"], settings["IMAGE_CHANNELS"])
+    if mode.feature_kind == "detection":  # EfficientDet is backbone, neck and heads in one
+        return mode.build(shape)
     custom = hook(workspace, "models", "build_model") if workspace else None
     backbone = custom(settings, shape) if custom else None
     if backbone is None:
@@ -97,29 +100,26 @@ def distribution_strategy(name: str) -> Any:
     return tf.distribute.get_strategy()
 
 
-def sequence_accuracy(model: Any, mode: Mode, images: np.ndarray, labels: list[str],
-                      batch_size: int = 256) -> float:
-    """Share of images whose decoded text equals the label exactly."""
-    if not labels:
-        return 0.0
-    correct = 0
-    for start in range(0, len(labels), batch_size):
-        batch = images[start:start + batch_size].astype(np.float32) / 255.0
-        probs = np.asarray(model(batch, training=False))  # direct call: works under any strategy
-        correct += sum(p.text == t for p, t in zip(mode.decode(probs), labels[start:start + batch_size]))
-    return correct / len(labels)
+def load_checkpoint(path: Path) -> Any:
+    """A saved Keras model (EfficientDet's custom layer registered first)."""
+    import keras
+
+    import capforge.models.efficientdet  # noqa: F401 - registers WeightedFusion for loading
+
+    return keras.models.load_model(path, compile=False)
 
 
-def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, val: tuple[np.ndarray, list[str]],
+def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, val: tuple[Any, ...],
                minutes: float | None) -> list[Any]:
     import keras
 
-    class SequenceAccuracy(keras.callbacks.Callback):
-        """Exact-sequence accuracy on the whole validation set, as ``val_seq_acc``."""
+    class ValidationScore(keras.callbacks.Callback):
+        """The mode's score on the whole validation set (exact-sequence accuracy, or mAP@0.5)."""
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            if logs is not None:
-                logs["val_seq_acc"] = sequence_accuracy(self.model, mode, *val)
+            if logs is not None:  # a direct call: works under any strategy
+                logs[mode.monitor] = mode.validation_score(
+                    lambda batch: np.asarray(self.model(batch, training=False)), *val)
 
     class TimeLimit(keras.callbacks.Callback):
         """Stop once ``minutes`` of wall time have passed (the epoch is closed normally)."""
@@ -134,10 +134,10 @@ def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, va
 
     best = str(workspace.checkpoints / BEST)
     return [
-        SequenceAccuracy(),
+        ValidationScore(),
         keras.callbacks.BackupAndRestore(str(workspace.checkpoints / "backup")),
-        keras.callbacks.ModelCheckpoint(best, monitor="val_seq_acc", mode="max", save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_seq_acc", mode="max",
+        keras.callbacks.ModelCheckpoint(best, monitor=mode.monitor, mode="max", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor=mode.monitor, mode="max",
                                       patience=settings["EARLY_PATIENCE"], restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=settings["LR_PATIENCE"],
                                           min_lr=1e-6),
@@ -158,8 +158,8 @@ def draw_model(model: Any, path: Path) -> None:
               "pip install pydot; apt-get install graphviz")
 
 
-def plot_curves(csv_path: Path, png_path: Path) -> None:
-    """Loss and validation sequence accuracy per epoch, from the CSV log."""
+def plot_curves(csv_path: Path, png_path: Path, monitor: str = "val_seq_acc") -> None:
+    """Loss and the monitored validation score per epoch, from the CSV log."""
     import csv
 
     import matplotlib
@@ -174,8 +174,8 @@ def plot_curves(csv_path: Path, png_path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for key in ("loss", "val_loss"):
         left.plot(epochs, [float(r[key]) for r in rows], label=key)
-    right.plot(epochs, [float(r["val_seq_acc"]) for r in rows], label="val_seq_acc")
-    for axis, title in ((left, "loss"), (right, "validation sequence accuracy")):
+    right.plot(epochs, [float(r[monitor]) for r in rows], label=monitor)
+    for axis, title in ((left, "loss"), (right, f"validation score ({monitor})")):
         axis.set_xlabel("epoch")
         axis.set_title(title)
         axis.legend()
@@ -203,7 +203,7 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
         folder.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(settings["SEED"])
     val = load_arrays(workspace, setup.manifest, "validation", mode)
-    if not val[1]:
+    if not val[0].shape[0]:
         raise DataError("the validation split has no usable images; run split_dataset.py "
                         "(VALIDATION_SPLIT > 0) and pack_dataset.py")
     with distribution_strategy(settings["DISTRIBUTE"]).scope():
@@ -212,7 +212,7 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
         val_ds = make_dataset(workspace, setup.manifest, "validation", mode, settings["BATCH_SIZE"], False)
         model = build_model(workspace, settings, mode)
         if continue_from_best and best_path.exists():
-            model.set_weights(keras.models.load_model(best_path, compile=False).get_weights())
+            model.set_weights(load_checkpoint(best_path).get_weights())
         model.compile(optimizer=keras.optimizers.Adam(settings["LR"]), loss=mode.loss())
     draw_model(model, workspace.logs / "model.png")
     record = {
@@ -233,8 +233,8 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
                         callbacks=[*_callbacks(workspace, settings, mode, val, minutes), *extra_callbacks])
     csv_path = workspace.logs / "training.csv"
     if csv_path.exists():
-        plot_curves(csv_path, workspace.logs / "training_curves.png")
-    accuracies = history.history.get("val_seq_acc", [])
-    return {"epochs_run": len(accuracies), "best_val_seq_acc": max(accuracies, default=None),
+        plot_curves(csv_path, workspace.logs / "training_curves.png", mode.monitor)
+    scores = history.history.get(mode.monitor, [])
+    return {"epochs_run": len(scores), "monitor": mode.monitor, "best": max(scores, default=None),
             "seconds": round(time.monotonic() - started, 1), "charset_size": len(mode.charset.symbols),
             "label_width": mode.label_width, "resumed": resuming, "skipped": skipped}

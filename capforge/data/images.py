@@ -95,21 +95,53 @@ def _edge_colour(array: np.ndarray) -> np.ndarray:
     return np.median(edges, axis=0).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """Where a ``width`` x ``height`` image lands in the model input: scale and offset per axis.
+
+    >>> g = geometry(200, 50, Preprocessing(32, 96))
+    >>> g.to_image(*g.to_input(100.0, 25.0))
+    (100.0, 25.0)
+    """
+
+    width: int
+    height: int
+    scale_x: float
+    scale_y: float
+    left: int
+    top: int
+
+    def to_input(self, x: float, y: float) -> tuple[float, float]:
+        return x * self.scale_x + self.left, y * self.scale_y + self.top
+
+    def to_image(self, x: float, y: float) -> tuple[float, float]:
+        return (x - self.left) / self.scale_x, (y - self.top) / self.scale_y
+
+
+def geometry(width: int, height: int, p: Preprocessing) -> Geometry:
+    """The placement :func:`fit` gives a ``width`` x ``height`` image."""
+    if p.resize == "stretch" or (width, height) == (p.width, p.height):
+        return Geometry(width, height, p.width / width, p.height / height, 0, 0)
+    scale = min(p.width / width, p.height / height)
+    new_w = max(1, min(p.width, round(width * scale)))
+    new_h = max(1, min(p.height, round(height * scale)))
+    return Geometry(width, height, new_w / width, new_h / height, (p.width - new_w) // 2,
+                    (p.height - new_h) // 2)
+
+
 def fit(image: Image.Image, height: int, width: int, resize: str) -> Image.Image:
     """Resize to exactly ``height`` x ``width``: stretch, or keep the aspect ratio and pad."""
-    if resize == "stretch" or image.size == (width, height):
+    g = geometry(image.width, image.height, Preprocessing(height, width, 1, resize))
+    if g.left == g.top == 0:
         return image.resize((width, height), Image.Resampling.BILINEAR)
-    scale = min(width / image.width, height / image.height)
-    new_w = max(1, min(width, round(image.width * scale)))
-    new_h = max(1, min(height, round(image.height * scale)))
+    new_w, new_h = round(image.width * g.scale_x), round(image.height * g.scale_y)
     scaled = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
     array = np.asarray(scaled)
     if array.ndim == 2:
         array = array[:, :, None]
     canvas = np.empty((height, width, array.shape[2]), dtype=np.uint8)
     canvas[:] = _edge_colour(array)
-    top, left = (height - new_h) // 2, (width - new_w) // 2
-    canvas[top:top + new_h, left:left + new_w] = array
+    canvas[g.top:g.top + new_h, g.left:g.left + new_w] = array
     return Image.fromarray(canvas[:, :, 0] if image.mode == "L" else canvas, image.mode)
 
 
@@ -134,3 +166,12 @@ def preprocess(source: bytes | str | Path | Image.Image, p: Preprocessing,
                extra: ImageHook | None = None) -> np.ndarray:
     """The model input as float32 ``[height, width, channels]`` with values in [0, 1]."""
     return preprocess_to_uint8(source, p, extra).astype(np.float32) / 255.0
+
+
+def preprocess_placed(source: bytes | str | Path | Image.Image, p: Preprocessing,
+                      extra: ImageHook | None = None) -> tuple[np.ndarray, Geometry]:
+    """:func:`preprocess` plus where the image landed (detection maps boxes back with it)."""
+    image = open_image(source)
+    if extra is not None:
+        image = extra(image)
+    return preprocess(image, p), geometry(image.width, image.height, p)

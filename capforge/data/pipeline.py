@@ -14,17 +14,23 @@ from capforge.modes import Mode
 from capforge.workspace import Workspace
 
 
-def _parse_fn(manifest: Mapping[str, Any]) -> Any:
+def _parse_fn(manifest: Mapping[str, Any], boxes: bool = False) -> Any:
+    """record -> (uint8 image, label text), or (image, boxes [M, 4], class names [M])."""
     import tensorflow as tf
 
     p = manifest["preprocessing"]
     shape = (p["height"], p["width"], p["channels"])
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.string)}
+    if boxes:
+        spec |= {"boxes": tf.io.VarLenFeature(tf.float32), "classes": tf.io.VarLenFeature(tf.string)}
 
-    def parse(record: Any) -> tuple[Any, Any]:
+    def parse(record: Any) -> tuple[Any, ...]:
         example = tf.io.parse_single_example(record, spec)
         image = tf.reshape(tf.io.decode_raw(example["image"], tf.uint8), shape)
-        return image, example["label"]
+        if not boxes:
+            return image, example["label"]
+        return (image, tf.reshape(tf.sparse.to_dense(example["boxes"]), [-1, 4]),
+                tf.sparse.to_dense(example["classes"]))
 
     return parse
 
@@ -58,9 +64,8 @@ def _augment(image: Any) -> Any:
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
-def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, mode: Mode,
-                 batch_size: int, training: bool, augment: bool = False, seed: int = 0) -> Any:
-    """Batches of (float32 images in [0, 1], int32 label ids) from one packed split."""
+def _records(workspace: Workspace, manifest: Mapping[str, Any], split: str, training: bool, seed: int) -> Any:
+    """The split's serialized examples, shuffled when training."""
     import tensorflow as tf
 
     files = [str(workspace.packed / name) for name in manifest["splits"][split]["shards"]]
@@ -69,6 +74,34 @@ def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, 
     if training:
         ds = ds.shuffle(min(20000, manifest["splits"][split]["count"]) or 1, seed=seed,
                         reshuffle_each_iteration=True)
+    return ds
+
+
+def _batched(ds: Any, batch_size: int, count: int) -> Any:
+    """Batch and prefetch; under a distribution strategy every replica gets a share."""
+    import tensorflow as tf
+
+    ds = ds.apply(tf.data.experimental.assert_cardinality(count))  # lets Keras count steps
+    # Replicas of a distribution strategy each need a share of every batch: drop a ragged last
+    # batch (the monitored validation score, which checkpoints follow, still sees every image).
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas > 1:
+        batch_size = min(batch_size, max(replicas, count - count % replicas))
+    return ds.batch(batch_size, drop_remainder=replicas > 1).prefetch(tf.data.AUTOTUNE)
+
+
+def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, mode: Mode,
+                 batch_size: int, training: bool, augment: bool = False, seed: int = 0) -> Any:
+    """Batches of (float32 images in [0, 1], int32 label ids) from one packed split."""
+    import tensorflow as tf
+
+    if mode.feature_kind == "detection":
+        from capforge.data.detection_pipeline import detection_dataset
+
+        ds, count = detection_dataset(_records(workspace, manifest, split, training, seed),
+                                      _parse_fn(manifest, boxes=True), manifest, split, mode, training and augment)
+        return _batched(ds, batch_size, count)
+    ds = _records(workspace, manifest, split, training, seed)
     encode = _encoder(mode)
     width = mode.label_width
 
@@ -90,33 +123,26 @@ def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, 
     ds = ds.map(_parse_fn(manifest), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.filter(usable).map(drop_flag)
-    count = sum(mode.accepts(label) for label in manifest["splits"][split]["labels"])
-    ds = ds.apply(tf.data.experimental.assert_cardinality(count))  # lets Keras count steps
     if training and augment:
         ds = ds.map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
-    # Replicas of a distribution strategy each need a share of every batch: drop a ragged last
-    # batch (val_seq_acc, which checkpoints follow, still sees every validation image).
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    if replicas > 1:
-        batch_size = min(batch_size, max(replicas, count - count % replicas))
-    ds = ds.batch(batch_size, drop_remainder=replicas > 1)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _batched(ds, batch_size, sum(mode.accepts(label) for label in manifest["splits"][split]["labels"]))
 
 
 def load_arrays(workspace: Workspace, manifest: Mapping[str, Any], split: str,
-                mode: Mode) -> tuple[np.ndarray, list[str]]:
-    """All images (uint8) and label texts of a packed split that ``mode`` can learn."""
-    import tensorflow as tf
+                mode: Mode) -> tuple[np.ndarray, list[Any], list[np.ndarray]]:
+    """All images (uint8), labels and (detection) boxes of a packed split that ``mode`` can learn.
 
-    files = [str(workspace.packed / name) for name in manifest["splits"][split]["shards"]]
-    ds = tf.data.TFRecordDataset(files, compression_type=manifest["compression"] or None)
-    images, labels = [], []
-    for image, label in ds.map(_parse_fn(manifest)).batch(512).as_numpy_iterator():
-        for one, text in zip(image, label):
-            text = text.decode("utf-8")
-            if mode.accepts(text):
-                images.append(one)
-                labels.append(text)
+    Labels are texts, or for detection lists of class names matching the boxes [M, 4].
+    """
+    detection = mode.feature_kind == "detection"
+    images, labels, boxes = [], [], []
+    for item in _records(workspace, manifest, split, False, 0).map(_parse_fn(manifest, detection)):
+        image, *rest = (x.numpy() for x in item)
+        label = [c.decode("utf-8") for c in rest[-1]] if detection else rest[0].decode("utf-8")
+        if mode.accepts(label):
+            images.append(image)
+            labels.append(label)
+            boxes.append(rest[0] if detection else np.zeros((0, 4), np.float32))
     p = manifest["preprocessing"]
     empty = np.zeros((0, p["height"], p["width"], p["channels"]), np.uint8)
-    return (np.stack(images) if images else empty), labels
+    return (np.stack(images) if images else empty), labels, boxes

@@ -6,7 +6,10 @@ Schema ``capforge.tfrecord/1``, one ``tf.train.Example`` per image:
   ``[IMAGE_HEIGHT, IMAGE_WIDTH, IMAGE_CHANNELS]`` (row-major);
 - ``label``: the label text, UTF-8 (ids are looked up in the input pipeline, so changing the
   charset needs no repack);
-- ``source``: the image's path relative to the workspace.
+- ``source``: the image's path relative to the workspace;
+- MODE=EFFICIENTDET only: ``boxes``, float32 corners ``x1, y1, x2, y2`` per object in model-input
+  pixels (mapped through the same resize and padding as the image), and ``classes``, the
+  class name of each object (UTF-8). The manifest's ``labels`` are then lists of class names.
 
 Everything is written into ``packed.tmp/`` (each shard as ``.part`` first, renamed when
 complete) and the folder replaces ``packed/`` only once the manifest is written: an
@@ -27,9 +30,10 @@ from typing import Any, Mapping
 from tqdm import tqdm
 
 from capforge import __version__
-from capforge.data.images import Preprocessing, preprocess_to_uint8
+from capforge.data.boxes import read_boxes
+from capforge.data.images import Preprocessing, geometry, open_image, preprocess_to_uint8
 from capforge.data.labels import LabelReader, iter_images
-from capforge.errors import DataError, ImageError
+from capforge.errors import CapforgeError, DataError, ImageError
 from capforge.workspace import SPLITS, Workspace, hook
 
 SCHEMA = "capforge.tfrecord/1"
@@ -68,27 +72,48 @@ def read_manifest(workspace: Workspace) -> dict[str, Any]:
     return manifest
 
 
-def _encode(job: tuple[str, list[str], Preprocessing]) -> list[bytes | None]:
-    """Worker: preprocess images (None for unreadable ones). Imports no TensorFlow."""
-    root, paths, preprocessing = job
+Encoded = tuple[bytes, list[float], list[str]]
+
+
+def _encode(job: tuple[str, list[str], Preprocessing, bool | None]) -> list[Encoded | None]:
+    """Worker: preprocess images and, for detection (``fold_case`` not None), map their boxes
+    into the model input. None for an unreadable image or box file. Imports no TensorFlow."""
+    root, paths, preprocessing, fold_case = job
     extra = hook(Workspace(Path(root)), "utils", "preprocess_image")
-    out: list[bytes | None] = []
+    out: list[Encoded | None] = []
     for path in paths:
         try:
-            out.append(preprocess_to_uint8(path, preprocessing, extra).tobytes())
-        except ImageError:
+            image = open_image(path)
+            if extra is not None:
+                image = extra(image)
+            corners: list[float] = []
+            classes: list[str] = []
+            if fold_case is not None:
+                placed = geometry(image.width, image.height, preprocessing)
+                for box in read_boxes(Path(path), image.width, image.height, Path(root)):
+                    corners += [*placed.to_input(box.x1, box.y1), *placed.to_input(box.x2, box.y2)]
+                    classes.append(box.label.lower() if fold_case else box.label)
+            out.append((preprocess_to_uint8(image, preprocessing).tobytes(), corners, classes))
+        except CapforgeError:
             out.append(None)
     return out
 
 
-def _example(image: bytes, label: str, source: str) -> bytes:
+def _example(image: bytes, label: str, source: str, boxes: list[float] | None = None,
+             classes: list[str] | None = None) -> bytes:
     import tensorflow as tf
+
+    def strings(values: list[str]) -> Any:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode("utf-8") for v in values]))
 
     feature = {
         "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
-        "label": tf.train.Feature(bytes_list=tf.train.BytesList(value=[label.encode("utf-8")])),
-        "source": tf.train.Feature(bytes_list=tf.train.BytesList(value=[source.encode("utf-8")])),
+        "label": strings([label]),
+        "source": strings([source]),
     }
+    if boxes is not None and classes is not None:
+        feature["boxes"] = tf.train.Feature(float_list=tf.train.FloatList(value=boxes))
+        feature["classes"] = strings(classes)
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -147,21 +172,25 @@ def _pack_splits(workspace: Workspace, preprocessing: Preprocessing, reader: Lab
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         for split in SPLITS:
             folder = workspace.split_dir(split)
-            items = [(p, reader.label(p, folder)) for p in iter_images(folder)]
+            detection = settings["MODE"] == "EFFICIENTDET"  # labels come from the box files
+            items = [(p, p.stem if detection else reader.label(p, folder)) for p in iter_images(folder)]
             skipped = [workspace.relative(p) for p, label in items if label is None]
             items = [(p, label) for p, label in items if label is not None]
             chunks = [items[i:i + 64] for i in range(0, len(items), 64)]
-            jobs = [(str(workspace.root), [str(p) for p, _ in c], preprocessing) for c in chunks]
+            fold_case = (not settings["CASE_SENSITIVE"]) if detection else None
+            jobs = [(str(workspace.root), [str(p) for p, _ in c], preprocessing, fold_case) for c in chunks]
             records: list[bytes] = []
-            labels: list[str] = []
+            labels: list[Any] = []
             bar = tqdm(total=len(items), desc=f"packing {split}", unit="img", disable=not progress)
             for chunk, encoded in zip(chunks, pool.map(_encode, jobs)):
-                for (path, label), image in zip(chunk, encoded):
-                    if image is None:
+                for (path, label), item in zip(chunk, encoded):
+                    if item is None:
                         skipped.append(workspace.relative(path))
                         continue
-                    records.append(_example(image, label, workspace.relative(path)))
-                    labels.append(label)
+                    image, boxes, classes = item
+                    records.append(_example(image, label, workspace.relative(path),
+                                            *((boxes, classes) if detection else ())))
+                    labels.append(classes if detection else label)
                 bar.update(len(chunk))
             bar.close()
             size = settings["PACK_SHARD_SIZE"]

@@ -30,19 +30,46 @@ def _small_cnn(inputs: Any) -> Any:
     return x
 
 
-def _application(factory_name: str, scaled: bool = False) -> Callable[..., Any]:
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def efficientnet_body(factory_name: str, x: Any, pretrained: bool,
+                      outputs: tuple[str, ...] = ()) -> tuple[Any, Any]:
+    """A keras.applications EfficientNet without its own input scaling, and ``x`` prepared for it.
+
+    ``outputs`` names the layers whose outputs it returns (default: the last).
+
+    Its built-in Normalization layer holds its statistics as captured tensors that the ONNX
+    export cannot freeze, so the network is cut after it: random init needs no normalisation,
+    ImageNet weights get the same one as a constant Rescaling.
+    """
+    import keras
+    from keras import layers
+
+    if x.shape[-1] == 1:
+        x = layers.Concatenate(name="grey_to_rgb")([x, x, x])
+    network = getattr(keras.applications, factory_name)(
+        include_top=False, weights="imagenet" if pretrained else None, input_shape=tuple(x.shape[1:]))
+    if pretrained:
+        x = layers.Rescaling([1 / s for s in IMAGENET_STD], [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)],
+                             name="imagenet_normalisation")(x)
+    ends = [network.get_layer(name).output for name in outputs] if outputs else network.output
+    return keras.Model(network.get_layer("stem_conv_pad").input, ends, name=network.name), x
+
+
+def _application(factory_name: str) -> Callable[..., Any]:
     """A keras.applications network without its top, applied to ``inputs``."""
 
     def build(inputs: Any, pretrained: bool) -> Any:
         import keras
         from keras import layers
 
+        if factory_name.startswith("EfficientNet"):
+            return efficientnet_body(factory_name, inputs, pretrained)
         factory = getattr(keras.applications, factory_name)
         x = inputs
         if pretrained and inputs.shape[-1] == 1:
             x = layers.Concatenate()([x, x, x])  # ImageNet weights expect three channels
-        if scaled:  # these networks rescale [0, 255] inputs themselves
-            x = layers.Rescaling(255.0)(x)
         options: dict[str, Any] = {"include_top": False, "weights": "imagenet" if pretrained else None,
                                    "input_shape": tuple(x.shape[1:])}
         if factory_name.startswith("MobileNetV3"):
@@ -64,7 +91,7 @@ BACKBONES: dict[str, Callable[..., Any] | None] = {
     "mobilenet_v2": _application("MobileNetV2"),
     "mobilenet_v3_small": _application("MobileNetV3Small"),
     "mobilenet_v3_large": _application("MobileNetV3Large"),
-    "efficientnet_b0": _application("EfficientNetB0", scaled=True),
+    "efficientnet_b0": _application("EfficientNetB0"),
 }
 
 

@@ -9,11 +9,12 @@ from capforge.errors import NotBuiltError
 from capforge.modes.base import Mode, Prediction
 from capforge.modes.ctc import CTCMode
 from capforge.modes.ctc_tiny import CTCTinyMode
+from capforge.modes.efficientdet import EfficientDetMode
 from capforge.modes.num_classes import NumClassesMode
 from capforge.modes.ordinary import OrdinaryMode
 
 MODE_CLASSES: dict[str, type[Mode]] = {
-    cls.name: cls for cls in (OrdinaryMode, NumClassesMode, CTCMode, CTCTinyMode)
+    cls.name: cls for cls in (OrdinaryMode, NumClassesMode, CTCMode, CTCTinyMode, EfficientDetMode)
 }
 
 __all__ = ["MODE_CLASSES", "Mode", "Prediction", "make_mode"]

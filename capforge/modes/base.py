@@ -8,7 +8,7 @@ imports Keras lazily.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -24,6 +24,7 @@ class Prediction:
     confidence: float
     chars: list[tuple[str, float]] = field(default_factory=list)
     top: list[tuple[str, float]] = field(default_factory=list)
+    boxes: list[dict[str, Any]] | None = None  # detection: label, score and corners per box
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -33,6 +34,8 @@ class Prediction:
         }
         if self.top:
             out["top"] = [{"label": c, "confidence": round(p, 6)} for c, p in self.top]
+        if self.boxes is not None:
+            out["boxes"] = self.boxes
         return out
 
 
@@ -43,6 +46,8 @@ class Mode:
     uses_blank = True
     # Backbone features for text read along the width ("sequence") or for the whole image.
     feature_kind = "sequence"
+    # What checkpoints, early stopping and the curves follow, computed on the whole validation set.
+    monitor = "val_seq_acc"
 
     def __init__(self, charset: Charset, settings: Mapping[str, Any], label_width: int) -> None:
         self.charset = charset
@@ -72,5 +77,11 @@ class Mode:
         """Predictions for a batch of model outputs."""
         raise NotImplementedError
 
-    def custom_objects(self) -> dict[str, Any]:
-        return {}
+    def validation_score(self, predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+                         labels: Sequence[Any], boxes: Sequence[np.ndarray] = ()) -> float:
+        """Share of uint8 ``images`` whose decoded text equals the label exactly."""
+        correct = 0
+        for start in range(0, len(labels), 256):
+            outputs = predict(images[start:start + 256].astype(np.float32) / 255.0)
+            correct += sum(p.text == t for p, t in zip(self.decode(outputs), labels[start:start + 256]))
+        return correct / len(labels) if len(labels) else 0.0

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from capforge.data.images import open_image, preprocess
+from capforge.data.images import open_image
 from capforge.errors import ImageError, ImageTooLargeError
 from capforge.serve.inputs import RequestError, checked_bytes, image_bytes
 from capforge.serve.registry import ModelRegistry, ServedModel
@@ -90,13 +90,13 @@ async def recognize(model: ServedModel, data: bytes) -> dict[str, Any]:
         predictor = model.predictor
         try:
             # Inline: a captcha decodes and resizes in well under a millisecond, less than a thread hop.
-            array = preprocess(data, predictor.preprocessing, predictor.extra)
+            array, placed = predictor.placed(data)
         except ImageError as exc:
             too_large = isinstance(exc, ImageTooLargeError)
             raise RequestError(413 if too_large else 400, "image_too_large" if too_large else "invalid_image",
                                str(exc).replace("image bytes: ", "")) from None
         probs = await model.batcher.submit(array)
-        prediction = predictor.mode.decode(probs[None])[0]
+        prediction = predictor.answer(probs, placed)
         answer = {"model": model.name, **prediction.to_dict()}
         model.remember(data, answer)
     return {**answer, "accepted": answer["confidence"] >= model.settings.MIN_CONFIDENCE,

@@ -13,9 +13,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from capforge.data.charset import Charset
-from capforge.data.images import Preprocessing, preprocess
+from capforge.data.images import Geometry, Preprocessing, preprocess, preprocess_placed
 from capforge.errors import WorkspaceError
 from capforge.modes import Prediction, make_mode
+from capforge.modes.efficientdet import place_boxes
 from capforge.workspace import Workspace, hook
 
 MANIFEST = "manifest.json"
@@ -53,5 +54,16 @@ class Predictor:
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch.astype(np.float32)})[0]
 
+    def placed(self, image: Any) -> tuple[np.ndarray, Geometry]:
+        """One preprocessed input and where the image landed in it."""
+        return preprocess_placed(image, self.preprocessing, self.extra)
+
+    def answer(self, output: np.ndarray, placed: Geometry) -> Prediction:
+        """Decode one model output; detection boxes are given in the original image's pixels."""
+        prediction = self.mode.decode(output[None])[0]
+        return place_boxes(prediction, placed) if prediction.boxes is not None else prediction
+
     def predict(self, images: Sequence[Any]) -> list[Prediction]:
-        return self.mode.decode(self.probabilities(self.inputs(images)))
+        inputs = [self.placed(image) for image in images]
+        outputs = self.probabilities(np.stack([array for array, _ in inputs]))
+        return [self.answer(output, placed) for output, (_, placed) in zip(outputs, inputs)]

@@ -1,0 +1,128 @@
+"""EFFICIENTDET: click captchas. The charset holds the class names; the model gives, per
+anchor, a box regression and a sigmoid score per class; decoding keeps boxes above
+DETECTION_THRESHOLD after per-class non-max suppression, sorted left to right.
+
+A Prediction's text is the classes of its boxes left to right, its confidence the lowest box
+score (0 with no box), so MIN_CONFIDENCE gates detections as it gates text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from capforge.data.images import Geometry
+from capforge.detection.anchors import IGNORED, anchors_for, decode_boxes
+from capforge.detection.metrics import Detection, average_precision
+from capforge.detection.nms import batched_nms
+from capforge.modes.base import Mode, Prediction
+
+FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 1.5
+HUBER_DELTA, BOX_WEIGHT = 0.1, 50.0  # as in EfficientDet
+MAP_THRESHOLD = 0.05  # scores kept when ranking for mAP (the serving threshold is a setting)
+MAX_DETECTIONS = 100
+
+
+class EfficientDetMode(Mode):
+    name = "EFFICIENTDET"
+    uses_blank = False
+    feature_kind = "detection"
+    monitor = "val_map50"
+
+    @classmethod
+    def tokens(cls, label: Any) -> list[str]:
+        """The classes of an image: its list of box labels (or one class name)."""
+        return list(label) if isinstance(label, (list, tuple)) else [label]
+
+    def accepts(self, label: Any) -> bool:
+        known = set(self.charset.symbols)
+        return all(t in known for t in self.tokens(label))
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.settings["IMAGE_HEIGHT"], self.settings["IMAGE_WIDTH"]
+
+    def build(self, input_shape: tuple[int, int, int]) -> Any:
+        from capforge.models.efficientdet import build_efficientdet
+
+        return build_efficientdet(input_shape, len(self.charset.symbols), self.settings["PHI"],
+                                  self.settings["PRETRAINED"])
+
+    def loss(self) -> Callable[[Any, Any], Any]:
+        """Focal loss over every anchor not ignored, Huber loss on positives' boxes; both per
+        image and divided by its number of positive anchors."""
+        from keras import ops
+
+        classes = len(self.charset.symbols)
+
+        def detection_loss(y_true: Any, y_pred: Any) -> Any:
+            state = y_true[..., 4]
+            positive = ops.cast(state >= 0, "float32")
+            counted = ops.cast(state > IGNORED, "float32")
+            probs = ops.clip(y_pred[..., 4:], 1e-6, 1 - 1e-6)
+            target = ops.one_hot(ops.cast(ops.maximum(state, 0), "int32"), classes) * positive[..., None]
+            pt = target * probs + (1 - target) * (1 - probs)
+            alpha = target * FOCAL_ALPHA + (1 - target) * (1 - FOCAL_ALPHA)
+            focal = ops.sum(-alpha * (1 - pt) ** FOCAL_GAMMA * ops.log(pt), axis=-1)
+            positives = ops.maximum(ops.sum(positive, axis=1), 1.0)
+            error = ops.abs(y_pred[..., :4] - y_true[..., :4])
+            huber = ops.where(error <= HUBER_DELTA, 0.5 * error ** 2, HUBER_DELTA * error - 0.5 * HUBER_DELTA ** 2)
+            box = ops.sum(ops.sum(huber, axis=-1) * positive, axis=1) / (4 * positives)
+            return ops.sum(focal * counted, axis=1) / positives + BOX_WEIGHT * box
+
+        return detection_loss
+
+    def detections(self, output: np.ndarray, threshold: float) -> list[Detection]:
+        """(label, score, corners in model-input pixels) of one image's output, best first."""
+        scores = output[:, 4:]
+        best = scores.argmax(axis=1)
+        top = scores[np.arange(len(scores)), best]
+        keep = np.flatnonzero(top >= threshold)
+        if len(keep) > 10 * MAX_DETECTIONS:  # NMS only over the strongest candidates
+            keep = keep[np.argsort(-top[keep])[:10 * MAX_DETECTIONS]]
+        boxes = decode_boxes(output[keep, :4].astype(np.float64), anchors_for(*self.input_size)[keep])
+        chosen = batched_nms(boxes, top[keep], best[keep], self.settings["NMS_IOU"], MAX_DETECTIONS)
+        return [(self.charset.symbol(best[keep[i]]), float(top[keep[i]]), tuple(map(float, boxes[i])))
+                for i in chosen]
+
+    def decode(self, probs: np.ndarray) -> list[Prediction]:
+        out = []
+        for output in probs:
+            found = sorted(self.detections(output, self.settings["DETECTION_THRESHOLD"]),
+                           key=lambda d: d[2][0])
+            out.append(prediction_of(found))
+        return out
+
+    def validation_score(self, predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+                         labels: Sequence[Any], boxes: Sequence[np.ndarray] = ()) -> float:
+        """mAP@0.5 on the packed validation boxes (model-input pixels)."""
+        truth = [list(zip(classes, corners)) for classes, corners in zip(labels, boxes)]
+        found: list[list[Detection]] = []
+        for start in range(0, len(images), 64):
+            outputs = predict(images[start:start + 64].astype(np.float32) / 255.0)
+            found += [self.detections(o, MAP_THRESHOLD) for o in outputs]
+        return average_precision(truth, found, 0.5)["map"]
+
+
+def prediction_of(found: Sequence[Detection]) -> Prediction:
+    """A Prediction from detections sorted left to right."""
+    labels = [label for label, _, _ in found]
+    joiner = "" if all(len(label) == 1 for label in labels) else " "
+    boxes = [{"label": label, "score": round(score, 6), "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3]}
+             for label, score, box in found]
+    return Prediction(joiner.join(labels), min((s for _, s, _ in found), default=0.0),
+                      [(label, score) for label, score, _ in found], boxes=boxes)
+
+
+def place_boxes(prediction: Prediction, placed: Geometry) -> Prediction:
+    """The prediction with its boxes mapped from model input back to the original image."""
+    boxes = []
+    for box in prediction.boxes or []:
+        x1, y1 = placed.to_image(box["x1"], box["y1"])
+        x2, y2 = placed.to_image(box["x2"], box["y2"])
+        x1, x2 = (round(min(max(v, 0.0), placed.width), 1) for v in (x1, x2))
+        y1, y2 = (round(min(max(v, 0.0), placed.height), 1) for v in (y1, y2))
+        boxes.append({**box, "x1": x1, "y1": y1, "x2": x2, "y2": y2})
+    return replace(prediction, boxes=boxes)
