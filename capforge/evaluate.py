@@ -96,6 +96,10 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
     """Evaluate every image of ``split``; write reports/<split>_report.json and a PNG grid."""
     predictor, source = load_predictor(workspace)
     mode = predictor.mode
+    if mode.feature_kind == "detection":
+        from capforge.evaluate_detection import evaluate_detection
+
+        return evaluate_detection(workspace, settings, predictor, source, split, progress)
     folder = workspace.split_dir(split)
     reader = LabelReader(settings, hook(workspace, "utils", "label_from_path"))
     items = [(p, reader.label(p, folder)) for p in iter_images(folder)]
@@ -157,6 +161,10 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
 
 def summary_text(report: Mapping[str, Any]) -> str:
     """A short readable summary of a report."""
+    if "map50" in report:
+        from capforge.evaluate_detection import detection_summary
+
+        return detection_summary(report)
     lines = [
         f"model: {report['model']}",
         f"{report['split']}: {report['images']} images"

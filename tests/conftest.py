@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -21,6 +25,39 @@ def run_script(workspace: Path, script: str, *args: str, cwd: Path | None = None
 def new_work(works: Path, site: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "New_work.py"), str(works), site, *args],
                           cwd=cwd or works.parent, capture_output=True, text=True, timeout=120)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(workspace: Path, *args: str) -> Iterator[str]:
+    """The workspace's app.py under uvicorn on a free loopback port; yields its URL."""
+    import requests
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(workspace / "app.py"), "--port", str(port), *args],
+                               cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                if process.poll() is not None:
+                    pytest.fail(f"app.py exited: {process.stdout.read()}")
+                time.sleep(0.3)
+        else:
+            pytest.fail("app.py did not answer /healthz within a minute")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 @pytest.fixture

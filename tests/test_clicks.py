@@ -3,6 +3,7 @@ check / split on a detection workspace."""
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -93,4 +94,9 @@ def test_detection_workspace_check_and_split(tmp_path: Path) -> None:
         for image in (root / "data" / folder).glob("*.png"):
             assert image.with_suffix(".xml").is_file()
     packed = run_script(root, "pack_dataset.py")
-    assert packed.returncode == 3 and "not built yet" in packed.stderr
+    assert packed.returncode == 0, packed.stderr
+    manifest = json.loads((root / "packed" / "manifest.json").read_text())
+    train_images = sorted((root / "data" / "train").glob("*.png"))
+    assert manifest["splits"]["train"]["count"] == len(train_images)
+    # the labels of a detection pack are the box classes of each image, in file order
+    assert manifest["splits"]["train"]["labels"][0] == [b.label for b in read_voc(train_images[0].with_suffix(".xml"))[0]]

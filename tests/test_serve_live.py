@@ -5,49 +5,24 @@ from __future__ import annotations
 
 import base64
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import requests
 
-from conftest import run_script
+from conftest import run_script, running_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(served_works: Path) -> Iterator[tuple[str, Path]]:
     workspace = served_works / "digits"
-    port = free_port()
-    process = subprocess.Popen([sys.executable, str(workspace / "app.py"), "--port", str(port), "--demo-captcha"],
-                               cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            if process.poll() is not None:
-                pytest.fail(f"app.py exited: {process.stdout.read()}")
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("app.py did not answer /healthz within a minute")
-    yield url, workspace
-    process.terminate()
-    process.wait(timeout=10)
+    with running_app(workspace, "--demo-captcha") as url:
+        yield url, workspace
 
 
 def test_acceptance_over_real_http(server: tuple[str, Path]) -> None:

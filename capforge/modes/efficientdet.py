@@ -23,6 +23,8 @@ FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 1.5
 HUBER_DELTA, BOX_WEIGHT = 0.1, 50.0  # as in EfficientDet
 MAP_THRESHOLD = 0.05  # scores kept when ranking for mAP (the serving threshold is a setting)
 MAX_DETECTIONS = 100
+# Read from the workspace when serving (not frozen into the export): tuning them needs no retraining.
+SERVING_SETTINGS = ("DETECTION_THRESHOLD", "NMS_IOU")
 
 
 class EfficientDetMode(Mode):

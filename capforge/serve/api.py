@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from capforge.data.images import open_image
+from capforge.detection.order import (TargetNotFound, detector_scores, order_clicks, prompt_targets,
+                                      recognizer_scores)
 from capforge.errors import ImageError, ImageTooLargeError
 from capforge.serve.inputs import RequestError, checked_bytes, image_bytes
 from capforge.serve.registry import ModelRegistry, ServedModel
@@ -82,8 +84,27 @@ class Guard:
         await JSONResponse(error_body(*refusal[1:]), status_code=refusal[0])(scope, receive, send)
 
 
-async def recognize(model: ServedModel, data: bytes) -> dict[str, Any]:
-    """Decode and preprocess, batch through onnxruntime, decode; cached by content."""
+def clicks_for(model: ServedModel, data: bytes, boxes: list[dict[str, Any]], prompt: Any) -> list[dict[str, Any]]:
+    """Click points for ``prompt`` in its order (detection models only)."""
+    if model.predictor.mode.feature_kind != "detection":
+        raise RequestError(400, "prompt_not_supported", f"'prompt' is for click-captcha (EFFICIENTDET) models; "
+                           f"{model.name} is {model.predictor.mode.name}")
+    if not (isinstance(prompt, str) or isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)) \
+            or not prompt or len(prompt) > 64:
+        raise RequestError(400, "invalid_prompt", "'prompt' must be the targets to click in order: a string "
+                           "('abc', or 'cat,dog') or a list of names, at most 64")
+    targets = prompt_targets(prompt)
+    scores = recognizer_scores(open_image(data).convert("RGB"), boxes, model.recognizer) if model.recognizer \
+        else detector_scores(boxes)
+    try:
+        return order_clicks(targets, boxes, scores)
+    except TargetNotFound as exc:
+        raise RequestError(422, "target_not_found", str(exc)) from None
+
+
+async def recognize(model: ServedModel, data: bytes, prompt: Any = None) -> dict[str, Any]:
+    """Decode and preprocess, batch through onnxruntime, decode; cached by content. With a
+    ``prompt`` (detection), add the click points in the prompt's order."""
     started = time.perf_counter()
     answer = model.cached(data)
     if answer is None:
@@ -99,6 +120,8 @@ async def recognize(model: ServedModel, data: bytes) -> dict[str, Any]:
         prediction = predictor.answer(probs, placed)
         answer = {"model": model.name, **prediction.to_dict()}
         model.remember(data, answer)
+    if prompt is not None:
+        answer = {**answer, "clicks": clicks_for(model, data, answer.get("boxes", []), prompt)}
     return {**answer, "accepted": answer["confidence"] >= model.settings.MIN_CONFIDENCE,
             "time_ms": round((time.perf_counter() - started) * 1000, 3)}
 
@@ -144,7 +167,8 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None) -> 
 
     @app.post("/api/v1/recognize")
     async def recognize_json(request: Request) -> JSONResponse:
-        """Recognise a base64 image (or data URL): {"image": "...", "model": "site"}."""
+        """Recognise a base64 image (or data URL): {"image": "...", "model": "site"}; click captchas
+        also take "prompt" (the targets to click, in order) and answer with "clicks"."""
         metrics.requests.labels("recognize").inc()
         with metrics.latency.time():
             body = await json_body(request)
@@ -152,7 +176,8 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None) -> 
             image = field(body, "image")
             if not isinstance(image, str):
                 raise RequestError(400, "invalid_base64", "'image' must be a base64 string")
-            return JSONResponse(await recognize(model, image_bytes(image, model.settings.MAX_IMAGE_BYTES)))
+            return JSONResponse(await recognize(model, image_bytes(image, model.settings.MAX_IMAGE_BYTES),
+                                                body.get("prompt")))
 
     @app.post("/api/v1/recognize/file")
     async def recognize_file(request: Request) -> JSONResponse:
@@ -169,7 +194,8 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None) -> 
         if upload is None or isinstance(upload, str):
             raise RequestError(422, "missing_field", "the multipart field 'file' is required")
         data = await upload.read(model.settings.MAX_IMAGE_BYTES + 1)
-        return JSONResponse(await recognize(model, checked_bytes(data, model.settings.MAX_IMAGE_BYTES)))
+        return JSONResponse(await recognize(model, checked_bytes(data, model.settings.MAX_IMAGE_BYTES),
+                                            form.get("prompt")))
 
     @app.post("/")
     async def bearcat_compatible(request: Request) -> JSONResponse:

@@ -13,6 +13,8 @@ from typing import Any
 from capforge.serve.batching import MicroBatcher
 from capforge.serve.inputs import RequestError
 from capforge.serve.predictor import MANIFEST, Predictor
+from capforge.errors import WorkspaceError
+from capforge.modes.efficientdet import SERVING_SETTINGS
 from capforge.settings import Settings, load_settings
 from capforge.workspace import SITE_NAME, Workspace
 
@@ -29,6 +31,7 @@ class ServedModel:
     settings: Settings
     stamp: float
     batcher: MicroBatcher
+    recognizer: Predictor | None = None  # CLICK_RECOGNIZER's export, reading detected boxes
     cache: OrderedDict = field(default_factory=OrderedDict)
 
     def cached(self, data: bytes) -> dict[str, Any] | None:
@@ -86,6 +89,8 @@ class ModelRegistry:
             try:
                 predictor = Predictor(ws.exports / "current")
                 settings = load_settings(ws.root, self.overrides)
+                predictor.mode.settings = {**predictor.mode.settings, **{k: settings[k] for k in SERVING_SETTINGS}}
+                recognizer = self._recognizer(settings.CLICK_RECOGNIZER) if settings.CLICK_RECOGNIZER else None
             except Exception as exc:  # noqa: BLE001 - any broken export: report it, keep what works
                 print(f"warning: not loading {ws.name}: {exc}" + ("; still serving the previous export"
                                                                    if known else ""), file=sys.stderr)
@@ -94,7 +99,22 @@ class ModelRegistry:
                 continue
             batcher = MicroBatcher(predictor.probabilities, settings.MAX_BATCH, settings.BATCH_WAIT_MS,
                                    self.observe_batch)
-            self.models[ws.name] = ServedModel(ws.name, ws, predictor, settings, stamp, batcher)
+            self.models[ws.name] = ServedModel(ws.name, ws, predictor, settings, stamp, batcher, recognizer)
+
+    def _recognizer(self, location: str) -> Predictor:
+        """The export of CLICK_RECOGNIZER: a path, relative to here, to the works folder's parent
+        (``works/site_chars``) or to the works folder (``site_chars``)."""
+        path = Path(location)
+        candidates = [path] if path.is_absolute() else [path, self.works.parent / path, self.works / path]
+        for candidate in candidates:
+            if (candidate / "exports" / "current" / MANIFEST).is_file():
+                predictor = Predictor(candidate / "exports" / "current")
+                if predictor.mode.name not in ("NUM_CLASSES", "ORDINARY"):
+                    raise WorkspaceError(f"CLICK_RECOGNIZER {location!r} is a {predictor.mode.name} model; "
+                                         "allowed: NUM_CLASSES or ORDINARY")
+                return predictor
+        raise WorkspaceError(f"CLICK_RECOGNIZER {location!r} has no export (looked in "
+                             + ", ".join(str(c) for c in candidates) + "); run its save_model.py")
 
     def resolve(self, name: str | None) -> ServedModel:
         """The model called ``name``; without a name, the only model."""

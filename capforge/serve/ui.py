@@ -1,5 +1,6 @@
 """The Gradio page: pick a model, upload or paste an image, read the text, per-character
-confidence and time. It calls the same predictors as the API."""
+confidence and time; a click-captcha model's boxes are drawn on the image. It calls the same
+predictors as the API."""
 
 from __future__ import annotations
 
@@ -16,21 +17,25 @@ def build_ui(registry: ModelRegistry) -> Any:
 
     names = sorted(registry.models)
 
-    def answer(name: str, image: Any) -> tuple[str, dict[str, float], str]:
+    def answer(name: str, image: Any) -> tuple[str, dict[str, float], str, Any]:
         if image is None:
-            return "", {}, "upload an image first"
+            return "", {}, "upload an image first", None
         try:
             model = registry.resolve(name or None)
         except Exception as exc:  # a RequestError: show its message on the page
-            return "", {}, str(exc)
+            return "", {}, str(exc), None
         started = time.perf_counter()
         prediction = model.predictor.predict([image])[0]
         elapsed = (time.perf_counter() - started) * 1000
         chars = {f"{i + 1}: {c}": round(p, 4) for i, (c, p) in enumerate(prediction.chars)}
         accepted = prediction.confidence >= model.settings.MIN_CONFIDENCE
+        boxes = None
+        if prediction.boxes is not None:
+            boxes = (image.convert("RGB"), [((int(b["x1"]), int(b["y1"]), int(b["x2"]), int(b["y2"])),
+                                             f"{b['label']} {b['score']:.2f}") for b in prediction.boxes])
         return (prediction.text, chars,
                 f"confidence {prediction.confidence:.4f} ({'accepted' if accepted else 'below MIN_CONFIDENCE'})"
-                f"; {elapsed:.1f} ms")
+                f"; {elapsed:.1f} ms", boxes)
 
     examples = []
     for model in registry.models.values():
@@ -46,8 +51,10 @@ def build_ui(registry: ModelRegistry) -> Any:
                 text = gr.Textbox(label="result", elem_id="result")
                 chars = gr.Label(label="per-character confidence")
                 info = gr.Textbox(label="confidence and time", elem_id="info")
-        button.click(answer, [model, image], [text, chars, info])
-        image.upload(answer, [model, image], [text, chars, info])
+                boxes = gr.AnnotatedImage(label="detected boxes (click captchas)", elem_id="boxes")
+        outputs = [text, chars, info, boxes]
+        button.click(answer, [model, image], outputs)
+        image.upload(answer, [model, image], outputs)
         if examples:
             gr.Examples(examples, [model, image])
     return page

@@ -1,0 +1,124 @@
+"""test.py for EFFICIENTDET: mAP on the whole test split, through the serving predictor.
+
+Ground truth comes from each image's VOC or YOLO file, predictions from the same Predictor
+that serves the model, both in the original image's pixels. Reported: mAP@0.5, mAP@0.75 and
+mAP@0.5:0.95 (COCO definition), per-class AP@0.5, precision and recall at the serving
+threshold (DETECTION_THRESHOLD), and a PNG grid of predictions (red) over truth (green).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from tqdm import tqdm
+
+from capforge.data.boxes import read_boxes
+from capforge.data.images import open_image
+from capforge.data.labels import iter_images
+from capforge.detection.metrics import Detection, Truth, coco_map, precision_recall
+from capforge.errors import CapforgeError, DataError
+from capforge.modes.efficientdet import MAP_THRESHOLD
+from capforge.serve.predictor import Predictor
+from capforge.workspace import Workspace
+
+
+def _grid(rows: list[dict[str, Any]], path: Path, limit: int = 12) -> None:
+    """Predictions (red, with label and score) over ground truth (green) on test images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    shown = rows[:limit]
+    if not shown:
+        return
+    columns = 3
+    fig, axes = plt.subplots(-(-len(shown) // columns), columns, figsize=(12, 2.6 * -(-len(shown) // columns)),
+                             squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, row in zip(axes.flat, shown):
+        with open_image(row["path"]) as image:
+            axis.imshow(image.convert("RGB"))
+        for _, (x1, y1, x2, y2) in row["truth"]:
+            axis.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="lime", linewidth=1.5))
+        for label, score, (x1, y1, x2, y2) in row["found"]:
+            axis.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="red", linewidth=1))
+            axis.text(x1, y1, f"{label} {score:.2f}", color="red", fontsize=7, va="bottom")
+        axis.set_title(Path(row["path"]).name, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _detect(predictor: Predictor, path: Path) -> list[Detection]:
+    """Every detection scoring at least MAP_THRESHOLD, in the image's pixels."""
+    array, placed = predictor.placed(path)
+    output = predictor.probabilities(array[None])[0]
+    found = []
+    for label, score, (x1, y1, x2, y2) in predictor.mode.detections(output, MAP_THRESHOLD):
+        (a, b), (c, d) = placed.to_image(x1, y1), placed.to_image(x2, y2)
+        found.append((label, score, (max(0.0, a), max(0.0, b), min(placed.width, c), min(placed.height, d))))
+    return found
+
+
+def evaluate_detection(workspace: Workspace, settings: Mapping[str, Any], predictor: Predictor, source: str,
+                       split: str = "test", progress: bool = True) -> dict[str, Any]:
+    """Evaluate every image of ``split``; write reports/<split>_report.json and a PNG grid."""
+    folder = workspace.split_dir(split)
+    fold = not settings["CASE_SENSITIVE"]
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    started = time.perf_counter()
+    for path in tqdm(list(iter_images(folder)), desc=f"testing {split}", unit="img", disable=not progress):
+        try:
+            with open_image(path) as image:
+                size = image.size
+            truth: list[Truth] = [(b.label.lower() if fold else b.label, (b.x1, b.y1, b.x2, b.y2))
+                                  for b in read_boxes(path, *size, workspace.root)]
+            rows.append({"path": str(path), "truth": truth, "found": _detect(predictor, path)})
+        except CapforgeError:
+            skipped.append(workspace.relative(path))
+    if not rows:
+        raise DataError(f"no images with box labels in {workspace.relative(folder)}; run split_dataset.py")
+    seconds = time.perf_counter() - started
+    truths = [r["truth"] for r in rows]
+    threshold = settings["DETECTION_THRESHOLD"]
+    served = [[d for d in r["found"] if d[1] >= threshold] for r in rows]
+    report = {
+        "split": split, "model": source, "images": len(rows), "skipped": skipped,
+        "objects": sum(len(t) for t in truths),
+        **coco_map(truths, [r["found"] for r in rows]),
+        "serving_threshold": threshold, **precision_recall(truths, served),
+        "ms_per_image": 1000 * seconds / len(rows),
+    }
+    reports = workspace.root / "reports"
+    reports.mkdir(exist_ok=True)
+    target = reports / f"{split}_report.json"
+    partial = target.with_name(target.name + ".part")
+    partial.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(partial, target)
+    _grid(rows, reports / f"{split}_predictions.png")
+    report["report_path"] = workspace.relative(target)
+    return report
+
+
+def detection_summary(report: Mapping[str, Any]) -> str:
+    """A short readable summary of a detection report."""
+    weakest = sorted(report["per_class_ap50"].items(), key=lambda kv: kv[1])[:8]
+    return "\n".join([
+        f"model: {report['model']}",
+        f"{report['split']}: {report['images']} images, {report['objects']} objects"
+        + (f" ({len(report['skipped'])} skipped: unreadable or without box labels)" if report["skipped"] else ""),
+        f"mAP@0.5 {report['map50']:.4f}   mAP@0.75 {report['map75']:.4f}   mAP@0.5:0.95 {report['map50_95']:.4f}",
+        f"at the serving threshold {report['serving_threshold']}: precision {report['precision']:.4f}, "
+        f"recall {report['recall']:.4f}",
+        "weakest classes (AP@0.5): " + ", ".join(f"{k} {v:.3f}" for k, v in weakest),
+        f"{report['ms_per_image']:.2f} ms per image (one at a time, preprocessing included)",
+        f"report: {report['report_path']}",
+    ])

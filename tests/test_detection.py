@@ -1,0 +1,169 @@
+"""EFFICIENTDET: anchors, NMS, mAP, click order, and the acceptance run from scaffold to an
+HTTP answer with boxes and clicks."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
+
+from capforge.detection.anchors import anchors_for, decode_boxes, encode_boxes, target_encoder
+from capforge.detection.metrics import average_precision, coco_map, precision_recall
+from capforge.detection.nms import batched_nms, nms
+from capforge.detection.order import TargetNotFound, order_clicks, prompt_targets, recognizer_scores
+from capforge.serve.api import ServeOptions, create_app
+from capforge.serve.predictor import Predictor
+from capforge.serve.registry import ModelRegistry
+
+from conftest import new_work, run_script, running_app
+
+COLOURS = ("blue", "green", "red")
+
+
+def test_anchor_coding_round_trip_and_targets() -> None:
+    anchors = anchors_for(128, 256)
+    boxes = np.array([[10.0, 20.0, 42.0, 50.0], [100.0, 30.0, 160.0, 100.0]])
+    picked = anchors[[5, 4000]]
+    assert np.allclose(decode_boxes(encode_boxes(boxes, picked), picked), boxes)
+    targets = target_encoder(128, 256)(boxes.astype(np.float32), np.array([2, 7])).numpy()
+    positive = targets[:, 4] >= 0
+    assert set(targets[positive, 4]) == {2.0, 7.0}
+    decoded = decode_boxes(targets[positive, :4], anchors[positive])
+    assert all(np.allclose(d, boxes[0 if c == 2 else 1], atol=1e-3) for d, c in zip(decoded, targets[positive, 4]))
+    # tiny objects still get their best anchor; an image without objects is all background
+    tiny = target_encoder(128, 256)(np.array([[5.0, 5.0, 9.0, 9.0]], np.float32), np.array([0])).numpy()
+    assert (tiny[:, 4] == 0).sum() == 1
+    empty = target_encoder(128, 256)(np.zeros((0, 4), np.float32), np.zeros(0, np.int64)).numpy()
+    assert (empty[:, 4] == -1).all()
+
+
+def test_nms_on_hand_built_boxes() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 9], [30, 30, 40, 40]], float)
+    scores = np.array([0.6, 0.9, 0.5, 0.7])
+    assert nms(boxes, scores, 0.5).tolist() == [1, 3]
+    assert nms(boxes, scores, 0.5, limit=1).tolist() == [1]
+    # the same boxes as different classes do not suppress each other
+    assert sorted(batched_nms(boxes, scores, np.array([0, 1, 0, 0]), 0.5).tolist()) == [0, 1, 3]
+
+
+def test_map_matches_hand_computed_cases() -> None:
+    truth = [[("a", (0, 0, 10, 10)), ("a", (20, 0, 30, 10))]]
+    found = [[("a", 0.9, (0, 0, 10, 10)), ("a", 0.8, (50, 50, 60, 60)), ("a", 0.7, (20, 0, 30, 10))]]
+    # precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1: 51 recall points at 1, 50 at 2/3
+    assert average_precision(truth, found, 0.5)["map"] == pytest.approx((51 + 50 * 2 / 3) / 101)
+    # a box shifted by 3 px has IoU 0.538: a hit at 0.5; from 0.55 on the ranking is miss, hit
+    # (precision 0, then 1/2 at recall 1/2), so AP = 51 * 0.5 / 101 at each of the 9 thresholds
+    shifted = [[("a", 0.9, (3, 0, 13, 10)), ("a", 0.8, (20, 0, 30, 10))]]
+    result = coco_map(truth, shifted)
+    assert result["map50"] == pytest.approx(1.0)
+    assert result["map50_95"] == pytest.approx((1.0 + 9 * (51 * 0.5 / 101)) / 10)
+    # a wrong class is a miss, and a class without ground truth is left out of the mean
+    assert average_precision(truth, [[("b", 0.9, (0, 0, 10, 10))]], 0.5)["per_class"] == {"a": 0.0}
+    assert precision_recall(truth, found) == {"precision": 2 / 3, "recall": 1.0}
+
+
+def colour_recognizer(works: Path) -> Path:
+    """works/colours: a real NUM_CLASSES model, hand-weighted to tell red, green and blue
+    crops apart, exported through save_model's ONNX export and parity check."""
+    import keras
+
+    from capforge.cli import invoke
+    from capforge.workspace import create_workspace
+
+    ws = create_workspace(works, "colours", "NUM_CLASSES")
+    ws.init_layout()
+    rgb = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+    for name, colour in rgb.items():
+        Image.new("RGB", (20, 20), colour).save(ws.split_dir("validation") / f"{name}_1.png")
+    inputs = keras.Input((16, 16, 3), name="image")
+    dense = keras.layers.Dense(3, activation="softmax", name="probs")
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    weights = np.zeros((3, 3), np.float32)  # channel r, g, b -> class blue, green, red
+    weights[0, 2] = weights[1, 1] = weights[2, 0] = 20.0
+    dense.set_weights([weights, np.zeros(3, np.float32)])
+    ws.checkpoints.mkdir(parents=True, exist_ok=True)
+    model.save(ws.checkpoints / "best.keras")
+    record = {"mode": "NUM_CLASSES", "charset": {"symbols": list(COLOURS), "blank": None}, "label_width": 1,
+              "preprocessing": {"height": 16, "width": 16, "channels": 3, "resize": "stretch"},
+              "settings": {"LABEL_SMOOTHING": 0.0}}
+    (ws.checkpoints / "training.json").write_text(json.dumps(record))
+    assert invoke("export", ws.root, []) == 0
+    return ws.root
+
+
+def test_click_order_with_a_recogniser_built_from_a_real_tiny_model(tmp_path: Path) -> None:
+    recognizer = Predictor(colour_recognizer(tmp_path / "works") / "exports" / "current")
+    image = Image.new("RGB", (120, 40), "white")
+    draw = ImageDraw.Draw(image)
+    boxes = []
+    for x, colour in zip((10, 50, 90), ((220, 30, 30), (30, 200, 30), (30, 30, 220))):
+        draw.rectangle((x, 10, x + 20, 30), fill=colour)
+        boxes.append({"label": "glyph", "score": 0.9, "x1": x, "y1": 10, "x2": x + 20, "y2": 30})
+    scores = recognizer_scores(image, boxes, recognizer)
+    clicks = order_clicks(prompt_targets("blue,red,green"), boxes, scores)
+    assert [(c["target"], c["x"], c["y"]) for c in clicks] == [("blue", 100, 20), ("red", 20, 20), ("green", 60, 20)]
+    assert all(c["score"] > 0.9 for c in clicks)
+    with pytest.raises(TargetNotFound, match="no box matches 'purple'"):
+        order_clicks(["purple"], boxes, scores)
+    assert prompt_targets(["cat", "dog"]) == ["cat", "dog"] and prompt_targets("a b") == ["a", "b"]
+
+
+def test_acceptance_scaffold_to_boxes_over_http(tmp_path: Path) -> None:
+    works = tmp_path / "works"
+    assert new_work(works, "clicks", "--mode", "EFFICIENTDET").returncode == 0
+    root = works / "clicks"
+    with (root / "settings.py").open("a") as f:
+        f.write("EPOCHS = 1\n")
+    for script, *args in (("gen_sample_by_captcha.py", "--count", "80", "--seed", "3"), ("split_dataset.py",),
+                          ("pack_dataset.py",), ("train.py",), ("save_model.py",), ("test.py",)):
+        result = run_script(root, script, *args)
+        assert result.returncode == 0, f"{script}: {result.stderr[-3000:]}"
+        assert "Traceback" not in result.stderr
+    report = json.loads((root / "reports" / "test_report.json").read_text())
+    for key in ("map50", "map50_95", "map75", "per_class_ap50", "precision", "recall"):
+        assert key in report
+    assert 0.0 <= report["map50"] <= 1.0 and report["images"] == 8 and report["objects"] >= 24
+    assert (root / "reports" / "test_predictions.png").stat().st_size > 0
+    manifest = json.loads((root / "exports" / "current" / "manifest.json").read_text())
+    assert manifest["mode"] == "EFFICIENTDET" and manifest["parity"]["max_abs_diff"] <= 1e-3
+    image = next((root / "data" / "test").glob("*.png"))
+    with running_app(root) as url:
+        answer = requests.post(f"{url}/api/v1/recognize", timeout=30,
+                               json={"image": base64.b64encode(image.read_bytes()).decode()})
+        assert answer.status_code == 200, answer.text
+        assert isinstance(answer.json()["boxes"], list)
+
+    # With every box shown (threshold 0), boxes come sorted left to right inside the image, and a
+    # prompt gets the centre of the best box of each target, in the prompt's order.
+    (root / "settings.py").open("a").write("DETECTION_THRESHOLD = 0.0\n")
+    api = TestClient(create_app(ModelRegistry(works), ServeOptions()))
+    body = {"image": base64.b64encode(image.read_bytes()).decode(), "model": "clicks"}
+    boxes = api.post("/api/v1/recognize", json=body).json()["boxes"]
+    assert boxes and [b["x1"] for b in boxes] == sorted(b["x1"] for b in boxes)
+    assert all(0 <= b["x1"] <= b["x2"] <= 320 and 0 <= b["y1"] <= b["y2"] <= 160 for b in boxes)
+    target = boxes[0]["label"]
+    best = max((b for b in boxes if b["label"] == target), key=lambda b: b["score"])
+    clicks = api.post("/api/v1/recognize", json={**body, "prompt": target}).json()["clicks"]
+    assert clicks == [{"target": target, "x": round((best["x1"] + best["x2"]) / 2, 1),
+                       "y": round((best["y1"] + best["y2"]) / 2, 1), "score": best["score"]}]
+    missing = api.post("/api/v1/recognize", json={**body, "prompt": "☃"})
+    assert missing.status_code == 422 and missing.json()["error"]["code"] == "target_not_found"
+    bad = api.post("/api/v1/recognize", json={**body, "prompt": 5})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_prompt"
+
+    # A CLICK_RECOGNIZER reads each box: every prompted colour gets a click on some box.
+    colour_recognizer(works)
+    (root / "settings.py").open("a").write("CLICK_RECOGNIZER = 'works/colours'\n")
+    api = TestClient(create_app(ModelRegistry(works, ["clicks"]), ServeOptions()))
+    clicks = api.post("/api/v1/recognize", json={**body, "prompt": ["red", "blue"]}).json()["clicks"]
+    centres = {(round((b["x1"] + b["x2"]) / 2, 1), round((b["y1"] + b["y2"]) / 2, 1)) for b in boxes}
+    assert [c["target"] for c in clicks] == ["red", "blue"]
+    assert all((c["x"], c["y"]) in centres for c in clicks) and clicks[0]["x"] != clicks[1]["x"] or \
+        clicks[0]["y"] != clicks[1]["y"]
