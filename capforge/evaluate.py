@@ -148,15 +148,21 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
         "ms_per_image": 1000 * seconds / max(1, n),
         "wrong": [r for r in rows if not r["correct"]][:200],
     }
+    target = save_report(workspace, split, report)
+    _worst_grid(rows, target.with_name(f"{split}_worst.png"))
+    return report
+
+
+def save_report(workspace: Workspace, split: str, report: dict[str, Any]) -> Path:
+    """Write reports/<split>_report.json (under a temporary name first); note its path in it."""
     reports = workspace.root / "reports"
     reports.mkdir(exist_ok=True)
     target = reports / f"{split}_report.json"
     partial = target.with_name(target.name + ".part")
     partial.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
     os.replace(partial, target)
-    _worst_grid(rows, reports / f"{split}_worst.png")
     report["report_path"] = workspace.relative(target)
-    return report
+    return target
 
 
 def summary_text(report: Mapping[str, Any]) -> str:

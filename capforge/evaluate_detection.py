@@ -8,8 +8,6 @@ threshold (DETECTION_THRESHOLD), and a PNG grid of predictions (red) over truth 
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,6 +19,7 @@ from capforge.data.images import open_image
 from capforge.data.labels import iter_images
 from capforge.detection.metrics import Detection, Truth, coco_map, precision_recall
 from capforge.errors import CapforgeError, DataError
+from capforge.evaluate import save_report
 from capforge.modes.efficientdet import MAP_THRESHOLD
 from capforge.serve.predictor import Predictor
 from capforge.workspace import Workspace
@@ -97,14 +96,8 @@ def evaluate_detection(workspace: Workspace, settings: Mapping[str, Any], predic
         "serving_threshold": threshold, **precision_recall(truths, served),
         "ms_per_image": 1000 * seconds / len(rows),
     }
-    reports = workspace.root / "reports"
-    reports.mkdir(exist_ok=True)
-    target = reports / f"{split}_report.json"
-    partial = target.with_name(target.name + ".part")
-    partial.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(partial, target)
-    _grid(rows, reports / f"{split}_predictions.png")
-    report["report_path"] = workspace.relative(target)
+    target = save_report(workspace, split, report)
+    _grid(rows, target.with_name(f"{split}_predictions.png"))
     return report
 
 

@@ -167,3 +167,23 @@ def test_acceptance_scaffold_to_boxes_over_http(tmp_path: Path) -> None:
     assert [c["target"] for c in clicks] == ["red", "blue"]
     assert all((c["x"], c["y"]) in centres for c in clicks) and clicks[0]["x"] != clicks[1]["x"] or \
         clicks[0]["y"] != clicks[1]["y"]
+
+
+def test_augmentation_moves_boxes_with_the_picture() -> None:
+    import tensorflow as tf
+
+    from capforge.data.detection_pipeline import _jitter_geometry
+
+    tf.random.set_seed(5)
+    image = np.ones((64, 128, 3), np.float32)
+    image[20:40, 30:50] = 0.0  # one dark square, its box below
+    boxes = tf.constant([[30.0, 20.0, 50.0, 40.0]])
+    for _ in range(10):
+        moved, moved_boxes, classes = _jitter_geometry(tf.constant(image), boxes, tf.constant([3]))
+        dark = np.argwhere(moved.numpy()[:, :, 0] < 0.5)
+        if not len(moved_boxes):  # the square left the picture: it must not be labelled
+            assert classes.shape[0] == 0
+            continue
+        x1, y1, x2, y2 = moved_boxes.numpy()[0]
+        assert abs(dark[:, 1].min() - x1) <= 2 and abs(dark[:, 1].max() + 1 - x2) <= 2
+        assert abs(dark[:, 0].min() - y1) <= 2 and abs(dark[:, 0].max() + 1 - y2) <= 2
