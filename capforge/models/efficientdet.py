@@ -27,6 +27,9 @@ HEAD_DEPTH = (3, 3, 3, 4, 4, 4, 5, 5)
 # Backbone outputs at strides 8, 16 and 32; every EfficientNet B0-B7 has these layers.
 FEATURE_LAYERS = ("block4a_expand_activation", "block6a_expand_activation", "top_activation")
 PRIOR = 0.01  # initial foreground probability (focal loss paper), keeps early training stable
+# BatchNorm moving statistics follow 10 % of each batch (Keras' default is 1 %): with the few
+# hundred steps a CPU trains for, inference-mode statistics would otherwise lag far behind.
+BN_MOMENTUM = 0.9
 
 
 @keras.saving.register_keras_serializable(package="capforge")
@@ -116,4 +119,18 @@ def build_efficientdet(input_shape: tuple[int, int, int], num_classes: int, phi:
     scores = layers.Activation("sigmoid", name="scores")(
         _head(levels, width, depth, num_classes, "class", -math.log((1 - PRIOR) / PRIOR)))
     outputs = layers.Concatenate(axis=-1, name="detections")([boxes, scores])
-    return keras.Model(inputs, outputs, name=f"efficientdet_d{phi}")
+    model = keras.Model(inputs, outputs, name=f"efficientdet_d{phi}")
+    for layer in _all_layers(model):
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = BN_MOMENTUM
+    return model
+
+
+def _all_layers(model: Any) -> list[Any]:
+    """The layers of ``model`` and of the models nested in it."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if hasattr(layer, "layers"):
+            found += _all_layers(layer)
+    return found
