@@ -18,3 +18,19 @@ def test_every_backbone_builds_with_enough_time_steps(name: str) -> None:
 def test_unknown_backbone_lists_the_valid_ones() -> None:
     with pytest.raises(SettingsError, match="allowed: small_cnn, densenet121"):
         build_backbone("resnet9000", (32, 96, 1))
+
+
+def test_efficientnet_exports_to_onnx_without_captured_inputs(tmp_path) -> None:
+    """keras.applications' EfficientNet Normalization layer used to leave its statistics as
+    extra ONNX inputs; the backbone is cut after it, so the export takes the image alone."""
+    import numpy as np
+    import onnxruntime as ort
+
+    model = build_backbone("efficientnet_b0", (32, 96, 1), "sequence")
+    image = np.random.default_rng(0).random((2, 32, 96, 1), dtype=np.float32)
+    expected = np.asarray(model(image, training=False))
+    model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    got = session.run(None, {"image": image})[0]
+    assert np.abs(got - expected).max() < 1e-3

@@ -33,11 +33,20 @@ def _small_cnn(inputs: Any) -> Any:
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+def sequence_cut(network: Any, input_width: int) -> str:
+    """The last layer of ``network`` that keeps at least ``input_width / 8`` columns (CTC steps)."""
+    min_width = max(1, input_width // 8)
+    keep = [layer for layer in network.layers
+            if len(getattr(layer, "output").shape) == 4 and layer.output.shape[2] >= min_width]
+    return keep[-1].name
+
+
 def efficientnet_body(factory_name: str, x: Any, pretrained: bool,
-                      outputs: tuple[str, ...] = ()) -> tuple[Any, Any]:
+                      outputs: Callable[[Any], tuple[str, ...]] | tuple[str, ...] = ()) -> tuple[Any, Any]:
     """A keras.applications EfficientNet without its own input scaling, and ``x`` prepared for it.
 
-    ``outputs`` names the layers whose outputs it returns (default: the last).
+    ``outputs`` names the layers whose outputs it returns (or picks them from the whole
+    network); by default the last.
 
     Its built-in Normalization layer holds its statistics as captured tensors that the ONNX
     export cannot freeze, so the network is cut after it: random init needs no normalisation,
@@ -53,19 +62,23 @@ def efficientnet_body(factory_name: str, x: Any, pretrained: bool,
     if pretrained:
         x = layers.Rescaling([1 / s for s in IMAGENET_STD], [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)],
                              name="imagenet_normalisation")(x)
-    ends = [network.get_layer(name).output for name in outputs] if outputs else network.output
-    return keras.Model(network.get_layer("stem_conv_pad").input, ends, name=network.name), x
+    names = outputs(network) if callable(outputs) else outputs
+    ends = [network.get_layer(name).output for name in names] if names else [network.output]
+    return keras.Model(network.get_layer("stem_conv_pad").input, ends if len(ends) > 1 else ends[0],
+                       name=network.name), x
 
 
 def _application(factory_name: str) -> Callable[..., Any]:
     """A keras.applications network without its top, applied to ``inputs``."""
 
-    def build(inputs: Any, pretrained: bool) -> Any:
+    def build(inputs: Any, pretrained: bool, kind: str) -> Any:
         import keras
         from keras import layers
 
+        width = inputs.shape[2]
         if factory_name.startswith("EfficientNet"):
-            return efficientnet_body(factory_name, inputs, pretrained)
+            cut = (lambda network: (sequence_cut(network, width),)) if kind == "sequence" else ()
+            return efficientnet_body(factory_name, inputs, pretrained, cut)
         factory = getattr(keras.applications, factory_name)
         x = inputs
         if pretrained and inputs.shape[-1] == 1:
@@ -79,6 +92,8 @@ def _application(factory_name: str) -> Callable[..., Any]:
         except (ValueError, OSError) as exc:
             raise SettingsError(f"BACKBONE {factory_name} cannot be built for input "
                                 f"{tuple(inputs.shape[1:])}: {exc}") from None
+        if kind == "sequence":
+            network = keras.Model(network.inputs, network.get_layer(sequence_cut(network, width)).output)
         return network, x
 
     return build
@@ -110,10 +125,5 @@ def build_backbone(name: str, input_shape: tuple[int, int, int], kind: str = "se
     builder = BACKBONES[name]
     if builder is None:
         return keras.Model(inputs, _small_cnn(inputs), name=name)
-    network, x = builder(inputs, pretrained)
-    if kind == "sequence":
-        min_width = max(1, input_shape[1] // 8)
-        keep = [layer for layer in network.layers
-                if len(getattr(layer, "output").shape) == 4 and layer.output.shape[2] >= min_width]
-        network = keras.Model(network.inputs, keep[-1].output)
+    network, x = builder(inputs, pretrained, kind)
     return keras.Model(inputs, network(x), name=name)
