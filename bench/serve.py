@@ -7,12 +7,19 @@
 2. N requests mixing good and bad inputs: counts of 5xx, wrong answers, and the server's resident
    memory at start and end.
 Every request loop is bounded in count; only 127.0.0.1 is contacted.
+
+``--workers N`` runs the server with N processes; ``--wrk`` also measures each concurrency level
+with wrk (Debian package ``wrk``), a C load generator that leaves more of the two cores to
+the server than Python's requests threads do.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import json
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -82,11 +89,30 @@ def load(url: str, payloads: list[dict], concurrency: int) -> tuple[list[float],
     return [r[0] for r in results], len(payloads) / elapsed, [r[1] for r in results]
 
 
+def wrk_figures(url: str, payload: dict, concurrency: int, seconds: int = 15) -> tuple[str, float]:
+    """Median latency text and requests/s from wrk posting ``payload`` for ``seconds``."""
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    body = json.dumps(payload).replace("\\", "\\\\").replace("'", "\\'")
+    script.write_text(f"wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\n"
+                      f"wrk.body = '{body}'\n")
+    result = subprocess.run(["wrk", f"-t{min(2, concurrency)}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script),
+                             f"{url}/api/v1/recognize"], capture_output=True, text=True, check=True).stdout
+    median = re.search(r"50%\s+(\S+)", result).group(1)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", result)
+    if errors:
+        raise RuntimeError(f"wrk saw {errors.group(1)} error answers:\n{result}")
+    return median, float(re.search(r"Requests/sec:\s+([\d.]+)", result).group(1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=600, help="requests per concurrency level")
     parser.add_argument("--mixed", type=int, default=20000, help="requests in the robustness run")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    parser.add_argument("--wrk", action="store_true", help="also load the server with wrk")
     args = parser.parse_args()
+    if args.wrk and not shutil.which("wrk"):
+        parser.error("--wrk needs the wrk program: apt-get install wrk")
     print(f"machine: {describe()}")
     root = exported_workspace(Path(tempfile.mkdtemp(prefix="capforge-serve-")))
     images = [p.read_bytes() for p in sorted((root / "data").rglob("*.png"))]
@@ -95,7 +121,9 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port), "--set", "CACHE_SIZE=0"],
+    print(f"server: {args.workers} worker process(es), answer cache off")
+    server = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port), "--set", "CACHE_SIZE=0",
+                               "--workers", str(args.workers)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -111,6 +139,9 @@ def main() -> None:
             latencies, rate, _ = load(url, payloads, concurrency)
             print(f"concurrency {concurrency:>2}: median {statistics.median(latencies):6.2f} ms, "
                   f"p95 {np.percentile(latencies, 95):6.2f} ms, {rate:7.1f} requests/s")
+            if args.wrk:
+                median, wrk_rate = wrk_figures(url, payloads[0], concurrency)
+                print(f"  with wrk:     median {median}, {wrk_rate:7.1f} requests/s")
         print(f"targets: median at concurrency 1 <= {2 * single_ms:.2f} ms (2 x raw); "
               f"throughput at 32 >= {0.8 * batched_rate:.0f} requests/s (80 % of raw batched)")
 

@@ -51,6 +51,18 @@ def test_example_crawler_against_the_demo_captcha_route(server: tuple[str, Path]
     assert result.stdout.count("solved:") == 2 and "attempt 1:" in result.stdout
 
 
+def test_several_worker_processes_answer_alike(server: tuple[str, Path]) -> None:
+    url, workspace = server
+    images = [base64.b64encode(p.read_bytes()).decode() for p in sorted((workspace / "data" / "test").glob("*.png"))[:6]]
+    expected = [requests.post(f"{url}/api/v1/recognize", json={"image": i}, timeout=10).json()["result"]
+                for i in images]
+    with running_app(workspace, "--workers", "2") as second:
+        got = [requests.post(f"{second}/api/v1/recognize", json={"image": i}, timeout=10) for i in images]
+        assert [r.status_code for r in got] == [200] * len(images)
+        assert [r.json()["result"] for r in got] == expected
+        assert requests.get(f"{second}/ui/", timeout=10).status_code == 200
+
+
 def test_port_in_use_is_a_clear_error(server: tuple[str, Path]) -> None:
     url, workspace = server
     result = run_script(workspace, "app.py", "--port", url.rsplit(":", 1)[1])

@@ -60,11 +60,13 @@ def serve(config: dict[str, Any], host: str, port: int, workers: int = 1) -> Non
     if not is_loopback(host) and not api_key:
         raise SettingsError(f"--host {host} is reachable from other machines; set an API key with "
                             "--api-key or CAPFORGE_API_KEY (or bind to 127.0.0.1)")
+    where = f"on http://{host}:{port}/ (page /ui/, API /api/v1/recognize, docs /docs)"
     if workers > 1:
         os.environ[CONFIG_ENV] = json.dumps(config)
-        uvicorn.run("capforge.serve.server:app_from_env", factory=True, host=host, port=port, workers=workers)
+        print(f"serving {where} with {workers} worker processes", flush=True)
+        uvicorn.run("capforge.serve.server:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")
     else:
         app = build_app(config)
-        print(f"serving {', '.join(sorted(app.state.registry.models)) if hasattr(app, 'state') else ''} "
-              f"on http://{host}:{port}/ (page /ui/, API /api/v1/recognize, docs /docs)", flush=True)
+        print(f"serving {', '.join(sorted(app.state.registry.models))} {where}", flush=True)
         uvicorn.run(app, host=host, port=port, log_level="warning")
