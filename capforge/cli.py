@@ -155,7 +155,8 @@ def cmd_train(ws: Workspace, settings: Settings, args: argparse.Namespace) -> in
     summary = train(ws, settings, args.minutes, args.continue_from_best)
     print(f"trained {summary['epochs_run']} epoch(s) in {summary['seconds']} s"
           + (" (resumed)" if summary["resumed"] else "")
-          + f"; best {summary['monitor']} {summary['best']:.4f}; "
+          + (f"; best {summary['monitor']} {summary['best']:.4f}" if summary["best"] is not None else "")
+          + "; "
           f"checkpoint {ws.relative(ws.checkpoints)}/best.keras, curves logs/training_curves.png")
     return 0
 

@@ -1,9 +1,10 @@
 """train.py: build the Mode's model on its backbone and fit it on the packed data.
 
-Callbacks: exact-sequence accuracy on the whole validation set (``val_seq_acc``, computed
-first so the others can read it), BackupAndRestore (a killed run resumes with its epoch,
-optimizer state and log), ModelCheckpoint of the best ``val_seq_acc``, EarlyStopping with
-restore_best_weights, ReduceLROnPlateau, TensorBoard, CSVLogger and a wall-time limit.
+Callbacks: the mode's score on the whole validation set (``val_seq_acc``, exact-sequence
+accuracy; ``val_map50`` for EFFICIENTDET; computed first so the others can read it),
+BackupAndRestore (a killed run resumes with its epoch, optimizer state and log),
+ModelCheckpoint of the best score, EarlyStopping with restore_best_weights,
+ReduceLROnPlateau, TensorBoard, CSVLogger and a wall-time limit.
 """
 
 from __future__ import annotations

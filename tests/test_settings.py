@@ -29,6 +29,18 @@ def test_rendered_file_loads_to_the_defaults_and_shows_every_option(tmp_path: Pa
             assert f"# {option.name} = {option.default!r}" in text
 
 
+def test_detection_has_its_own_defaults_and_size_rule(tmp_path: Path) -> None:
+    text = render_settings_file("clicks", "EFFICIENTDET", "0.0")
+    assert "# IMAGE_HEIGHT = 128" in text and "# IMAGE_CHANNELS = 3" in text
+    settings = load_settings(write(tmp_path, text))
+    assert (settings.IMAGE_HEIGHT, settings.IMAGE_WIDTH, settings.IMAGE_CHANNELS) == (128, 256, 3)
+    assert "IMAGE_HEIGHT       = 128\n" in settings.describe()  # a mode default is not "changed"
+    assert load_settings(None, ["MODE=EFFICIENTDET", "IMAGE_WIDTH=320"]).IMAGE_WIDTH == 320
+    assert load_settings(None, ["MODE=CTC"]).IMAGE_HEIGHT == 48
+    message = error_of(tmp_path, "MODE = 'EFFICIENTDET'\nIMAGE_HEIGHT = 100\n")
+    assert "multiple of 32" in message and "received 100" in message
+
+
 def test_unknown_key_names_file_line_and_closest(tmp_path: Path) -> None:
     message = error_of(tmp_path, "MODE = 'CTC'\n\nEPOCSH = 3\n")
     assert "settings.py line 3" in message and "EPOCSH" in message and "did you mean EPOCHS" in message

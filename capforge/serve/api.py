@@ -120,8 +120,9 @@ async def recognize(model: ServedModel, data: bytes, prompt: Any = None) -> dict
         prediction = predictor.answer(probs, placed)
         answer = {"model": model.name, **prediction.to_dict()}
         model.remember(data, answer)
-    if prompt is not None:
-        answer = {**answer, "clicks": clicks_for(model, data, answer.get("boxes", []), prompt)}
+    if prompt is not None:  # in a thread: a CLICK_RECOGNIZER runs a second model on the crops
+        answer = {**answer, "clicks": await asyncio.to_thread(clicks_for, model, data, answer.get("boxes", []),
+                                                              prompt)}
     return {**answer, "accepted": answer["confidence"] >= model.settings.MIN_CONFIDENCE,
             "time_ms": round((time.perf_counter() - started) * 1000, 3)}
 
