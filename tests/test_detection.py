@@ -69,6 +69,21 @@ def test_map_matches_hand_computed_cases() -> None:
     assert precision_recall(truth, found) == {"precision": 2 / 3, "recall": 1.0}
 
 
+def test_decoding_keeps_weaker_boxes_as_click_candidates() -> None:
+    from capforge.data.charset import Charset
+    from capforge.modes.efficientdet import EfficientDetMode
+    from capforge.settings import load_settings
+
+    settings = load_settings(None, ["MODE=EFFICIENTDET", "DETECTION_THRESHOLD=0.5"])
+    mode = EfficientDetMode(Charset(["a", "b"], None), settings, 1)
+    output = np.zeros((len(anchors_for(128, 256)), 6), np.float32)
+    output[[100, 2000], 4 + 1] = [0.9, 0.2]  # a strong "b" and a weak "b" far from it
+    prediction = mode.decode(output[None])[0]
+    assert prediction.text == "b" and [b["score"] for b in prediction.boxes] == [pytest.approx(0.9)]
+    assert sorted(c["score"] for c in prediction.candidates) == [pytest.approx(0.2), pytest.approx(0.9)]
+    assert "candidates" not in prediction.to_dict()
+
+
 def colour_recognizer(works: Path) -> Path:
     """works/colours: a real NUM_CLASSES model, hand-weighted to tell red, green and blue
     crops apart, exported through save_model's ONNX export and parity check."""
@@ -145,7 +160,9 @@ def test_acceptance_scaffold_to_boxes_over_http(tmp_path: Path) -> None:
     (root / "settings.py").open("a").write("DETECTION_THRESHOLD = 0.0\n")
     api = TestClient(create_app(ModelRegistry(works), ServeOptions()))
     body = {"image": base64.b64encode(image.read_bytes()).decode(), "model": "clicks"}
-    boxes = api.post("/api/v1/recognize", json=body).json()["boxes"]
+    answer = api.post("/api/v1/recognize", json=body).json()
+    boxes = answer["boxes"]
+    assert "_candidates" not in answer
     assert boxes and [b["x1"] for b in boxes] == sorted(b["x1"] for b in boxes)
     assert all(0 <= b["x1"] <= b["x2"] <= 320 and 0 <= b["y1"] <= b["y2"] <= 160 for b in boxes)
     target = boxes[0]["label"]

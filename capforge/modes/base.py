@@ -25,6 +25,8 @@ class Prediction:
     chars: list[tuple[str, float]] = field(default_factory=list)
     top: list[tuple[str, float]] = field(default_factory=list)
     boxes: list[dict[str, Any]] | None = None  # detection: label, score and corners per box
+    # detection: weaker boxes too (down to MAP_THRESHOLD), for click prompts; never sent as such
+    candidates: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -90,11 +90,13 @@ class EfficientDetMode(Mode):
                 for i in chosen]
 
     def decode(self, probs: np.ndarray) -> list[Prediction]:
+        """Boxes at DETECTION_THRESHOLD, left to right; weaker ones kept as click candidates."""
+        threshold = self.settings["DETECTION_THRESHOLD"]
         out = []
         for output in probs:
-            found = sorted(self.detections(output, self.settings["DETECTION_THRESHOLD"]),
-                           key=lambda d: d[2][0])
-            out.append(prediction_of(found))
+            everything = self.detections(output, min(threshold, MAP_THRESHOLD))
+            found = sorted((d for d in everything if d[1] >= threshold), key=lambda d: d[2][0])
+            out.append(replace(prediction_of(found), candidates=_as_boxes(everything)))
         return out
 
     def validation_score(self, predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
@@ -108,23 +110,31 @@ class EfficientDetMode(Mode):
         return average_precision(truth, found, 0.5)["map"]
 
 
+def _as_boxes(found: Sequence[Detection]) -> list[dict[str, Any]]:
+    return [{"label": label, "score": round(score, 6), "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3]}
+            for label, score, box in found]
+
+
 def prediction_of(found: Sequence[Detection]) -> Prediction:
     """A Prediction from detections sorted left to right."""
     labels = [label for label, _, _ in found]
     joiner = "" if all(len(label) == 1 for label in labels) else " "
-    boxes = [{"label": label, "score": round(score, 6), "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3]}
-             for label, score, box in found]
     return Prediction(joiner.join(labels), min((s for _, s, _ in found), default=0.0),
-                      [(label, score) for label, score, _ in found], boxes=boxes)
+                      [(label, score) for label, score, _ in found], boxes=_as_boxes(found))
 
 
-def place_boxes(prediction: Prediction, placed: Geometry) -> Prediction:
-    """The prediction with its boxes mapped from model input back to the original image."""
-    boxes = []
-    for box in prediction.boxes or []:
+def _placed(boxes: list[dict[str, Any]] | None, placed: Geometry) -> list[dict[str, Any]]:
+    out = []
+    for box in boxes or []:
         x1, y1 = placed.to_image(box["x1"], box["y1"])
         x2, y2 = placed.to_image(box["x2"], box["y2"])
         x1, x2 = (round(min(max(v, 0.0), placed.width), 1) for v in (x1, x2))
         y1, y2 = (round(min(max(v, 0.0), placed.height), 1) for v in (y1, y2))
-        boxes.append({**box, "x1": x1, "y1": y1, "x2": x2, "y2": y2})
-    return replace(prediction, boxes=boxes)
+        out.append({**box, "x1": x1, "y1": y1, "x2": x2, "y2": y2})
+    return out
+
+
+def place_boxes(prediction: Prediction, placed: Geometry) -> Prediction:
+    """The prediction with its boxes mapped from model input back to the original image."""
+    return replace(prediction, boxes=_placed(prediction.boxes, placed),
+                   candidates=_placed(prediction.candidates, placed))

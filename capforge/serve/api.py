@@ -26,6 +26,9 @@ from capforge.serve.inputs import RequestError, checked_bytes, image_bytes
 from capforge.serve.registry import ModelRegistry, ServedModel
 
 BEARCAT_OK, BEARCAT_NO_IMG, BEARCAT_BAD = "200", "5004", "5005"
+# Cached with a detection answer, never sent: every box down to a low score, so a prompted
+# target that no box above DETECTION_THRESHOLD matches can still be clicked.
+CANDIDATES = "_candidates"
 
 
 @dataclass
@@ -85,7 +88,7 @@ class Guard:
 
 
 def clicks_for(model: ServedModel, data: bytes, boxes: list[dict[str, Any]], prompt: Any) -> list[dict[str, Any]]:
-    """Click points for ``prompt`` in its order (detection models only)."""
+    """Click points for ``prompt`` in its order, chosen among ``boxes`` (detection models only)."""
     if model.predictor.mode.feature_kind != "detection":
         raise RequestError(400, "prompt_not_supported", f"'prompt' is for click-captcha (EFFICIENTDET) models; "
                            f"{model.name} is {model.predictor.mode.name}")
@@ -119,10 +122,15 @@ async def recognize(model: ServedModel, data: bytes, prompt: Any = None) -> dict
         probs = await model.batcher.submit(array)
         prediction = predictor.answer(probs, placed)
         answer = {"model": model.name, **prediction.to_dict()}
+        if prediction.candidates is not None:
+            answer[CANDIDATES] = prediction.candidates
         model.remember(data, answer)
+    candidates = answer.get(CANDIDATES, [])
+    answer = {k: v for k, v in answer.items() if k != CANDIDATES}
     if prompt is not None:  # in a thread: a CLICK_RECOGNIZER runs a second model on the crops
-        answer = {**answer, "clicks": await asyncio.to_thread(clicks_for, model, data, answer.get("boxes", []),
-                                                              prompt)}
+        # the detector's own classes may fall back on weaker boxes; a recogniser reads served boxes only
+        boxes = answer.get("boxes", []) if model.recognizer else candidates
+        answer["clicks"] = await asyncio.to_thread(clicks_for, model, data, boxes, prompt)
     return {**answer, "accepted": answer["confidence"] >= model.settings.MIN_CONFIDENCE,
             "time_ms": round((time.perf_counter() - started) * 1000, 3)}
 
