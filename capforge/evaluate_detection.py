@@ -20,7 +20,6 @@ from capforge.data.labels import iter_images
 from capforge.detection.metrics import Detection, Truth, coco_map, precision_recall
 from capforge.errors import CapforgeError, DataError
 from capforge.evaluate import save_report
-from capforge.modes.efficientdet import MAP_THRESHOLD
 from capforge.serve.predictor import Predictor
 from capforge.workspace import Workspace
 
@@ -56,14 +55,10 @@ def _grid(rows: list[dict[str, Any]], path: Path, limit: int = 12) -> None:
 
 
 def _detect(predictor: Predictor, path: Path) -> list[Detection]:
-    """Every detection scoring at least MAP_THRESHOLD, in the image's pixels."""
+    """Every detection down to MAP_THRESHOLD (the decoded candidates), in the image's pixels."""
     array, placed = predictor.placed(path)
-    output = predictor.probabilities(array[None])[0]
-    found = []
-    for label, score, (x1, y1, x2, y2) in predictor.mode.detections(output, MAP_THRESHOLD):
-        (a, b), (c, d) = placed.to_image(x1, y1), placed.to_image(x2, y2)
-        found.append((label, score, (max(0.0, a), max(0.0, b), min(placed.width, c), min(placed.height, d))))
-    return found
+    prediction = predictor.answer(predictor.probabilities(array[None])[0], placed)
+    return [(b["label"], b["score"], (b["x1"], b["y1"], b["x2"], b["y2"])) for b in prediction.candidates or []]
 
 
 def evaluate_detection(workspace: Workspace, settings: Mapping[str, Any], predictor: Predictor, source: str,

@@ -33,7 +33,7 @@ from capforge import __version__
 from capforge.data.boxes import read_boxes
 from capforge.data.images import Preprocessing, geometry, open_image, preprocess_to_uint8
 from capforge.data.labels import LabelReader, iter_images
-from capforge.errors import CapforgeError, DataError, ImageError
+from capforge.errors import CapforgeError, DataError
 from capforge.workspace import SPLITS, Workspace, hook
 
 SCHEMA = "capforge.tfrecord/1"
