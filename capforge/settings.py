@@ -157,6 +157,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("BATCH_WAIT_MS", 0.0, float, "how long a lone request waits for others to batch with "
            "(0: requests that queue while the model is busy are batched anyway)",
            _SERVE, minimum=0.0, maximum=1000.0),
+    Option("INFERENCE_THREADS", 1, int, "onnxruntime threads per model call when serving (0: one per "
+           "core); 1 leaves the other cores to decoding and HTTP, and is fastest under load",
+           _SERVE, minimum=0, maximum=256),
     Option("CACHE_SIZE", 2048, int, "answers kept for identical images (0 turns the cache off)",
            _SERVE, minimum=0),
     Option("FEEDBACK", False, bool, "accept corrected labels at POST /api/v1/feedback", _SERVE),

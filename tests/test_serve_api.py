@@ -66,6 +66,10 @@ def test_recognize_answers_like_the_predictor(works: Path) -> None:
     assert body["accepted"] is True and body["time_ms"] >= 0
     as_url = client(works).post("/api/v1/recognize", json={"image": "data:image/png;base64," + b64(data)})
     assert as_url.status_code == 200 and as_url.json()["result"] == expected.text
+    wrapped = base64.encodebytes(data).decode()  # MIME style: a newline every 76 characters
+    assert "\n" in wrapped.strip()
+    as_wrapped = client(works).post("/api/v1/recognize", json={"image": wrapped})
+    assert as_wrapped.status_code == 200 and as_wrapped.json()["result"] == expected.text
 
 
 BAD = [
@@ -239,3 +243,11 @@ def test_default_body_limit_follows_max_image_bytes(works: Path) -> None:
     headers = {"content-type": "application/json"}
     assert small.post("/api/v1/recognize", content=body, headers=headers).json()["error"]["code"] == "body_too_large"
     assert large.post("/api/v1/recognize", content=body, headers=headers).json()["error"]["code"] == "invalid_json"
+
+
+def test_inference_threads_setting_reaches_onnxruntime(works: Path) -> None:
+    for setting, expected in (("INFERENCE_THREADS=1", 1), ("INFERENCE_THREADS=2", 2)):
+        model = ModelRegistry(works, None, [setting]).resolve(None)
+        options = model.predictor.session.get_session_options()
+        assert options.intra_op_num_threads == expected
+        assert client(works, setting).post("/api/v1/recognize", json={"image": b64(sample(works))}).status_code == 200

@@ -87,8 +87,8 @@ class ModelRegistry:
             if known and known.stamp == stamp:
                 continue
             try:
-                predictor = Predictor(ws.exports / "current")
                 settings = load_settings(ws.root, self.overrides)
+                predictor = Predictor(ws.exports / "current", threads=settings.INFERENCE_THREADS or None)
                 predictor.mode.settings = {**predictor.mode.settings, **{k: settings[k] for k in SERVING_SETTINGS}}
                 recognizer = self._recognizer(settings.CLICK_RECOGNIZER) if settings.CLICK_RECOGNIZER else None
             except Exception as exc:  # noqa: BLE001 - any broken export: report it, keep what works
