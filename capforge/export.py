@@ -20,6 +20,7 @@ import numpy as np
 from capforge import __version__
 from capforge.data.labels import iter_images
 from capforge.errors import CapforgeError, WorkspaceError
+from capforge.onnx_export import export_onnx
 from capforge.serve.predictor import MANIFEST, Predictor
 from capforge.train import BEST, TRAINING_FILE, load_checkpoint
 from capforge.workspace import Workspace
@@ -65,13 +66,11 @@ def export(workspace: Workspace, settings: Mapping[str, Any]) -> dict[str, Any]:
         raise WorkspaceError(f"no trained model in {workspace.relative(workspace.checkpoints)}; run train.py first")
     record = json.loads(record_path.read_text(encoding="utf-8"))
     model = load_checkpoint(best)
-    p = record["preprocessing"]
-    model(np.zeros((1, p["height"], p["width"], p["channels"]), np.float32))  # export needs a traced call
     staging = workspace.exports / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     shutil.copy2(best, staging / "model.keras")
-    model.export(str(staging / "model.onnx"), format="onnx", verbose=False)
+    onnx_kind = export_onnx(model, staging / "model.onnx")
     utils = workspace.root / "utils.py"
     if utils.is_file():
         shutil.copy2(utils, staging / "utils.py")  # the preprocess_image hook serves too
@@ -80,7 +79,7 @@ def export(workspace: Workspace, settings: Mapping[str, Any]) -> dict[str, Any]:
         "charset": record["charset"], "label_width": record["label_width"],
         "preprocessing": record["preprocessing"], "settings": record["settings"],
         "capforge_version": __version__, "exported_at": _dt.datetime.now().isoformat(timespec="seconds"),
-        "onnx": "model.onnx", "keras": "model.keras",
+        "onnx": "model.onnx", "onnx_export": onnx_kind, "keras": "model.keras",
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
     images = parity_images(workspace)

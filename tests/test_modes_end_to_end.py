@@ -27,6 +27,8 @@ def test_scaffold_to_report(tmp_path: Path, mode: str) -> None:
     manifest = json.loads((export / "manifest.json").read_text())
     assert manifest["mode"] == mode and manifest["preprocessing"]["width"] == 96
     assert manifest["charset"]["blank"] == (None if mode == "NUM_CLASSES" else 0)
+    # the CTC head's bidirectional GRUs are native ONNX GRU nodes, not per-step Loops
+    assert manifest["onnx_export"] == ("native recurrent" if mode == "CTC" else "keras")
     session = onnxruntime.InferenceSession(str(export / "model.onnx"))
     assert session.get_inputs()[0].shape[1:] == [32, 96, 1]
     report = json.loads((root / "reports" / "test_report.json").read_text())
