@@ -134,6 +134,9 @@ OPTIONS: tuple[Option, ...] = (
            _TRAIN, minimum=1),
     Option("LR_PATIENCE", 4, int, "epochs without improvement before the learning rate drops",
            _TRAIN, minimum=1),
+    Option("LR_SCHEDULE", "auto", str, "'plateau': halve the rate after LR_PATIENCE flat epochs; "
+           "'budget': LR for 60 % of the --minutes budget, then a cosine down to 1 % of it; 'auto': budget "
+           "when train.py has --minutes, else plateau", _TRAIN, choices=("auto", "plateau", "budget")),
     Option("LABEL_SMOOTHING", 0.0, float, "label smoothing for softmax modes", _TRAIN,
            minimum=0.0, maximum=0.5),
     Option("DATA_ENHANCEMENT", False, bool, "random augmentation of training images", _TRAIN),

@@ -10,6 +10,7 @@ ReduceLROnPlateau, TensorBoard, CSVLogger and a wall-time limit.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -110,6 +111,18 @@ def load_checkpoint(path: Path) -> Any:
     return keras.models.load_model(path, compile=False)
 
 
+BUDGET_HOLD = 0.6  # share of a --minutes budget trained at the full learning rate
+
+
+def lr_schedule(settings: Mapping[str, Any], minutes: float | None) -> str:
+    """'budget' or 'plateau', resolving LR_SCHEDULE = 'auto' by whether there is a time budget."""
+    schedule = settings["LR_SCHEDULE"]
+    if schedule == "budget" and not minutes:
+        raise SettingsError("LR_SCHEDULE = 'budget' needs a time budget: run train.py --minutes N "
+                            "(or set LR_SCHEDULE = 'plateau')")
+    return schedule if schedule != "auto" else "budget" if minutes else "plateau"
+
+
 def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, val: tuple[Any, ...],
                minutes: float | None) -> list[Any]:
     import keras
@@ -133,6 +146,19 @@ def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, va
             if self.deadline and time.monotonic() > self.deadline:
                 self.model.stop_training = True
 
+    class BudgetSchedule(keras.callbacks.Callback):
+        """LR for the first 60 % of the --minutes budget (CTC needs full steps to leave its
+        all-blank plateau), then a cosine down to 1 % of it, so a time-bounded run ends on small,
+        precise steps instead of wherever a plateau left it."""
+
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            self.started = time.monotonic()
+
+        def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+            spent = (time.monotonic() - self.started) / (60 * minutes)
+            decay = min(1.0, max(0.0, (spent - BUDGET_HOLD) / (1 - BUDGET_HOLD)))
+            self.model.optimizer.learning_rate = settings["LR"] * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * decay)))
+
     best = str(workspace.checkpoints / BEST)
     return [
         ValidationScore(),
@@ -140,6 +166,7 @@ def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, va
         keras.callbacks.ModelCheckpoint(best, monitor=mode.monitor, mode="max", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor=mode.monitor, mode="max",
                                       patience=settings["EARLY_PATIENCE"], restore_best_weights=True),
+        BudgetSchedule() if lr_schedule(settings, minutes) == "budget" else
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=settings["LR_PATIENCE"],
                                           min_lr=1e-6),
         keras.callbacks.TensorBoard(str(workspace.logs / "tensorboard")),
@@ -193,6 +220,7 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
 
     from capforge.data.pipeline import load_arrays, make_dataset
 
+    lr_schedule(settings, minutes)  # a schedule without its budget is refused before any work
     setup = prepare(workspace, settings)
     mode = setup.mode
     best_path = workspace.checkpoints / BEST
