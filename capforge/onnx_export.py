@@ -76,7 +76,10 @@ def recurrent_tail(model: Any) -> list[Any] | None:
             chain.append(layer)
     if not chain or len(model.inputs) != 1 or len(model.outputs) != 1 or chain[-1].output is not model.outputs[0]:
         return None
-    linked = all(later.input is earlier.output for earlier, later in zip(chain, chain[1:]))
+    try:
+        linked = all(later.input is earlier.output for earlier, later in zip(chain, chain[1:]))
+    except (AttributeError, ValueError):  # a layer called more than once has no single input
+        return None
     return chain if linked and all(_convertible(layer) for layer in chain) else None
 
 

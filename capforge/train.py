@@ -159,6 +159,10 @@ def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, va
             decay = min(1.0, max(0.0, (spent - BUDGET_HOLD) / (1 - BUDGET_HOLD)))
             self.model.optimizer.learning_rate = settings["LR"] * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * decay)))
 
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if logs is not None:  # the CSV log and TensorBoard show the rate, as with the plateau schedule
+                logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+
     best = str(workspace.checkpoints / BEST)
     return [
         ValidationScore(),

@@ -78,15 +78,15 @@ def test_finished_run_is_not_silently_overwritten(tmp_path: Path, capsys: pytest
 
 
 def test_time_budget_decays_the_learning_rate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    ws = prepared(tmp_path, "CTC_TINY", "EPOCHS = 1000\nLR = 0.002\n", count=60)
+    ws = prepared(tmp_path, "CTC_TINY", "EPOCHS = 1000\nEARLY_PATIENCE = 1000\nLR = 0.002\n", count=60)
     assert invoke("train", ws.root, ["--set", "LR_SCHEDULE=budget"]) == 2
     assert "needs a time budget" in capsys.readouterr().err
     started = time.monotonic()
-    assert invoke("train", ws.root, ["--minutes", "0.4"]) == 0
+    assert invoke("train", ws.root, ["--minutes", "0.3"]) == 0
     assert time.monotonic() - started < 120
     with (ws.logs / "training.csv").open() as f:
         rates = [float(row["learning_rate"]) for row in csv.DictReader(f)]
-    assert len(rates) >= 3 and all(r <= 0.002 for r in rates)
+    assert len(rates) >= 3 and all(r <= 0.002 * 1.0001 for r in rates)  # float32 rates
     assert rates[-1] < 0.5 * rates[0]  # the cosine ran down with the clock
 
 
