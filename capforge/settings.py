@@ -26,6 +26,7 @@ from capforge.errors import SettingsError
 MODES = ("ORDINARY", "NUM_CLASSES", "CTC", "CTC_TINY", "EFFICIENTDET")
 BACKBONES = (
     "small_cnn",
+    "tiny_cnn",
     "densenet121",
     "densenet169",
     "mobilenet_v2",
@@ -173,6 +174,7 @@ OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 # Defaults that differ by MODE: a detector sees the whole colour picture at a size its five
 # feature levels divide (multiples of 32), and fits smaller batches.
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "CTC_TINY": {"BACKBONE": "tiny_cnn"},
     "EFFICIENTDET": {"IMAGE_HEIGHT": 128, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "BATCH_SIZE": 16,
                      "EARLY_PATIENCE": 15, "DATA_ENHANCEMENT": True},
 }

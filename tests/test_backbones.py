@@ -16,7 +16,7 @@ def test_every_backbone_builds_with_enough_time_steps(name: str) -> None:
 
 
 def test_unknown_backbone_lists_the_valid_ones() -> None:
-    with pytest.raises(SettingsError, match="allowed: small_cnn, densenet121"):
+    with pytest.raises(SettingsError, match="allowed: small_cnn, tiny_cnn, densenet121"):
         build_backbone("resnet9000", (32, 96, 1))
 
 

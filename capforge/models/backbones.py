@@ -3,7 +3,7 @@
 Every backbone maps images [B, H, W, C] in [0, 1] to a feature map [B, H', W', C']. For text
 read along the width (``kind="sequence"``), ``keras.applications`` networks are cut at their
 last layer that keeps at least W/8 columns, so CTC has enough time steps; ``small_cnn`` keeps
-W/4 and is the CPU default.
+W/4 and is the CPU default (``tiny_cnn``, the same with half the filters, is CTC_TINY's).
 """
 
 from __future__ import annotations
@@ -13,18 +13,22 @@ from typing import Any, Callable
 from capforge.errors import SettingsError
 
 
-def _small_cnn(inputs: Any) -> Any:
+CNN_WIDTHS = {"small_cnn": (32, 64, 128, 160), "tiny_cnn": (16, 32, 64, 96)}
+
+
+def _small_cnn(inputs: Any, widths: tuple[int, int, int, int]) -> Any:
     """A strided stem and three separable blocks: cheap enough to train on two CPU cores.
 
     Height /16, width /4 (enough CTC time steps for labels up to about W/8 characters).
+    ``widths``: the stem's and each block's filters (``tiny_cnn`` halves ``small_cnn``'s).
     """
     from keras import layers
 
     def normalised(x: Any) -> Any:  # momentum 0.9: the statistics settle on small datasets too
         return layers.Activation("relu")(layers.BatchNormalization(momentum=0.9)(x))
 
-    x = normalised(layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False)(inputs))
-    for filters, pool in ((64, (2, 2)), (128, (2, 1)), (160, (2, 1))):
+    x = normalised(layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False)(inputs))
+    for filters, pool in zip(widths[1:], ((2, 2), (2, 1), (2, 1))):
         x = normalised(layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(x))
         x = layers.MaxPooling2D(pool, padding="same")(x)
     return x
@@ -101,6 +105,7 @@ def _application(factory_name: str) -> Callable[..., Any]:
 
 BACKBONES: dict[str, Callable[..., Any] | None] = {
     "small_cnn": None,
+    "tiny_cnn": None,
     "densenet121": _application("DenseNet121"),
     "densenet169": _application("DenseNet169"),
     "mobilenet_v2": _application("MobileNetV2"),
@@ -124,6 +129,6 @@ def build_backbone(name: str, input_shape: tuple[int, int, int], kind: str = "se
     inputs = keras.Input(input_shape, name="image")
     builder = BACKBONES[name]
     if builder is None:
-        return keras.Model(inputs, _small_cnn(inputs), name=name)
+        return keras.Model(inputs, _small_cnn(inputs, CNN_WIDTHS[name]), name=name)
     network, x = builder(inputs, pretrained, kind)
     return keras.Model(inputs, network(x), name=name)

