@@ -20,7 +20,8 @@ ACTIVATIONS = {"linear": None, "relu": "Relu", "softmax": "Softmax", "sigmoid": 
 
 def export_onnx(model: Any, path: Path) -> str:
     """Write ``model`` to ``path`` as ONNX; return "native recurrent" or "keras"."""
-    model(np.zeros((1, *model.inputs[0].shape[1:]), np.float32))  # Keras exports traced models only
+    probe = np.zeros((1, *model.inputs[0].shape[1:]), np.float32)
+    model(probe)  # Keras exports traced models only
     chain = recurrent_tail(model)
     if chain is None:
         model.export(str(path), format="onnx", verbose=False)
@@ -29,7 +30,7 @@ def export_onnx(model: Any, path: Path) -> str:
     import onnx
 
     trunk = keras.Model(model.inputs[0], chain[0].input)
-    trunk(np.zeros((1, *model.inputs[0].shape[1:]), np.float32))  # Keras exports traced models only
+    trunk(probe)
     trunk.export(str(path), format="onnx", verbose=False)
     graph_model = onnx.load(str(path))
     _append_chain(graph_model.graph, chain)

@@ -171,8 +171,9 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
-# Defaults that differ by MODE: a detector sees the whole colour picture at a size its five
-# feature levels divide (multiples of 32), and fits smaller batches.
+# Defaults that differ by MODE: CTC_TINY uses the half-width CNN; a detector sees the whole
+# colour picture at a size its five feature levels divide (multiples of 32), and fits smaller
+# batches.
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "CTC_TINY": {"BACKBONE": "tiny_cnn"},
     "EFFICIENTDET": {"IMAGE_HEIGHT": 128, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "BATCH_SIZE": 16,

@@ -37,6 +37,9 @@ def test_detection_has_its_own_defaults_and_size_rule(tmp_path: Path) -> None:
     assert "IMAGE_HEIGHT       = 128\n" in settings.describe()  # a mode default is not "changed"
     assert load_settings(None, ["MODE=EFFICIENTDET", "IMAGE_WIDTH=320"]).IMAGE_WIDTH == 320
     assert load_settings(None, ["MODE=CTC"]).IMAGE_HEIGHT == 48
+    assert "# BACKBONE = 'tiny_cnn'" in render_settings_file("fast", "CTC_TINY", "0.0")
+    assert load_settings(None, ["MODE=CTC_TINY"]).BACKBONE == "tiny_cnn"
+    assert load_settings(None, ["MODE=CTC"]).BACKBONE == "small_cnn"
     message = error_of(tmp_path, "MODE = 'EFFICIENTDET'\nIMAGE_HEIGHT = 100\n")
     assert "multiple of 32" in message and "received 100" in message
 

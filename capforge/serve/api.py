@@ -126,7 +126,8 @@ async def recognize(model: ServedModel, data: bytes, prompt: Any = None) -> dict
             answer[CANDIDATES] = prediction.candidates
         model.remember(data, answer)
     candidates = answer.get(CANDIDATES, [])
-    answer = {k: v for k, v in answer.items() if k != CANDIDATES}
+    if CANDIDATES in answer:  # detection only: text answers are not copied
+        answer = {k: v for k, v in answer.items() if k != CANDIDATES}
     if prompt is not None:  # in a thread: a CLICK_RECOGNIZER runs a second model on the crops
         # the detector's own classes may fall back on weaker boxes; a recogniser reads served boxes only
         boxes = answer.get("boxes", []) if model.recognizer else candidates
