@@ -35,6 +35,8 @@ class ServedModel:
     cache: OrderedDict = field(default_factory=OrderedDict)
 
     def cached(self, data: bytes) -> dict[str, Any] | None:
+        if not self.settings.CACHE_SIZE:
+            return None
         key = hashlib.sha256(data).digest()
         if key in self.cache:
             self.cache.move_to_end(key)

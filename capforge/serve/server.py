@@ -77,8 +77,8 @@ def serve(config: dict[str, Any], host: str, port: int, workers: int = 1) -> Non
         os.environ[CONFIG_ENV] = json.dumps(config)
         print(f"serving {where} with {workers} worker processes", flush=True)
         uvicorn.run("capforge.serve.server:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning")
+                    log_level="warning", access_log=False)
     else:
         app = build_app(config)
         print(f"serving {', '.join(sorted(app.state.registry.models))} {where}", flush=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
