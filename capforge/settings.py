@@ -123,6 +123,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("BACKBONE", "small_cnn", str, "feature extractor", _MODEL, choices=BACKBONES),
     Option("PHI", 0, int, "EFFICIENTDET size: EfficientNetB<PHI> backbone, BiFPN width and depth",
            _MODEL, minimum=0, maximum=7),
+    Option("ANCHOR_SCALE", 2.5, float, "EFFICIENTDET: anchor size in strides of its feature level "
+           "(the paper's 4 suits photos; check_file.py suggests one from your boxes)", _MODEL,
+           minimum=0.5, maximum=16.0),
     Option("CTC_DECODER", "greedy", str, "CTC decoding: 'greedy' (fast) or 'beam' (prefix beam "
            "search, width 8)", _MODEL, choices=("greedy", "beam")),
     Option("PRETRAINED", False, bool, "load ImageNet weights (needs a download; never required)",

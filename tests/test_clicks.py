@@ -4,6 +4,7 @@ check / split on a detection workspace."""
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def test_detection_workspace_check_and_split(tmp_path: Path) -> None:
     clean = run_script(root, "check_file.py")
     assert clean.returncode == 0, clean.stdout
     assert "boxes; width min" in clean.stdout and "IMAGE_WIDTH = 320" in clean.stdout
+    # generated glyphs are ~20 px at the 128x256 default input: smaller anchors than the paper's 4
+    assert re.search(r"ANCHOR_SCALE = (1\.5|2\.0|2\.5)  \[2\.5\]", clean.stdout), clean.stdout
     pool = root / "data" / "pool"
     images = sorted(pool.glob("*.png"))
     tree = ET.parse(images[0].with_suffix(".xml"))

@@ -14,7 +14,8 @@ import requests
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-from capforge.detection.anchors import anchors_for, decode_boxes, encode_boxes, target_encoder
+from capforge.detection.anchors import (anchors_for, best_anchor_scale, decode_boxes, encode_boxes, iou_matrix,
+                                       target_encoder)
 from capforge.detection.metrics import average_precision, coco_map, precision_recall
 from capforge.detection.nms import batched_nms, nms
 from capforge.detection.order import TargetNotFound, order_clicks, prompt_targets, recognizer_scores
@@ -28,20 +29,35 @@ COLOURS = ("blue", "green", "red")
 
 
 def test_anchor_coding_round_trip_and_targets() -> None:
-    anchors = anchors_for(128, 256)
+    anchors = anchors_for(128, 256, 4.0)
     boxes = np.array([[10.0, 20.0, 42.0, 50.0], [100.0, 30.0, 160.0, 100.0]])
     picked = anchors[[5, 4000]]
     assert np.allclose(decode_boxes(encode_boxes(boxes, picked), picked), boxes)
-    targets = target_encoder(128, 256)(boxes.astype(np.float32), np.array([2, 7])).numpy()
+    targets = target_encoder(128, 256, 4.0)(boxes.astype(np.float32), np.array([2, 7])).numpy()
     positive = targets[:, 4] >= 0
     assert set(targets[positive, 4]) == {2.0, 7.0}
     decoded = decode_boxes(targets[positive, :4], anchors[positive])
     assert all(np.allclose(d, boxes[0 if c == 2 else 1], atol=1e-3) for d, c in zip(decoded, targets[positive, 4]))
     # tiny objects still get their best anchor; an image without objects is all background
-    tiny = target_encoder(128, 256)(np.array([[5.0, 5.0, 9.0, 9.0]], np.float32), np.array([0])).numpy()
+    tiny = target_encoder(128, 256, 4.0)(np.array([[5.0, 5.0, 9.0, 9.0]], np.float32), np.array([0])).numpy()
     assert (tiny[:, 4] == 0).sum() == 1
-    empty = target_encoder(128, 256)(np.zeros((0, 4), np.float32), np.zeros(0, np.int64)).numpy()
+    empty = target_encoder(128, 256, 4.0)(np.zeros((0, 4), np.float32), np.zeros(0, np.int64)).numpy()
     assert (empty[:, 4] == -1).all()
+
+
+def test_anchor_scale_is_fitted_to_the_boxes() -> None:
+    """20 px glyphs in a 128x256 input have no anchor at IoU 0.5 under the paper's scale 4
+    (32 px and up); the fitted scale gives nearly all of them one, and big boxes keep a big scale."""
+    corners = np.random.default_rng(1).uniform((0, 0), (230, 100), (200, 2))
+    glyphs = np.concatenate([corners, corners + 20.0], axis=1)
+
+    def matched(boxes: np.ndarray, scale: float) -> float:
+        return float((iou_matrix(boxes, anchors_for(128, 256, scale)) >= 0.5).any(axis=1).mean())
+
+    scale = best_anchor_scale(glyphs, 128, 256)
+    assert scale < 3.0 and matched(glyphs, scale) > 0.9 > 0.1 > matched(glyphs, 4.0)
+    big = np.concatenate([corners / 4, corners / 4 + 90.0], axis=1)
+    assert best_anchor_scale(big, 128, 256) >= 4.0 and matched(big, best_anchor_scale(big, 128, 256)) > 0.9
 
 
 def test_nms_on_hand_built_boxes() -> None:
@@ -76,7 +92,7 @@ def test_decoding_keeps_weaker_boxes_as_click_candidates() -> None:
 
     settings = load_settings(None, ["MODE=EFFICIENTDET", "DETECTION_THRESHOLD=0.5"])
     mode = EfficientDetMode(Charset(["a", "b"], None), settings, 1)
-    output = np.zeros((len(anchors_for(128, 256)), 6), np.float32)
+    output = np.zeros((len(anchors_for(128, 256, settings.ANCHOR_SCALE)), 6), np.float32)
     output[[100, 2000], 4 + 1] = [0.9, 0.2]  # a strong "b" and a weak "b" far from it
     prediction = mode.decode(output[None])[0]
     assert prediction.text == "b" and [b["score"] for b in prediction.boxes] == [pytest.approx(0.9)]

@@ -58,7 +58,7 @@ def detection_dataset(records: Any, parse: Any, manifest: Mapping[str, Any], spl
     import tensorflow as tf
 
     p = manifest["preprocessing"]
-    encode = target_encoder(p["height"], p["width"])
+    encode = target_encoder(p["height"], p["width"], mode.anchor_scale)
     table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(mode.charset.symbols),
                                             tf.constant(mode.charset.ids(), tf.int32)), -1)

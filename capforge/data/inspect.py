@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from tqdm import tqdm
 
-from capforge.data.images import ImageHook, open_image
+from capforge.data.images import Geometry, ImageHook, Preprocessing, geometry, open_image
 from capforge.data.labels import LabelReader, configured_charset, iter_images, tokens
 from capforge.data.boxes import label_file_of, read_boxes
 from capforge.errors import DataError, ImageError
@@ -53,6 +53,7 @@ class Report:
     lengths: Counter = field(default_factory=Counter)
     symbols: Counter = field(default_factory=Counter)
     box_sizes: list[tuple[float, float]] = field(default_factory=list)
+    input_boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # model-input pixels
     suggestions: dict[str, Any] = field(default_factory=dict)
 
 
@@ -87,7 +88,7 @@ def suggest(sizes: list[tuple[int, int]], symbols: Counter, lengths: Counter,
 
 
 def _check_boxes(path: Path, root: Path, size: tuple[int, int], allowed: set[str] | None,
-                 report: Report) -> str | None:
+                 report: Report, placed: Geometry) -> str | None:
     """Read and validate the boxes of a click-captcha image; return the first problem."""
     try:
         boxes = read_boxes(path, size[0], size[1], root)
@@ -99,6 +100,7 @@ def _check_boxes(path: Path, root: Path, size: tuple[int, int], allowed: set[str
     if problems:
         return problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
     report.box_sizes += [(b.x2 - b.x1, b.y2 - b.y1) for b in boxes]
+    report.input_boxes += [(*placed.to_input(b.x1, b.y1), *placed.to_input(b.x2, b.y2)) for b in boxes]
     report.symbols.update(b.label for b in boxes)
     return None
 
@@ -133,7 +135,8 @@ def inspect(workspace: Workspace, settings: Mapping[str, Any],
             continue
         report.sizes.append(image.size)
         if mode == "EFFICIENTDET":
-            problem = _check_boxes(path, root, image.size, allowed, report)
+            placed = geometry(image.width, image.height, Preprocessing.from_settings(settings))
+            problem = _check_boxes(path, root, image.size, allowed, report, placed)
             if problem:
                 report.findings.append(Finding(path, "bad_boxes", problem))
                 continue
@@ -167,7 +170,22 @@ def inspect(workspace: Workspace, settings: Mapping[str, Any],
             continue
         seen[digest] = (split, path, label)
     report.suggestions = suggest(report.sizes, report.symbols, report.lengths, mode)
+    if report.input_boxes:
+        report.suggestions["ANCHOR_SCALE"] = suggest_anchor_scale(report.input_boxes, settings)
     return report
+
+
+def suggest_anchor_scale(boxes: list[tuple[float, float, float, float]], settings: Mapping[str, Any],
+                         sample: int = 2000) -> float:
+    """The anchor scale that fits these boxes (model-input pixels) at the configured input size."""
+    import numpy as np
+
+    from capforge.detection.anchors import best_anchor_scale
+
+    chosen = np.asarray(boxes, dtype=np.float64)
+    if len(chosen) > sample:
+        chosen = chosen[np.random.default_rng(0).choice(len(chosen), sample, replace=False)]
+    return best_anchor_scale(chosen, settings["IMAGE_HEIGHT"], settings["IMAGE_WIDTH"])
 
 
 def format_report(report: Report, workspace: Workspace, settings: Mapping[str, Any]) -> str:

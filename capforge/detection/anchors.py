@@ -1,11 +1,13 @@
 """EfficientDet anchors and box coding.
 
 Five feature levels (P3-P7, strides 8-128); at every cell 9 anchors: 3 scales x 3 aspect
-ratios, base size ``ANCHOR_SCALE * stride``. Anchors are ordered level, row, column, anchor,
+ratios, base size ``anchor_scale * stride`` (the ANCHOR_SCALE setting; the paper's 4 suits
+COCO objects, captcha glyphs are smaller: :func:`best_anchor_scale` fits it to labelled boxes).
+Anchors are ordered level, row, column, anchor,
 the order in which the model's heads flatten their outputs. A box is coded against its anchor
 as ``((cx - acx) / aw, (cy - acy) / ah, log(w / aw), log(h / ah))``.
 
->>> a = anchors_for(128, 256)
+>>> a = anchors_for(128, 256, 2.5)
 >>> a.shape
 (6138, 4)
 >>> box = np.array([[10.0, 20.0, 50.0, 44.0]])
@@ -23,7 +25,6 @@ import numpy as np
 LEVELS = (3, 4, 5, 6, 7)
 SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 RATIOS = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))  # (width, height) multipliers
-ANCHOR_SCALE = 4.0
 ANCHORS_PER_CELL = len(SCALES) * len(RATIOS)
 POSITIVE_IOU, NEGATIVE_IOU = 0.5, 0.4
 BACKGROUND, IGNORED = -1, -2
@@ -42,12 +43,12 @@ def level_sizes(height: int, width: int) -> list[tuple[int, int]]:
 
 
 @lru_cache(maxsize=8)
-def anchors_for(height: int, width: int) -> np.ndarray:
+def anchors_for(height: int, width: int, anchor_scale: float) -> np.ndarray:
     """All anchors of a ``height`` x ``width`` input as float32 corners [N, 4] (x1, y1, x2, y2)."""
     out = []
     for level, (rows, cols) in zip(LEVELS, level_sizes(height, width)):
         stride = 2 ** level
-        shapes = np.array([(ANCHOR_SCALE * stride * s * rw, ANCHOR_SCALE * stride * s * rh)
+        shapes = np.array([(anchor_scale * stride * s * rw, anchor_scale * stride * s * rh)
                            for s in SCALES for rw, rh in RATIOS])
         ys, xs = np.meshgrid((np.arange(rows) + 0.5) * stride, (np.arange(cols) + 0.5) * stride, indexing="ij")
         centres = np.stack([xs.ravel(), ys.ravel()], axis=1)[:, None, :]  # [cells, 1, 2]
@@ -89,7 +90,18 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def target_encoder(height: int, width: int) -> Any:
+def best_anchor_scale(boxes: np.ndarray, height: int, width: int,
+                      candidates: tuple[float, ...] = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)) -> float:
+    """The candidate anchor scale under which most ``boxes`` (corners in model-input pixels)
+    have an anchor at IoU >= POSITIVE_IOU; ties go to more such anchors per box."""
+    def fit(scale: float) -> tuple[float, float]:
+        matches = iou_matrix(boxes, anchors_for(height, width, scale)) >= POSITIVE_IOU
+        return float(matches.any(axis=1).mean()), float(matches.sum(axis=1).mean())
+
+    return max(candidates, key=fit)
+
+
+def target_encoder(height: int, width: int, anchor_scale: float) -> Any:
     """A TensorFlow function (boxes [M, 4], class ids [M]) -> targets [N, 5] for tf.data.
 
     Columns 0-3 are the coded box of the matched object, column 4 its class id, or BACKGROUND
@@ -98,7 +110,7 @@ def target_encoder(height: int, width: int) -> Any:
     """
     import tensorflow as tf
 
-    anchors = tf.constant(anchors_for(height, width))
+    anchors = tf.constant(anchors_for(height, width, anchor_scale))
     a_cx, a_cy = (anchors[:, 0] + anchors[:, 2]) / 2, (anchors[:, 1] + anchors[:, 3]) / 2
     a_w, a_h = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
     count = anchors.shape[0]

@@ -23,6 +23,7 @@ FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 1.5
 HUBER_DELTA, BOX_WEIGHT = 0.1, 50.0  # as in EfficientDet
 MAP_THRESHOLD = 0.05  # scores kept when ranking for mAP (the serving threshold is a setting)
 MAX_DETECTIONS = 100
+LEGACY_ANCHOR_SCALE = 4.0  # what exports made before the ANCHOR_SCALE setting were trained with
 # Read from the workspace when serving (not frozen into the export): tuning them needs no retraining.
 SERVING_SETTINGS = ("DETECTION_THRESHOLD", "NMS_IOU")
 
@@ -45,6 +46,10 @@ class EfficientDetMode(Mode):
     @property
     def input_size(self) -> tuple[int, int]:
         return self.settings["IMAGE_HEIGHT"], self.settings["IMAGE_WIDTH"]
+
+    @property
+    def anchor_scale(self) -> float:
+        return float(self.settings.get("ANCHOR_SCALE", LEGACY_ANCHOR_SCALE))
 
     def build(self, input_shape: tuple[int, int, int]) -> Any:
         from capforge.models.efficientdet import build_efficientdet
@@ -84,7 +89,7 @@ class EfficientDetMode(Mode):
         keep = np.flatnonzero(top >= threshold)
         if len(keep) > 10 * MAX_DETECTIONS:  # NMS only over the strongest candidates
             keep = keep[np.argsort(-top[keep])[:10 * MAX_DETECTIONS]]
-        boxes = decode_boxes(output[keep, :4].astype(np.float64), anchors_for(*self.input_size)[keep])
+        boxes = decode_boxes(output[keep, :4].astype(np.float64), anchors_for(*self.input_size, self.anchor_scale)[keep])
         chosen = batched_nms(boxes, top[keep], best[keep], self.settings["NMS_IOU"], MAX_DETECTIONS)
         return [(self.charset.symbol(best[keep[i]]), float(top[keep[i]]), tuple(map(float, boxes[i])))
                 for i in chosen]
