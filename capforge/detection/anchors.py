@@ -3,9 +3,9 @@
 Five feature levels (P3-P7, strides 8-128); at every cell 9 anchors: 3 scales x 3 aspect
 ratios, base size ``anchor_scale * stride`` (the ANCHOR_SCALE setting; the paper's 4 suits
 COCO objects, captcha glyphs are smaller: :func:`best_anchor_scale` fits it to labelled boxes).
-Anchors are ordered level, row, column, anchor,
-the order in which the model's heads flatten their outputs. A box is coded against its anchor
-as ``((cx - acx) / aw, (cy - acy) / ah, log(w / aw), log(h / ah))``.
+Anchors are ordered level, row, column, anchor, the order in which the model's heads flatten
+their outputs. A box is coded against its anchor as
+``((cx - acx) / aw, (cy - acy) / ah, log(w / aw), log(h / ah))``.
 
 >>> a = anchors_for(128, 256, 2.5)
 >>> a.shape
