@@ -55,7 +55,7 @@ def test_anchor_scale_is_fitted_to_the_boxes() -> None:
         return float((iou_matrix(boxes, anchors_for(128, 256, scale)) >= 0.5).any(axis=1).mean())
 
     scale = best_anchor_scale(glyphs, 128, 256)
-    assert scale < 3.0 and matched(glyphs, scale) > 0.9 > 0.1 > matched(glyphs, 4.0)
+    assert scale < 3.0 and matched(glyphs, scale) > 0.9 and matched(glyphs, 4.0) < 0.1
     big = np.concatenate([corners / 4, corners / 4 + 90.0], axis=1)
     assert best_anchor_scale(big, 128, 256) >= 4.0 and matched(big, best_anchor_scale(big, 128, 256)) > 0.9
 

@@ -15,11 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 from tqdm import tqdm
 
 from capforge.data.images import Geometry, ImageHook, Preprocessing, geometry, open_image
 from capforge.data.labels import LabelReader, configured_charset, iter_images, tokens
 from capforge.data.boxes import label_file_of, read_boxes
+from capforge.detection.anchors import best_anchor_scale
 from capforge.errors import DataError, ImageError
 from capforge.workspace import Workspace
 
@@ -178,10 +180,6 @@ def inspect(workspace: Workspace, settings: Mapping[str, Any],
 def suggest_anchor_scale(boxes: list[tuple[float, float, float, float]], settings: Mapping[str, Any],
                          sample: int = 2000) -> float:
     """The anchor scale that fits these boxes (model-input pixels) at the configured input size."""
-    import numpy as np
-
-    from capforge.detection.anchors import best_anchor_scale
-
     chosen = np.asarray(boxes, dtype=np.float64)
     if len(chosen) > sample:
         chosen = chosen[np.random.default_rng(0).choice(len(chosen), sample, replace=False)]

@@ -2,7 +2,8 @@
 
 Same loss and decoding as CTC; the recurrent layers are replaced by two cheap 1-D
 convolutions over the width, and its default backbone is ``tiny_cnn`` (``small_cnn`` with half
-the filters): about three times faster than CTC through onnxruntime, twice as fast to train.
+the filters): about 2.3 times faster than CTC through onnxruntime and twice as fast to train,
+and as accurate after 10 minutes on two CPU cores (bench/accuracy.py).
 """
 
 from __future__ import annotations

@@ -89,7 +89,8 @@ class EfficientDetMode(Mode):
         keep = np.flatnonzero(top >= threshold)
         if len(keep) > 10 * MAX_DETECTIONS:  # NMS only over the strongest candidates
             keep = keep[np.argsort(-top[keep])[:10 * MAX_DETECTIONS]]
-        boxes = decode_boxes(output[keep, :4].astype(np.float64), anchors_for(*self.input_size, self.anchor_scale)[keep])
+        anchors = anchors_for(*self.input_size, self.anchor_scale)
+        boxes = decode_boxes(output[keep, :4].astype(np.float64), anchors[keep])
         chosen = batched_nms(boxes, top[keep], best[keep], self.settings["NMS_IOU"], MAX_DETECTIONS)
         return [(self.charset.symbol(best[keep[i]]), float(top[keep[i]]), tuple(map(float, boxes[i])))
                 for i in chosen]

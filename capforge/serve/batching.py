@@ -26,7 +26,7 @@ class MicroBatcher:
         self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future]] | None = None
         self.task: asyncio.Task | None = None
         self.arriving = 0  # submitters between their arrival and their choice of path
-        self.busy = False  # a model call is running (inline or in the worker thread)
+        self.busy = False  # a batch is running in the worker thread
 
     async def submit(self, item: np.ndarray) -> np.ndarray:
         """The model output for one preprocessed input."""
@@ -44,13 +44,10 @@ class MicroBatcher:
         return await future
 
     def _run_inline(self, item: np.ndarray) -> np.ndarray:
+        """One model call on the event loop (which nothing else can use meanwhile)."""
         if self.observe:
             self.observe(1)
-        self.busy = True
-        try:
-            return self.run(item[None])[0]
-        finally:
-            self.busy = False
+        return self.run(item[None])[0]
 
     async def _next_batch(self) -> list[tuple[np.ndarray, asyncio.Future]]:
         """The first queued item and whatever joins it (within ``wait`` seconds, if set)."""
