@@ -36,7 +36,7 @@ def prepared(tmp_path: Path, mode: str, extra: str = "", count: int = 500, **fil
 def test_ctc_learns_clean_digits(tmp_path: Path) -> None:
     from capforge.train import train
 
-    ws = prepared(tmp_path, "CTC", "BATCH_SIZE = 16\nLR = 0.003\nEPOCHS = 14\n", lengths=(2, 4))
+    ws = prepared(tmp_path, "CTC", "BATCH_SIZE = 16\nLR = 0.003\nEPOCHS = 14\n", count=800, lengths=(2, 4))
     summary = train(ws, load_settings(ws.root), verbose=0)
     assert summary["best"] >= 0.9, summary
     assert invoke("export", ws.root, []) == 0
@@ -59,7 +59,7 @@ def test_ctc_learns_clean_digits(tmp_path: Path) -> None:
 def test_num_classes_learns_from_class_folders(tmp_path: Path) -> None:
     from capforge.train import train
 
-    ws = prepared(tmp_path, "NUM_CLASSES", "CAPTCHA_LENGTH = 1\nCHARSET = ''\nEPOCHS = 6\nBATCH_SIZE = 16\n",
+    ws = prepared(tmp_path, "NUM_CLASSES", "CAPTCHA_LENGTH = 1\nCHARSET = ''\nEPOCHS = 10\nBATCH_SIZE = 16\n",
                   count=300, lengths=(1, 1), classes_in_folders=True)
     summary = train(ws, load_settings(ws.root), verbose=0)
     assert summary["charset_size"] == 10  # classes learned from the folder names
