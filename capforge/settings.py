@@ -177,7 +177,7 @@ OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 # Defaults that differ by MODE: CTC_TINY uses the half-width CNN; a detector sees the whole
 # colour picture at a size its five feature levels divide (multiples of 32), and trains on small
 # batches at a higher rate: on two CPU cores an epoch takes as long at batch 8 as at 16, and the
-# twice as many steps matter more (bench/detection.py, 20 minutes: test mAP@0.5 0.81 at batch 16,
+# twice as many steps matter more (bench/detection.py, 20 minutes: test mAP@0.5 0.80 at batch 16,
 # 0.91 at batch 8, both at LR 0.003).
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "CTC_TINY": {"BACKBONE": "tiny_cnn"},
