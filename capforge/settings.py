@@ -176,12 +176,12 @@ OPTIONS: tuple[Option, ...] = (
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 # Defaults that differ by MODE: CTC_TINY uses the half-width CNN; a detector sees the whole
 # colour picture at a size its five feature levels divide (multiples of 32), and trains on small
-# batches at a higher rate: on two CPU cores an epoch takes as long at batch 8 as at 16, and the
-# twice as many steps matter more (bench/detection.py, 20 minutes: test mAP@0.5 0.80 at batch 16,
-# 0.91 at batch 8, both at LR 0.003).
+# batches at a higher rate: on two CPU cores an epoch takes about as long at batch 4 as at 16, and
+# the extra steps matter more (bench/detection.py, 20 minutes, LR 0.003: test mAP@0.5 0.80 at
+# batch 16, 0.91 at 8, 0.93 at 4).
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "CTC_TINY": {"BACKBONE": "tiny_cnn"},
-    "EFFICIENTDET": {"IMAGE_HEIGHT": 128, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "BATCH_SIZE": 8,
+    "EFFICIENTDET": {"IMAGE_HEIGHT": 128, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "BATCH_SIZE": 4,
                      "LR": 0.003, "EARLY_PATIENCE": 15, "DATA_ENHANCEMENT": True},
 }
 
