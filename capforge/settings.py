@@ -176,9 +176,9 @@ OPTIONS: tuple[Option, ...] = (
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 # Defaults that differ by MODE: CTC_TINY uses the half-width CNN; a detector sees the whole
 # colour picture at a size its five feature levels divide (multiples of 32), and trains on small
-# batches at a higher rate: on two CPU cores an epoch takes about as long at batch 4 as at 16, and
-# the extra steps matter more (bench/detection.py, 20 minutes, LR 0.003: test mAP@0.5 0.80 at
-# batch 16, 0.91 at 8, 0.93 at 4).
+# batches at a higher rate: on two CPU cores an epoch of 1,600 images took ~235 s at batch 16 and
+# 250-300 s at batch 4, and the four times as many steps matter more (bench/detection.py, 20
+# minutes, LR 0.003: test mAP@0.5 0.80 at batch 16, 0.91 at 8, 0.93 at 4).
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "CTC_TINY": {"BACKBONE": "tiny_cnn"},
     "EFFICIENTDET": {"IMAGE_HEIGHT": 128, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "BATCH_SIZE": 4,
