@@ -199,3 +199,40 @@ def test_models_py_hook_replaces_the_backbone(tmp_path: Path) -> None:
     model = build_model(ws, settings, prepare(ws, settings).mode)
     assert model.get_layer("mine").get_layer("my_own_conv") is not None
     assert model.output.shape[1] == 96 // 4  # time steps follow the custom feature map
+
+
+def test_pipeline_keeps_only_labels_the_charset_can_encode(tmp_path: Path) -> None:
+    from capforge.data.pipeline import make_dataset
+    from capforge.data.tfrecord import read_manifest
+    from capforge.train import prepare
+
+    ws = prepared(tmp_path, "ORDINARY", count=80, lengths=(2, 4))
+    with (ws.root / "settings.py").open("a") as f:
+        f.write("CHARSET = '01234567'\n")  # a charset change after packing: no repack needed
+    setup = prepare(ws, load_settings(ws.root))
+    labels = read_manifest(ws)["splits"]["train"]["labels"]
+    learnable = [label for label in labels if set(label) <= set("01234567")]
+    assert 0 < len(learnable) < len(labels)
+    got = [setup.mode.charset.decode(row) for _, ids in make_dataset(ws, setup.manifest, "train", setup.mode, 8, False)
+           for row in ids.numpy().tolist()]
+    assert sorted(got) == sorted(learnable)
+
+
+def test_augmentation_shifts_each_image_by_its_own_few_pixels() -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    from capforge.data.pipeline import _augment
+
+    images = tf.random.uniform([24, 20, 30, 1], 0.35, 0.65, seed=1)  # no clipping at 0 or 1
+    out = _augment(images).numpy()
+    padded = np.pad(images.numpy(), [(0, 0), (3, 3), (3, 3), (0, 0)], mode="symmetric")
+    shifts = set()
+    for original, result in zip(padded, out):
+        # brightness and contrast are affine, so the right window correlates exactly
+        scores = {(dy, dx): np.corrcoef(original[dy:dy + 20, dx:dx + 30].ravel(), result.ravel())[0, 1]
+                  for dy in range(7) for dx in range(7)}
+        best = max(scores, key=scores.get)
+        assert scores[best] > 0.9999
+        shifts.add(best)
+    assert len(shifts) > 5  # drawn per image, not once per batch

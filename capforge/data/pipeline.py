@@ -35,33 +35,68 @@ def _parse_fn(manifest: Mapping[str, Any], boxes: bool = False) -> Any:
     return parse
 
 
-def _encoder(mode: Mode) -> Any:
-    """label text -> int32 ids padded with the blank (0) to ``mode.label_width``."""
+def _batch_decoder(manifest: Mapping[str, Any], mode: Mode) -> Any:
+    """A batch of records -> (float32 images in [0, 1], int32 label ids padded with the blank (0)).
+
+    Works on whole batches: one parse, decode and lookup per batch rather than per image keeps
+    the input pipeline's share of the two cores small.
+    """
     import tensorflow as tf
 
+    p = manifest["preprocessing"]
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.string)}
     table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(mode.charset.symbols),
                                             tf.constant(mode.charset.ids(), tf.int32)), -1)
     width = mode.label_width
 
-    def encode(label: Any) -> Any:
-        tokens = tf.reshape(label, [1]) if not mode.uses_blank else tf.strings.unicode_split(label, "UTF-8")
-        ids = table.lookup(tokens)
-        return tf.pad(ids, [[0, tf.maximum(0, width - tf.shape(ids)[0])]])[:width], ids
+    def decode(records: Any) -> tuple[Any, Any]:
+        example = tf.io.parse_example(records, spec)
+        images = tf.reshape(tf.io.decode_raw(example["image"], tf.uint8), (-1, p["height"], p["width"], p["channels"]))
+        labels = example["label"]
+        tokens = (tf.strings.unicode_split(labels, "UTF-8") if mode.uses_blank
+                  else tf.RaggedTensor.from_tensor(tf.reshape(labels, [-1, 1])))
+        ids = tf.ragged.map_flat_values(table.lookup, tokens).to_tensor(0, shape=[None, width])
+        return tf.cast(images, tf.float32) / 255.0, ids
 
-    return encode
+    return decode
 
 
-def _augment(image: Any) -> Any:
-    """Mild, glyph-safe augmentation: brightness, contrast, a few pixels of translation."""
+def _usable_filter(manifest: Mapping[str, Any], mode: Mode) -> Any:
+    """record -> whether ``mode`` can learn its label (known symbols, length 1..label_width)."""
     import tensorflow as tf
 
-    height, width = image.shape[0], image.shape[1]
-    image = tf.image.random_brightness(image, 0.1)
-    image = tf.image.random_contrast(image, 0.8, 1.2)
-    padded = tf.pad(image, [[3, 3], [3, 3], [0, 0]], mode="SYMMETRIC")
-    image = tf.image.random_crop(padded, [height, width, image.shape[2]])
-    return tf.clip_by_value(image, 0.0, 1.0)
+    spec = {"label": tf.io.FixedLenFeature([], tf.string)}
+    symbols = tf.constant(mode.charset.symbols)
+    width = mode.label_width
+
+    def usable(record: Any) -> Any:
+        label = tf.io.parse_single_example(record, spec)["label"]
+        tokens = tf.strings.unicode_split(label, "UTF-8") if mode.uses_blank else tf.reshape(label, [1])
+        known = tf.reduce_all(tf.reduce_any(tf.equal(tokens[:, None], symbols[None, :]), axis=1))
+        return tf.logical_and(known, tf.logical_and(tf.size(tokens) > 0, tf.size(tokens) <= width))
+
+    return usable
+
+
+def _augment(images: Any) -> Any:
+    """Mild, glyph-safe augmentation of a batch, drawn per image: brightness, contrast, and a
+    translation of up to 3 pixels (edges mirrored)."""
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    batch, height, width = shape[0], images.shape[1], images.shape[2]
+    images = images + tf.random.uniform([batch, 1, 1, 1], -0.1, 0.1)
+    mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+    images = (images - mean) * tf.random.uniform([batch, 1, 1, 1], 0.8, 1.2) + mean
+    padded = tf.pad(images, [[0, 0], [3, 3], [3, 3], [0, 0]], mode="SYMMETRIC")
+    offsets = tf.random.uniform([batch, 2], 0, 7, tf.int32)
+    top = tf.cast(offsets[:, 0], tf.float32) / (height + 5)
+    left = tf.cast(offsets[:, 1], tf.float32) / (width + 5)
+    boxes = tf.stack([top, left, top + (height - 1) / (height + 5), left + (width - 1) / (width + 5)], axis=1)
+    # Boxes on whole pixels: the "resize" samples exact pixels, so this is a pure per-image shift.
+    images = tf.image.crop_and_resize(padded, boxes, tf.range(batch), [height, width], method="nearest")
+    return tf.clip_by_value(images, 0.0, 1.0)
 
 
 def _records(workspace: Workspace, manifest: Mapping[str, Any], split: str, training: bool, seed: int) -> Any:
@@ -78,7 +113,7 @@ def _records(workspace: Workspace, manifest: Mapping[str, Any], split: str, trai
 
 
 def _batched(ds: Any, batch_size: int, count: int) -> Any:
-    """Batch and prefetch; under a distribution strategy every replica gets a share."""
+    """Batch (not yet prefetched); under a distribution strategy every replica gets a share."""
     import tensorflow as tf
 
     ds = ds.apply(tf.data.experimental.assert_cardinality(count))  # lets Keras count steps
@@ -87,45 +122,28 @@ def _batched(ds: Any, batch_size: int, count: int) -> Any:
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     if replicas > 1:
         batch_size = min(batch_size, max(replicas, count - count % replicas))
-    return ds.batch(batch_size, drop_remainder=replicas > 1).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=replicas > 1)
 
 
 def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, mode: Mode,
                  batch_size: int, training: bool, augment: bool = False, seed: int = 0) -> Any:
-    """Batches of (float32 images in [0, 1], int32 label ids) from one packed split."""
+    """Prefetched batches of (float32 images in [0, 1], int32 label ids) from one packed split."""
     import tensorflow as tf
 
+    ds = _records(workspace, manifest, split, training, seed)
     if mode.feature_kind == "detection":
         from capforge.data.detection_pipeline import detection_dataset
 
-        ds, count = detection_dataset(_records(workspace, manifest, split, training, seed),
-                                      _parse_fn(manifest, boxes=True), manifest, split, mode, training and augment)
-        return _batched(ds, batch_size, count)
-    ds = _records(workspace, manifest, split, training, seed)
-    encode = _encoder(mode)
-    width = mode.label_width
-
-    def to_example(image: Any, label: Any) -> tuple[Any, Any, Any]:
-        padded, ids = encode(label)
-        ok = tf.logical_and(tf.reduce_all(ids >= 0),
-                            tf.logical_and(tf.size(ids) > 0, tf.size(ids) <= width))
-        return tf.cast(image, tf.float32) / 255.0, padded, ok
-
-    def usable(image: Any, ids: Any, ok: Any) -> Any:
-        return ok
-
-    def drop_flag(image: Any, ids: Any, ok: Any) -> tuple[Any, Any]:
-        return image, ids
-
-    def augmented(image: Any, ids: Any) -> tuple[Any, Any]:
-        return _augment(image), ids
-
-    ds = ds.map(_parse_fn(manifest), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.filter(usable).map(drop_flag)
+        ds, count = detection_dataset(ds, _parse_fn(manifest, boxes=True), manifest, split, mode, training and augment)
+        return _batched(ds, batch_size, count).prefetch(tf.data.AUTOTUNE)
+    labels = manifest["splits"][split]["labels"]
+    count = sum(mode.accepts(label) for label in labels)
+    if count < len(labels):  # only then pay for a per-record check
+        ds = ds.filter(_usable_filter(manifest, mode))
+    ds = _batched(ds, batch_size, count).map(_batch_decoder(manifest, mode), num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment:
-        ds = ds.map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
-    return _batched(ds, batch_size, sum(mode.accepts(label) for label in manifest["splits"][split]["labels"]))
+        ds = ds.map(lambda images, ids: (_augment(images), ids), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def load_arrays(workspace: Workspace, manifest: Mapping[str, Any], split: str,
