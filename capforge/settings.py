@@ -178,7 +178,12 @@ OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 # colour picture at a size its five feature levels divide (multiples of 32), and trains on small
 # batches at a higher rate: on two CPU cores an epoch of 1,600 images took ~235 s at batch 16 and
 # 250-300 s at batch 4, and the four times as many steps matter more (bench/detection.py, 20
-# minutes, LR 0.003: test mAP@0.5 0.80 at batch 16, 0.91 at 8, 0.93 at 4).
+# minutes, LR 0.003: test mAP@0.5 0.80 at batch 16, 0.91 at 8, 0.93 at 4; at 4 again, once the
+# optimizer was built before the first step, 0.951 and 0.956 in two runs).
+# DATA_ENHANCEMENT stays off for text modes: on 20,000 captcha-package images (bench/accuracy.py,
+# CTC, 10 minutes) it gave 0.967 test sequence accuracy against 0.959, within the noise of one
+# run each, but left the model underconfident (answers at confidence 0.3-0.4 were 92 % right), and
+# on 800 clean digits only 36 of 80 answers reached confidence 0.9 though all were right.
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "CTC_TINY": {"BACKBONE": "tiny_cnn"},
     "EFFICIENTDET": {"IMAGE_HEIGHT": 128, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "BATCH_SIZE": 4,
