@@ -62,7 +62,7 @@ def _batch_decoder(manifest: Mapping[str, Any], mode: Mode) -> Any:
     return decode
 
 
-def _usable_filter(manifest: Mapping[str, Any], mode: Mode) -> Any:
+def _usable_filter(mode: Mode) -> Any:
     """record -> whether ``mode`` can learn its label (known symbols, length 1..label_width)."""
     import tensorflow as tf
 
@@ -139,7 +139,7 @@ def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, 
     labels = manifest["splits"][split]["labels"]
     count = sum(mode.accepts(label) for label in labels)
     if count < len(labels):  # only then pay for a per-record check
-        ds = ds.filter(_usable_filter(manifest, mode))
+        ds = ds.filter(_usable_filter(mode))
     ds = _batched(ds, batch_size, count).map(_batch_decoder(manifest, mode), num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment:
         ds = ds.map(lambda images, ids: (_augment(images), ids), num_parallel_calls=tf.data.AUTOTUNE)
