@@ -183,7 +183,8 @@ OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 # DATA_ENHANCEMENT stays off for text modes: on 20,000 captcha-package images (bench/accuracy.py,
 # CTC, 10 minutes) it gave 0.967 test sequence accuracy against 0.959, within the noise of one
 # run each, but left the model underconfident (answers at confidence 0.3-0.4 were 92 % right), and
-# on 800 clean digits only 36 of 80 answers reached confidence 0.9 though all were right.
+# on 800 clean digits only 30 and 36 of 80 answers (two runs) reached confidence 0.9, though the
+# second run read all 80 right.
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "CTC_TINY": {"BACKBONE": "tiny_cnn"},
     "EFFICIENTDET": {"IMAGE_HEIGHT": 128, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "BATCH_SIZE": 4,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from capforge.data.pipeline import charset_table
 from capforge.detection.anchors import target_encoder
 from capforge.modes import Mode
 
@@ -59,9 +60,7 @@ def detection_dataset(records: Any, parse: Any, manifest: Mapping[str, Any], spl
 
     p = manifest["preprocessing"]
     encode = target_encoder(p["height"], p["width"], mode.anchor_scale)
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(mode.charset.symbols),
-                                            tf.constant(mode.charset.ids(), tf.int32)), -1)
+    table = charset_table(mode)
 
     def to_ids(image: Any, boxes: Any, names: Any) -> tuple[Any, Any, Any]:
         return tf.cast(image, tf.float32) / 255.0, boxes, table.lookup(names)

@@ -14,13 +14,32 @@ from capforge.modes import Mode
 from capforge.workspace import Workspace
 
 
+SHIFT = 3  # augmentation: pixels an image may move each way
+
+
+def _record_spec() -> dict[str, Any]:
+    """The features every packed record has: the preprocessed image bytes and the label text."""
+    import tensorflow as tf
+
+    return {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.string)}
+
+
+def charset_table(mode: Mode) -> Any:
+    """A lookup table: symbol (or class name) -> its id in ``mode``'s charset, -1 if unknown."""
+    import tensorflow as tf
+
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(mode.charset.symbols),
+                                            tf.constant(mode.charset.ids(), tf.int32)), -1)
+
+
 def _parse_fn(manifest: Mapping[str, Any], boxes: bool = False) -> Any:
     """record -> (uint8 image, label text), or (image, boxes [M, 4], class names [M])."""
     import tensorflow as tf
 
     p = manifest["preprocessing"]
     shape = (p["height"], p["width"], p["channels"])
-    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.string)}
+    spec = _record_spec()
     if boxes:
         spec |= {"boxes": tf.io.VarLenFeature(tf.float32), "classes": tf.io.VarLenFeature(tf.string)}
 
@@ -44,14 +63,11 @@ def _batch_decoder(manifest: Mapping[str, Any], mode: Mode) -> Any:
     import tensorflow as tf
 
     p = manifest["preprocessing"]
-    spec = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.string)}
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(mode.charset.symbols),
-                                            tf.constant(mode.charset.ids(), tf.int32)), -1)
+    table = charset_table(mode)
     width = mode.label_width
 
     def decode(records: Any) -> tuple[Any, Any]:
-        example = tf.io.parse_example(records, spec)
+        example = tf.io.parse_example(records, _record_spec())
         images = tf.reshape(tf.io.decode_raw(example["image"], tf.uint8), (-1, p["height"], p["width"], p["channels"]))
         labels = example["label"]
         tokens = (tf.strings.unicode_split(labels, "UTF-8") if mode.uses_blank
@@ -66,14 +82,14 @@ def _usable_filter(mode: Mode) -> Any:
     """record -> whether ``mode`` can learn its label (known symbols, length 1..label_width)."""
     import tensorflow as tf
 
-    spec = {"label": tf.io.FixedLenFeature([], tf.string)}
-    symbols = tf.constant(mode.charset.symbols)
+    spec = {"label": _record_spec()["label"]}
+    table = charset_table(mode)
     width = mode.label_width
 
     def usable(record: Any) -> Any:
         label = tf.io.parse_single_example(record, spec)["label"]
         tokens = tf.strings.unicode_split(label, "UTF-8") if mode.uses_blank else tf.reshape(label, [1])
-        known = tf.reduce_all(tf.reduce_any(tf.equal(tokens[:, None], symbols[None, :]), axis=1))
+        known = tf.reduce_all(table.lookup(tokens) >= 0)
         return tf.logical_and(known, tf.logical_and(tf.size(tokens) > 0, tf.size(tokens) <= width))
 
     return usable
@@ -81,20 +97,19 @@ def _usable_filter(mode: Mode) -> Any:
 
 def _augment(images: Any) -> Any:
     """Mild, glyph-safe augmentation of a batch, drawn per image: brightness, contrast, and a
-    translation of up to 3 pixels (edges mirrored)."""
+    translation of up to SHIFT pixels (edges mirrored)."""
     import tensorflow as tf
 
-    shape = tf.shape(images)
-    batch, height, width = shape[0], images.shape[1], images.shape[2]
+    batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
     images = images + tf.random.uniform([batch, 1, 1, 1], -0.1, 0.1)
     mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
     images = (images - mean) * tf.random.uniform([batch, 1, 1, 1], 0.8, 1.2) + mean
-    padded = tf.pad(images, [[0, 0], [3, 3], [3, 3], [0, 0]], mode="SYMMETRIC")
-    offsets = tf.random.uniform([batch, 2], 0, 7, tf.int32)
-    top = tf.cast(offsets[:, 0], tf.float32) / (height + 5)
-    left = tf.cast(offsets[:, 1], tf.float32) / (width + 5)
-    boxes = tf.stack([top, left, top + (height - 1) / (height + 5), left + (width - 1) / (width + 5)], axis=1)
-    # Boxes on whole pixels: the "resize" samples exact pixels, so this is a pure per-image shift.
+    padded = tf.pad(images, [[0, 0], [SHIFT, SHIFT], [SHIFT, SHIFT], [0, 0]], mode="SYMMETRIC")
+    # Each image's window in the padded batch, in crop_and_resize's normalised corners: on whole
+    # pixels, so the "resize" copies exact pixels and this is a pure per-image shift.
+    top_left = tf.cast(tf.random.uniform([batch, 2], 0, 2 * SHIFT + 1, tf.int32), tf.float32)
+    last = tf.constant([height + 2 * SHIFT - 1, width + 2 * SHIFT - 1], tf.float32)  # padded's last pixel
+    boxes = tf.concat([top_left, top_left + [height - 1, width - 1]], axis=1) / tf.concat([last, last], 0)
     images = tf.image.crop_and_resize(padded, boxes, tf.range(batch), [height, width], method="nearest")
     return tf.clip_by_value(images, 0.0, 1.0)
 
