@@ -57,13 +57,20 @@ def load_predictor(workspace: Workspace) -> tuple[Predictor, str]:
 
 
 def calibration(confidences: list[float], correct: list[bool]) -> list[dict[str, Any]]:
-    """Per confidence bucket: how many answers, and how many of them were right."""
+    """Per confidence bucket: how many answers, their mean confidence, and how many were right."""
     rows = []
     for low, high in zip(BUCKETS[:-1], BUCKETS[1:]):
-        inside = [ok for c, ok in zip(confidences, correct) if low <= c < high or (high == 1.0 and c == 1.0)]
+        inside = [(c, ok) for c, ok in zip(confidences, correct) if low <= c < high or (high == 1.0 and c == 1.0)]
         rows.append({"from": round(float(low), 1), "to": round(float(high), 1), "count": len(inside),
-                     "accuracy": (sum(inside) / len(inside)) if inside else None})
+                     "mean_confidence": float(np.mean([c for c, _ in inside])) if inside else None,
+                     "accuracy": float(np.mean([ok for _, ok in inside])) if inside else None})
     return rows
+
+
+def calibration_error(rows: list[dict[str, Any]]) -> float:
+    """Expected calibration error: the answers' average gap between confidence and accuracy."""
+    total = sum(row["count"] for row in rows)
+    return sum(row["count"] * abs(row["accuracy"] - row["mean_confidence"]) for row in rows if row["count"]) / total
 
 
 def _worst_grid(rows: list[dict[str, Any]], path: Path, limit: int = 24) -> None:
@@ -119,7 +126,7 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
                 skipped.append(workspace.relative(path))
         if not chunk:
             continue
-        for (path, label), answer in zip(chunk, mode.decode(predictor.probabilities(np.stack(images)))):
+        for (path, label), answer in zip(chunk, predictor.decode(predictor.probabilities(np.stack(images)))):
             rows.append({"path": str(path), "label": label, "prediction": answer.text,
                          "confidence": answer.confidence, "correct": answer.text == label})
     seconds = time.perf_counter() - started
@@ -136,6 +143,7 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
             if op.tag == "replace":
                 confusions[(truth[op.src_pos], guess[op.dest_pos])] += 1
     n = len(rows)
+    calibration_rows = calibration([r["confidence"] for r in rows], [r["correct"] for r in rows])
     report = {
         "split": split, "model": source, "images": n, "skipped": skipped,
         "sequence_accuracy": sum(r["correct"] for r in rows) / n,
@@ -144,7 +152,9 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
         "accuracy_by_length": {str(k): {"count": len(v), "accuracy": sum(v) / len(v)}
                                for k, v in sorted(by_length.items())},
         "confusions": [{"true": t, "predicted": p, "count": c} for (t, p), c in confusions.most_common(15)],
-        "calibration": calibration([r["confidence"] for r in rows], [r["correct"] for r in rows]),
+        "calibration": calibration_rows,
+        "temperature": predictor.temperature,
+        "calibration_error": calibration_error(calibration_rows),
         "ms_per_image": 1000 * seconds / max(1, n),
         "wrong": [r for r in rows if not r["correct"]][:200],
     }
@@ -183,10 +193,14 @@ def summary_text(report: Mapping[str, Any]) -> str:
     if report["confusions"]:
         lines.append("most confused (true->predicted): " + ", ".join(
             f"{c['true']}->{c['predicted']} x{c['count']}" for c in report["confusions"][:8]))
-    lines.append("confidence   count  accuracy")
+    lines.append("confidence   count  accuracy  (mean confidence)")
     for row in report["calibration"]:
         if row["count"]:
-            lines.append(f"{row['from']:.1f}-{row['to']:.1f}   {row['count']:>6}  {row['accuracy']:.3f}")
+            lines.append(f"{row['from']:.1f}-{row['to']:.1f}   {row['count']:>6}  {row['accuracy']:.3f}     "
+                         f"({row['mean_confidence']:.3f})")
+    lines.append(f"calibration error {report['calibration_error']:.3f} (mean gap between confidence and accuracy)"
+                 + (f"; temperature {report['temperature']:g}, fitted on validation at export"
+                    if report["temperature"] != 1.0 else ""))
     lines.append(f"{report['ms_per_image']:.2f} ms per image (batches of 64, preprocessing included)")
     lines.append(f"report: {report['report_path']}")
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 The export is built in ``exports/.staging`` and becomes ``exports/current`` only after the
 ONNX model, run through the serving predictor, gives the same decoded strings as Keras on
 every validation image and outputs within PARITY_TOLERANCE; otherwise export fails loudly
-and ``exports/current`` is left as it was.
+and ``exports/current`` is left as it was. The manifest also gets the temperature that
+calibrates the answers' confidences on the validation images (capforge.calibration).
 """
 
 from __future__ import annotations
@@ -18,25 +19,43 @@ from typing import Any, Mapping
 import numpy as np
 
 from capforge import __version__
-from capforge.data.labels import iter_images
+from capforge.calibration import fit_temperature
+from capforge.data.labels import LabelReader, iter_images
 from capforge.errors import CapforgeError, WorkspaceError
 from capforge.onnx_export import export_onnx
 from capforge.serve.predictor import MANIFEST, Predictor
 from capforge.train import BEST, TRAINING_FILE, load_checkpoint
-from capforge.workspace import Workspace
+from capforge.workspace import Workspace, hook
 
 
 class ParityError(CapforgeError):
     """Raised when the ONNX model does not answer like the Keras model it came from."""
 
 
-def parity_images(workspace: Workspace, limit: int = 512) -> list[Path]:
-    """Validation images (test images if there are none) used for the parity check."""
+def parity_images(workspace: Workspace, limit: int = 512) -> tuple[str, list[Path]]:
+    """The split and its images used for the parity check: validation if it has any."""
     for split in ("validation", "test", "train"):
         images = list(iter_images(workspace.split_dir(split)))[:limit]
         if images:
-            return images
-    return []
+            return split, images
+    return "validation", []
+
+
+def calibrate(workspace: Workspace, settings: Mapping[str, Any], predictor: Predictor, split: str,
+              images: list[Path]) -> dict[str, Any]:
+    """The answer temperature fitted on the validation images (never on test or train images,
+    whose reports it would flatter); T = 1 without them."""
+    if split != "validation" or predictor.mode.feature_kind == "detection":
+        return {"temperature": 1.0, "images": 0}
+    reader = LabelReader(settings, hook(workspace, "utils", "label_from_path"))
+    folder = workspace.split_dir(split)
+    labelled = [(path, label) for path in images
+                if (label := reader.label(path, folder)) is not None and predictor.mode.accepts(label)]
+    outputs = [predictor.probabilities(predictor.inputs([path for path, _ in labelled[start:start + 64]]))
+               for start in range(0, len(labelled), 64)]
+    if not outputs:
+        return {"temperature": 1.0, "images": 0}
+    return fit_temperature(predictor.mode, np.concatenate(outputs), [label for _, label in labelled])
 
 
 def check_parity(keras_model: Any, predictor: Predictor, images: list[Path], tolerance: float) -> dict[str, Any]:
@@ -82,8 +101,10 @@ def export(workspace: Workspace, settings: Mapping[str, Any]) -> dict[str, Any]:
         "onnx": "model.onnx", "onnx_export": onnx_kind, "keras": "model.keras",
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-    images = parity_images(workspace)
-    manifest["parity"] = check_parity(model, Predictor(staging), images, settings["PARITY_TOLERANCE"])
+    split, images = parity_images(workspace)
+    predictor = Predictor(staging)
+    manifest["parity"] = check_parity(model, predictor, images, settings["PARITY_TOLERANCE"])
+    manifest["calibration"] = calibrate(workspace, settings, predictor, split, images)
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
     current = workspace.exports / "current"
     if current.exists():

@@ -1,10 +1,11 @@
 """train.py: build the Mode's model on its backbone and fit it on the packed data.
 
-Callbacks: the mode's score on the whole validation set (``val_seq_acc``, exact-sequence
-accuracy; ``val_map50`` for EFFICIENTDET; computed first so the others can read it),
-BackupAndRestore (a killed run resumes with its epoch, optimizer state and log),
-ModelCheckpoint of the best score, EarlyStopping with restore_best_weights,
-ReduceLROnPlateau, TensorBoard, CSVLogger and a wall-time limit.
+Callbacks: BackupAndRestore (a killed run resumes with its epoch, optimizer state and log), a
+moving average of the weights (WEIGHT_AVERAGE) that everything after it sees, the mode's score
+on the whole validation set (``val_seq_acc``, exact-sequence accuracy; ``val_map50`` for
+EFFICIENTDET; computed before the others so they can read it), ModelCheckpoint of the best
+score, EarlyStopping with restore_best_weights, ReduceLROnPlateau, TensorBoard, CSVLogger and a
+wall-time limit.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from capforge.data.labels import configured_charset
 from capforge.data.tfrecord import check_pack_matches, read_manifest
 from capforge.errors import DataError, NotBuiltError, SettingsError, WorkspaceError
 from capforge.modes import MODE_CLASSES, Mode, make_mode
+from capforge.weight_average import weight_average_callback
 from capforge.workspace import Workspace, hook
 
 TRAINING_FILE = "training.json"
@@ -164,9 +166,11 @@ def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, va
                 logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
 
     best = str(workspace.checkpoints / BEST)
-    return [
-        ValidationScore(),
+    averaging = [weight_average_callback(settings["WEIGHT_AVERAGE"])] if settings["WEIGHT_AVERAGE"] else []
+    return [  # in this order: the backup keeps the raw weights, the rest see the average
         keras.callbacks.BackupAndRestore(str(workspace.checkpoints / "backup")),
+        *averaging,
+        ValidationScore(),
         keras.callbacks.ModelCheckpoint(best, monitor=mode.monitor, mode="max", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor=mode.monitor, mode="max",
                                       patience=settings["EARLY_PATIENCE"], restore_best_weights=True),

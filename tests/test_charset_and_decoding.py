@@ -64,3 +64,36 @@ def test_beam_search_decoder_is_selectable() -> None:
     assert greedy.decode(probs)[0].text == ""
     answer = beam.decode(probs)[0]
     assert answer.text in ("b", "c") and answer.confidence > 0.4 * 0.4
+
+
+@pytest.mark.parametrize("top, right_share, direction", [
+    (0.45, 0.97, "sharpen"),  # underconfident: answers at 0.45 are nearly always right
+    (0.98, 0.60, "soften"),   # overconfident: answers at 0.98 are right 60 % of the time
+])
+def test_temperature_moves_confidence_towards_how_often_answers_are_right(
+        top: float, right_share: float, direction: str) -> None:
+    from capforge.calibration import fit_temperature, tempered
+
+    mode = make_mode("NUM_CLASSES", Charset(list("abcdef"), blank=None), load_settings(None), 1)
+    rng = np.random.default_rng(0)
+    n = 400
+    predicted = rng.integers(0, 6, n)
+    probs = np.full((n, 6), (1 - top) / 5)
+    probs[np.arange(n), predicted] = top
+    truth = [mode.charset.symbol(int(p)) if rng.random() < right_share else mode.charset.symbol(int(p + 1) % 6)
+             for p in predicted]
+    fitted = fit_temperature(mode, probs, truth)
+    t = fitted["temperature"]
+    assert (t < 1) if direction == "sharpen" else (t > 1), fitted
+    assert fitted["log_loss_after"] < fitted["log_loss_before"]
+    calibrated = np.mean([a.confidence for a in mode.decode(tempered(probs, t))])
+    assert abs(calibrated - right_share) < abs(top - right_share) and abs(calibrated - right_share) < 0.05
+    assert [a.text for a in mode.decode(tempered(probs, t))] == [a.text for a in mode.decode(probs)]
+
+
+def test_temperature_is_not_fitted_on_too_few_images() -> None:
+    from capforge.calibration import MIN_IMAGES, fit_temperature
+
+    mode = make_mode("NUM_CLASSES", Charset(list("ab"), blank=None), load_settings(None), 1)
+    probs = np.tile([[0.6, 0.4]], (MIN_IMAGES - 1, 1))
+    assert fit_temperature(mode, probs, ["a"] * (MIN_IMAGES - 1))["temperature"] == 1.0

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from capforge.calibration import tempered
 from capforge.data.charset import Charset
 from capforge.data.images import Geometry, Preprocessing, preprocess, preprocess_placed
 from capforge.errors import WorkspaceError
@@ -24,6 +25,8 @@ MANIFEST = "manifest.json"
 
 class Predictor:
     """Load ``export_dir`` (manifest.json + model.onnx) and answer images."""
+
+    temperature = 1.0  # softmax temperature calibrating the confidences (capforge.calibration)
 
     def __init__(self, export_dir: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -46,6 +49,7 @@ class Predictor:
                                             providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.extra = hook(Workspace(Path(export_dir)), "utils", "preprocess_image")
+        self.temperature = float(self.manifest.get("calibration", {}).get("temperature", 1.0))
 
     def inputs(self, images: Sequence[Any]) -> np.ndarray:
         """Preprocess images (bytes, paths or PIL images) into one float32 batch."""
@@ -58,9 +62,13 @@ class Predictor:
         """One preprocessed input and where the image landed in it."""
         return preprocess_placed(image, self.preprocessing, self.extra)
 
+    def decode(self, outputs: np.ndarray) -> list[Prediction]:
+        """Answers for a batch of model outputs, confidences calibrated by the export's temperature."""
+        return self.mode.decode(tempered(outputs, self.temperature))
+
     def answer(self, output: np.ndarray, placed: Geometry) -> Prediction:
         """Decode one model output; detection boxes are given in the original image's pixels."""
-        prediction = self.mode.decode(output[None])[0]
+        prediction = self.decode(output[None])[0]
         return place_boxes(prediction, placed) if prediction.boxes is not None else prediction
 
     def predict(self, images: Sequence[Any]) -> list[Prediction]:
