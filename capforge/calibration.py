@@ -16,7 +16,7 @@ import numpy as np
 
 from capforge.modes import Mode
 
-GRID = np.geomspace(0.25, 4.0, 25)  # T < 1 sharpens, T > 1 softens
+GRID = np.geomspace(0.1, 4.0, 25)  # T < 1 sharpens, T > 1 softens
 MIN_IMAGES = 50  # fewer validation images than this: too few to fit, T stays 1
 
 

@@ -39,7 +39,7 @@ def sample(works: Path) -> bytes:
     return next((works / "digits" / "data" / "test").glob("*.png")).read_bytes()
 
 
-def test_images(works: Path) -> list[Path]:
+def held_out_images(works: Path) -> list[Path]:
     return sorted((works / "digits" / "data" / "test").glob("*.png"))
 
 
@@ -60,7 +60,7 @@ def test_recognize_answers_like_the_predictor(works: Path) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["model"] == "digits" and body["result"] == expected.text
-    assert sum(api_answer(works, p) == p.name.split("_")[0] for p in test_images(works)) >= 0.8 * len(test_images(works))
+    assert sum(api_answer(works, p) == p.name.split("_")[0] for p in held_out_images(works)) >= 0.8 * len(held_out_images(works))
     assert body["confidence"] == pytest.approx(expected.confidence, abs=1e-5)
     assert [c["char"] for c in body["chars"]] == list(expected.text)
     assert body["accepted"] is True and body["time_ms"] >= 0

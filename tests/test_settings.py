@@ -75,8 +75,8 @@ def test_settings_that_must_agree(tmp_path: Path) -> None:
 def test_overrides_are_literals_or_text() -> None:
     assert parse_override("LR=0.01") == ("LR", 0.01)
     assert parse_override("MODE=CTC") == ("MODE", "CTC")
-    settings = load_settings(None, ["CHARSET=123", "DATA_ENHANCEMENT=True", "EPOCHS=5"])
-    assert settings.CHARSET == "123" and settings.DATA_ENHANCEMENT is True and settings.EPOCHS == 5
+    settings = load_settings(None, ["CHARSET=123", "DATA_ENHANCEMENT=False", "EPOCHS=5"])
+    assert settings.CHARSET == "123" and settings.DATA_ENHANCEMENT is False and settings.EPOCHS == 5
     with pytest.raises(SettingsError, match="KEY=VALUE"):
         parse_override("EPOCHS")
     with pytest.raises(SettingsError, match="--set EPOCHS=zero: EPOCHS must be an integer"):

@@ -66,8 +66,7 @@ class Guard:
     def body_limit(self) -> int:
         if self.options.max_body_bytes is not None:
             return self.options.max_body_bytes
-        largest = max((m.settings.MAX_IMAGE_BYTES for m in self.registry.models.values()), default=2_000_000)
-        return largest * 4 // 3 + 65536
+        return self.registry.max_image_bytes * 4 // 3 + 65536
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -65,6 +65,7 @@ class ModelRegistry:
         self.works, self.names, self.overrides = Path(works), names, overrides or []
         self.observe_batch = observe_batch
         self.models: dict[str, ServedModel] = {}
+        self.max_image_bytes = 0  # the largest MAX_IMAGE_BYTES of the models served
         self.checked = 0.0
         self.refresh(force=True)
 
@@ -102,6 +103,7 @@ class ModelRegistry:
             batcher = MicroBatcher(predictor.probabilities, settings.MAX_BATCH, settings.BATCH_WAIT_MS,
                                    self.observe_batch)
             self.models[ws.name] = ServedModel(ws.name, ws, predictor, settings, stamp, batcher, recognizer)
+        self.max_image_bytes = max((m.settings.MAX_IMAGE_BYTES for m in self.models.values()), default=2_000_000)
 
     def _recognizer(self, location: str) -> Predictor:
         """The export of CLICK_RECOGNIZER: a path, relative to here, to the works folder's parent
