@@ -183,13 +183,14 @@ OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 # 250-300 s at batch 4, and the four times as many steps matter more (bench/detection.py, 20
 # minutes, LR 0.003: test mAP@0.5 0.80 at batch 16, 0.91 at 8, 0.93 at 4; at 4 again, once the
 # optimizer was built before the first step, 0.951 and 0.956 in two runs).
-# CTC and CTC_TINY train at LR 0.002 with augmentation: on 20,000 captcha-package images
+# Text modes train at LR 0.002 with augmentation: on 20,000 captcha-package images
 # (bench/accuracy.py, 10 minutes, weight averaging on) CTC's test sequence accuracy was
 # 0.959-0.967 at LR 0.001 with or without augmentation, 0.972 at 0.002 without and 0.976 at 0.002
 # with it (which also kept the validation loss lowest: 0.087 against 0.12); CTC_TINY's went from
-# 0.953 (LR 0.001, no augmentation) to 0.966. Augmented models are underconfident; the
-# temperature fitted at export corrects that.
+# 0.953 (LR 0.001, no augmentation) to 0.966, ORDINARY's from 0.820 to 0.865. Augmented models
+# are underconfident; the temperature fitted at export corrects that. NUM_CLASSES is unmeasured.
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ORDINARY": {"LR": 0.002, "DATA_ENHANCEMENT": True},
     "CTC": {"LR": 0.002, "DATA_ENHANCEMENT": True},
     "CTC_TINY": {"BACKBONE": "tiny_cnn", "LR": 0.002, "DATA_ENHANCEMENT": True},
     "EFFICIENTDET": {"IMAGE_HEIGHT": 128, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "BATCH_SIZE": 4,

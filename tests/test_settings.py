@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from capforge.errors import SettingsError
-from capforge.settings import OPTIONS, load_settings, parse_override, render_settings_file
+from capforge.settings import OPTIONS, default_of, load_settings, parse_override, render_settings_file
 
 from conftest import run_script
 
@@ -23,10 +23,11 @@ def test_rendered_file_loads_to_the_defaults_and_shows_every_option(tmp_path: Pa
     text = render_settings_file("site1", "ORDINARY", "0.0")
     settings = load_settings(write(tmp_path, text))
     for option in OPTIONS:
-        expected = "ORDINARY" if option.name == "MODE" else option.default
+        expected = "ORDINARY" if option.name == "MODE" else default_of(option.name, "ORDINARY")
         assert settings[option.name] == expected
         if option.name != "MODE":
-            assert f"# {option.name} = {option.default!r}" in text
+            assert f"# {option.name} = {expected!r}" in text
+    assert settings.LR == 0.002 and settings.DATA_ENHANCEMENT  # ORDINARY's own defaults
 
 
 def test_detection_has_its_own_defaults_and_size_rule(tmp_path: Path) -> None:
