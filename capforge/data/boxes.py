@@ -5,7 +5,7 @@ names are in a ``classes.txt`` beside it or in a parent folder. Malformed files 
 naming the file (and line); nothing is ever changed or removed here.
 
 >>> Box("a", 10, 5, 30, 25).area
-400.0
+400
 """
 
 from __future__ import annotations
