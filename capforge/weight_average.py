@@ -37,20 +37,19 @@ def weight_average_callback(momentum: float) -> Any:
         def on_train_begin(self, logs: dict | None = None) -> None:
             self.weights = [w for w in self.model.weights if "float" in str(w.dtype)]
             self.averages = [tf.Variable(np.asarray(w.value), trainable=False) for w in self.weights]
-            self.step = tf.Variable(0.0, trainable=False)
+            self.step = 0
             self.raw: list[np.ndarray] | None = None
 
             @tf.function
-            def update() -> None:
-                m = tf.minimum(momentum, (1.0 + self.step) / (10.0 + self.step))
+            def update(m: Any) -> None:
                 for average, weight in zip(self.averages, self.weights):
                     average.assign(m * average + (1.0 - m) * tf.cast(weight.value, average.dtype))
-                self.step.assign_add(1.0)
 
             self.update = update
 
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            self.update()
+            self.update(tf.constant(warm_momentum(momentum, self.step), tf.float32))  # a tensor: one trace
+            self.step += 1
 
         # Validation and each epoch's end (the score, checkpoint and early stop) see the average,
         # which stays in the model after the last epoch; every step starts from the raw weights.
