@@ -4,6 +4,7 @@ crawler, and the Gradio page in headless Chromium."""
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,11 @@ def test_several_worker_processes_answer_alike(server: tuple[str, Path]) -> None
         assert [r.status_code for r in got] == [200] * len(images)
         assert [r.json()["result"] for r in got] == expected
         assert requests.get(f"{second}/ui/", timeout=10).status_code == 200
+        for _ in range(4):  # new connections, spread over both workers; /metrics adds them all up
+            requests.post(f"{second}/api/v1/recognize", json={"image": images[0]}, timeout=10)
+        counts = re.findall(r'^capforge_requests_total\{route="recognize"\} (\S+)$',
+                            requests.get(f"{second}/metrics", timeout=10).text, re.MULTILINE)
+        assert counts == ["10.0"]
 
 
 def test_port_in_use_is_a_clear_error(server: tuple[str, Path]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 from capforge.data.images import open_image
 from capforge.detection.order import (TargetNotFound, detector_scores, order_clicks, prompt_targets,
@@ -29,6 +29,8 @@ BEARCAT_OK, BEARCAT_NO_IMG, BEARCAT_BAD = "200", "5004", "5005"
 # Cached with a detection answer, never sent: every box down to a low score, so a prompted
 # target that no box above DETECTION_THRESHOLD matches can still be clicked.
 CANDIDATES = "_candidates"
+# Where worker processes keep their metrics for /metrics to add up (prometheus_client's variable).
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @dataclass
@@ -51,6 +53,15 @@ class Metrics:
                                  buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2))
         self.batch = Histogram("capforge_batch_size", "Images per model call", registry=self.registry,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+
+    def exposition(self) -> bytes:
+        """The Prometheus text: this app's metrics, or the sum over every worker process when
+        ``capforge serve --workers N`` shares them through PROMETHEUS_MULTIPROC_DIR."""
+        if os.environ.get(MULTIPROCESS_DIR):
+            combined = CollectorRegistry()
+            multiprocess.MultiProcessCollector(combined)
+            return generate_latest(combined)
+        return generate_latest(self.registry)
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -247,7 +258,7 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None) -> 
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/api/v1/feedback")
     async def feedback(request: Request) -> dict[str, Any]:

@@ -6,11 +6,12 @@ import ipaddress
 import json
 import os
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from capforge.errors import SettingsError
-from capforge.serve.api import ServeOptions, create_app
+from capforge.serve.api import MULTIPROCESS_DIR, ServeOptions, create_app
 from capforge.serve.registry import ModelRegistry
 
 CONFIG_ENV = "CAPFORGE_SERVE_CONFIG"
@@ -76,8 +77,11 @@ def serve(config: dict[str, Any], host: str, port: int, workers: int = 1) -> Non
     if workers > 1:
         os.environ[CONFIG_ENV] = json.dumps(config)
         print(f"serving {where} with {workers} worker processes", flush=True)
-        uvicorn.run("capforge.serve.server:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", access_log=False)
+        # each worker's metrics live in files here, so /metrics adds up every worker's, whichever answers
+        with tempfile.TemporaryDirectory(prefix="capforge-metrics-") as shared:
+            os.environ[MULTIPROCESS_DIR] = shared
+            uvicorn.run("capforge.serve.server:app_from_env", factory=True, host=host, port=port,
+                        workers=workers, log_level="warning", access_log=False)
     else:
         app = build_app(config)
         print(f"serving {', '.join(sorted(app.state.registry.models))} {where}", flush=True)
