@@ -43,10 +43,15 @@ from capforge.workspace import create_workspace  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` and every process under it (uvicorn's workers)."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += rss_mib(int(child))
+    return total
 
 
 def exported_workspace(root: Path) -> Path:
@@ -177,7 +182,7 @@ def main() -> None:
         bad_ok = sum(1 for r, k in zip(responses, kinds) if k is None and not 400 <= r.status_code < 500)
         print(f"mixed run: {len(mixed)} requests ({len(mixed) // 2} good) at {rate:.0f} requests/s: "
               f"{five} answers 5xx, {wrong} good requests answered wrongly, {bad_ok} bad requests not 4xx; "
-              f"server memory {start_rss:.0f} MiB at start, {end_rss:.0f} MiB at end")
+              f"server memory (all its processes) {start_rss:.0f} MiB at start, {end_rss:.0f} MiB at end")
     finally:
         server.terminate()
         server.wait(timeout=10)
