@@ -27,7 +27,7 @@ def test_rendered_file_loads_to_the_defaults_and_shows_every_option(tmp_path: Pa
         assert settings[option.name] == expected
         if option.name != "MODE":
             assert f"# {option.name} = {expected!r}" in text
-    assert settings.LR == 0.002 and settings.DATA_ENHANCEMENT  # ORDINARY's own defaults
+    assert settings.LR == 0.002 and settings.DATA_ENHANCEMENT  # the measured defaults
 
 
 def test_detection_has_its_own_defaults_and_size_rule(tmp_path: Path) -> None:
