@@ -58,7 +58,9 @@ def main() -> None:
     mode, batch = setup.mode, settings.BATCH_SIZE
     model = build_model(ws, settings, mode)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=mode.loss())
-    from_records = make_dataset(ws, setup.manifest, "train", mode, batch, training=True)
+    # the pipeline as training runs it: shuffled, and augmented when DATA_ENHANCEMENT is on (default)
+    from_records = make_dataset(ws, setup.manifest, "train", mode, batch, training=True,
+                                augment=settings.DATA_ENHANCEMENT)
     images, labels, _ = load_arrays(ws, setup.manifest, "train", mode)
     ids = [mode.charset.encode(mode.tokens(t)) + [0] * (mode.label_width - len(t)) for t in labels]
     in_memory = tf.data.Dataset.from_tensor_slices(
@@ -71,7 +73,8 @@ def main() -> None:
     memory, records = (statistics.median(rates[k]) for k in ("in-memory tensors", "TFRecord pipeline"))
     print(f"medians: in-memory {memory:.1f}, TFRecord {records:.1f} images/s; pipeline cost "
           f"{100 * (1 - records / memory):.1f} % (target under 10 %), batch {batch}, "
-          f"{settings.IMAGE_HEIGHT}x{settings.IMAGE_WIDTH}")
+          f"{settings.IMAGE_HEIGHT}x{settings.IMAGE_WIDTH}, augmentation "
+          f"{'on' if settings.DATA_ENHANCEMENT else 'off'}")
 
 
 if __name__ == "__main__":
