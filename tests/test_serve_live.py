@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -75,31 +76,82 @@ def test_port_in_use_is_a_clear_error(server: tuple[str, Path]) -> None:
     assert result.returncode == 2 and "pass another --port" in result.stderr
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (./run test installs it)")
-def test_gradio_page_in_headless_chromium(server: tuple[str, Path], tmp_path: Path) -> None:
+def answers_on_the_page(url: str, pictures: list[Path], expected: list[str], pages: int = 1,
+                        screenshot: Path | None = None) -> tuple[list[str | None], str]:
+    """In headless Chromium, open ``pages`` pages of the Gradio UI and, taking them in turn, upload
+    each picture and press Recognize; wait up to 15 s for the page to show its expected text.
+    Returns what each page showed (None when the answer never came) and the last info line."""
+    from playwright.sync_api import TimeoutError as NoAnswer
     from playwright.sync_api import sync_playwright
 
-    url, workspace = server
-    picture = next((workspace / "data" / "test").glob("*.png"))
-    expected = requests.post(f"{url}/api/v1/recognize", timeout=10,
-                             json={"image": base64.b64encode(picture.read_bytes()).decode()}).json()["result"]
+    shown: list[str | None] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
                   "--disable-component-update", "--disable-sync"])
-        page = browser.new_page()
-        page.goto(url + "/", wait_until="networkidle")
-        page.locator("input[type=file]").first.set_input_files(str(picture))
-        page.get_by_role("button", name="Recognize").click()
-        info = page.locator("#info textarea")
-        page.wait_for_function("() => document.querySelector('#info textarea')?.value.includes('ms')",
-                               timeout=30000)
-        shown = page.locator("#result textarea").input_value()
-        details = info.input_value()
-        page.screenshot(path=str(tmp_path.parent / "gradio_page.png"))
+        tabs = [browser.new_context().new_page() for _ in range(pages)]
+        for tab in tabs:
+            tab.goto(url + "/", wait_until="networkidle")
+        for i, (picture, text) in enumerate(zip(pictures, expected)):
+            tab = tabs[i % pages]
+            tab.locator("input[type=file]").first.set_input_files(str(picture))
+            tab.get_by_role("button", name="Recognize").click()
+            try:
+                tab.wait_for_function("text => document.querySelector('#result textarea')?.value === text && "
+                                      "document.querySelector('#info textarea')?.value.includes('ms')",
+                                      arg=text, timeout=15000)
+                shown.append(text)
+            except NoAnswer:
+                shown.append(None)
+        info = tabs[-1].locator("#info textarea").input_value()
+        if screenshot:
+            tabs[-1].screenshot(path=str(screenshot))
         browser.close()
-    assert shown == expected == picture.name.split("_")[0] and "confidence" in details
+    return shown, info
+
+
+def api_answer(url: str, picture: Path) -> str:
+    return requests.post(f"{url}/api/v1/recognize", timeout=10,
+                         json={"image": base64.b64encode(picture.read_bytes()).decode()}).json()["result"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (./run test installs it)")
+def test_gradio_page_in_headless_chromium(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, workspace = server
+    picture = next((workspace / "data" / "test").glob("*.png"))
+    label = picture.name.split("_")[0]
+    assert api_answer(url, picture) == label
+    shown, info = answers_on_the_page(url, [picture], [label], screenshot=tmp_path.parent / "gradio_page.png")
+    assert shown == [label] and "confidence" in info
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (./run test installs it)")
+def test_gradio_page_answers_while_crawlers_load_two_worker_processes(server: tuple[str, Path]) -> None:
+    url, workspace = server
+    by_answer = {api_answer(url, p): p for p in sorted((workspace / "data" / "test").glob("*.png"))[:12]}
+    assert len(by_answer) >= 4  # distinct answers: a page still showing the last one is not a pass
+    expected = list(by_answer)[:4] * 3
+    pictures = [by_answer[text] for text in expected]
+    image = base64.b64encode(pictures[0].read_bytes()).decode()
+    with running_app(workspace, "--workers", "2") as second:
+        stop = threading.Event()
+
+        def crawler() -> None:  # crawler traffic keeps both workers taking connections
+            with requests.Session() as session:
+                while not stop.is_set():
+                    session.post(f"{second}/api/v1/recognize", json={"image": image}, timeout=10)
+
+        crawlers = [threading.Thread(target=crawler) for _ in range(4)]
+        for thread in crawlers:
+            thread.start()
+        try:
+            shown, _ = answers_on_the_page(second, pictures, expected, pages=3)
+        finally:
+            stop.set()
+            for thread in crawlers:
+                thread.join()
+    assert shown == expected
 
 
 def test_the_server_does_not_load_tensorflow(served_works: Path) -> None:

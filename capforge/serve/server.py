@@ -76,9 +76,7 @@ def serve(config: dict[str, Any], host: str, port: int, workers: int = 1) -> Non
     where = f"on http://{host}:{port}/ (page /ui/, API /api/v1/recognize, docs /docs)"
     if workers > 1:
         os.environ[CONFIG_ENV] = json.dumps(config)
-        print(f"serving {where} with {workers} worker processes (for crawlers: Gradio keeps the page's "
-              "event queue in one process, so a person's click may go unanswered; serve the page with "
-              "--workers 1)", flush=True)
+        print(f"serving {where} with {workers} worker processes", flush=True)
         # each worker's metrics live in files here, so /metrics adds up every worker's, whichever answers
         with tempfile.TemporaryDirectory(prefix="capforge-metrics-") as shared:
             os.environ[MULTIPROCESS_DIR] = shared

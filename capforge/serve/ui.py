@@ -53,8 +53,10 @@ def build_ui(registry: ModelRegistry) -> Any:
                 info = gr.Textbox(label="confidence and time", elem_id="info")
                 boxes = gr.AnnotatedImage(label="detected boxes (click captchas)", elem_id="boxes")
         outputs = [text, chars, info, boxes]
-        button.click(answer, [model, image], outputs)
-        image.upload(answer, [model, image], outputs)
+        # Unqueued: each answer is one HTTP request, so it works whichever worker process takes it
+        # (Gradio's queue keeps a page's session in one process).
+        button.click(answer, [model, image], outputs, queue=False)
+        image.upload(answer, [model, image], outputs, queue=False)
         if examples:
             gr.Examples(examples, [model, image])
     return page
