@@ -8,9 +8,9 @@
    memory at start and end.
 Every request loop is bounded in count; only 127.0.0.1 is contacted.
 
-``--workers N`` runs the server with N processes; ``--wrk`` also measures each concurrency level
-with wrk (Debian package ``wrk``), a C load generator that leaves more of the two cores to
-the server than Python's requests threads do.
+``--workers N`` runs the server with N processes (default: the server's own, one per core);
+``--wrk`` also measures each concurrency level with wrk (Debian package ``wrk``), a C load
+generator that leaves more of the two cores to the server than Python's requests threads do.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import re
 import shutil
 import socket
@@ -114,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=600, help="requests per concurrency level")
     parser.add_argument("--mixed", type=int, default=20000, help="requests in the robustness run")
-    parser.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    parser.add_argument("--workers", type=int, help="server processes (default: the server's, one per core)")
     parser.add_argument("--wrk", action="store_true", help="also load the server with wrk")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="a serving setting for the server, e.g. INFERENCE_THREADS=0")
@@ -134,8 +135,9 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     overrides = ["CACHE_SIZE=0", *args.overrides]
-    print(f"server: {args.workers} worker process(es), settings {' '.join(overrides)}")
-    server = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port), "--workers", str(args.workers),
+    workers = args.workers or os.cpu_count() or 1
+    print(f"server: {workers} worker process(es), settings {' '.join(overrides)}")
+    server = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port), "--workers", str(workers),
                                *(a for o in overrides for a in ("--set", o))],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -8,6 +8,7 @@ on one line and the process exits non-zero, with no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -187,7 +188,8 @@ def cmd_test(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int
 def _args_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    p.add_argument("--workers", type=int, help="server processes, each with its own copy of the models "
+                   "(default: one per core)")
     p.add_argument("--models", help="comma-separated site names to serve (default: every export)")
     p.add_argument("--api-key", default="", help="require this X-API-Key header (or CAPFORGE_API_KEY)")
     p.add_argument("--demo-captcha", action="store_true", help="serve synthetic captchas at /demo/captcha")
@@ -198,7 +200,7 @@ def cmd_serve(ws: Workspace, settings: Settings, args: argparse.Namespace) -> in
 
     config = {"works": str(ws.root.parent), "api_key": args.api_key, "demo_captcha": args.demo_captcha,
               "models": args.models.split(",") if args.models else None, "overrides": args.overrides}
-    serve(config, args.host, args.port, args.workers)
+    serve(config, args.host, args.port, args.workers if args.workers is not None else os.cpu_count() or 1)
     return 0
 
 

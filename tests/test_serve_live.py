@@ -70,10 +70,12 @@ def test_several_worker_processes_answer_alike(server: tuple[str, Path]) -> None
         assert counts == ["10.0"]
 
 
-def test_port_in_use_is_a_clear_error(server: tuple[str, Path]) -> None:
+def test_port_in_use_and_no_workers_are_clear_errors(server: tuple[str, Path]) -> None:
     url, workspace = server
     result = run_script(workspace, "app.py", "--port", url.rsplit(":", 1)[1])
     assert result.returncode == 2 and "pass another --port" in result.stderr
+    result = run_script(workspace, "app.py", "--workers", "0")
+    assert result.returncode == 2 and "--workers 0: the server needs at least 1 worker process" in result.stderr
 
 
 def answers_on_the_page(url: str, pictures: list[Path], expected: list[str], pages: int = 1,

@@ -63,6 +63,8 @@ def serve(config: dict[str, Any], host: str, port: int, workers: int = 1) -> Non
     """Run uvicorn until interrupted."""
     import uvicorn
 
+    if workers < 1:
+        raise SettingsError(f"--workers {workers}: the server needs at least 1 worker process")
     api_key = config.get("api_key") or os.environ.get("CAPFORGE_API_KEY", "")
     config["api_key"] = api_key
     with socket.socket() as probe:
