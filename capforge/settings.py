@@ -194,7 +194,7 @@ OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "CTC_TINY": {"BACKBONE": "tiny_cnn"},
     "EFFICIENTDET": {"IMAGE_HEIGHT": 128, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "BATCH_SIZE": 4,
-                     "LR": 0.003, "EARLY_PATIENCE": 15, "DATA_ENHANCEMENT": True},
+                     "LR": 0.003, "EARLY_PATIENCE": 15},
 }
 
 
