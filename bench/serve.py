@@ -8,7 +8,7 @@
    memory at start and end.
 Every request loop is bounded in count; only 127.0.0.1 is contacted.
 
-``--workers N`` runs the server with N processes (default: the server's own, one per core);
+``--workers N`` runs the server with N processes (default: the server's own);
 ``--wrk`` also measures each concurrency level with wrk (Debian package ``wrk``), a C load
 generator that leaves more of the two cores to the server than Python's requests threads do.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import re
 import shutil
 import socket
@@ -38,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import describe  # noqa: E402
 
-from capforge.cli import invoke  # noqa: E402
+from capforge.cli import default_workers, invoke  # noqa: E402
 from capforge.data.generate import CaptchaSpec, generate  # noqa: E402
 from capforge.workspace import create_workspace  # noqa: E402
 
@@ -115,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=600, help="requests per concurrency level")
     parser.add_argument("--mixed", type=int, default=20000, help="requests in the robustness run")
-    parser.add_argument("--workers", type=int, help="server processes (default: the server's, one per core)")
+    parser.add_argument("--workers", type=int, help="server processes (default: the server's own)")
     parser.add_argument("--wrk", action="store_true", help="also load the server with wrk")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="a serving setting for the server, e.g. INFERENCE_THREADS=0")
@@ -135,7 +134,7 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     overrides = ["CACHE_SIZE=0", *args.overrides]
-    workers = args.workers or os.cpu_count() or 1
+    workers = args.workers or default_workers()
     print(f"server: {workers} worker process(es), settings {' '.join(overrides)}")
     server = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port), "--workers", str(workers),
                                *(a for o in overrides for a in ("--set", o))],

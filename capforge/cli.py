@@ -189,10 +189,18 @@ def _args_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--workers", type=int, help="server processes, each with its own copy of the models "
-                   "(default: one per core)")
+                   "(default: one per core, at most 4)")
     p.add_argument("--models", help="comma-separated site names to serve (default: every export)")
     p.add_argument("--api-key", default="", help="require this X-API-Key header (or CAPFORGE_API_KEY)")
     p.add_argument("--demo-captcha", action="store_true", help="serve synthetic captchas at /demo/captcha")
+
+
+DEFAULT_MAX_WORKERS = 4  # each worker holds the models and Gradio (~200 MiB): more only when asked
+
+
+def default_workers() -> int:
+    """Server processes when --workers is not given: one per core, at most DEFAULT_MAX_WORKERS."""
+    return max(1, min(os.cpu_count() or 1, DEFAULT_MAX_WORKERS))
 
 
 def cmd_serve(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
@@ -200,7 +208,7 @@ def cmd_serve(ws: Workspace, settings: Settings, args: argparse.Namespace) -> in
 
     config = {"works": str(ws.root.parent), "api_key": args.api_key, "demo_captcha": args.demo_captcha,
               "models": args.models.split(",") if args.models else None, "overrides": args.overrides}
-    serve(config, args.host, args.port, args.workers if args.workers is not None else os.cpu_count() or 1)
+    serve(config, args.host, args.port, args.workers if args.workers is not None else default_workers())
     return 0
 
 
