@@ -37,8 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import describe  # noqa: E402
 
-from capforge.cli import default_workers, invoke  # noqa: E402
+from capforge.cli import invoke  # noqa: E402
 from capforge.data.generate import CaptchaSpec, generate  # noqa: E402
+from capforge.serve.server import default_workers  # noqa: E402
 from capforge.workspace import create_workspace  # noqa: E402
 
 
@@ -134,7 +135,7 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     overrides = ["CACHE_SIZE=0", *args.overrides]
-    workers = args.workers or default_workers()
+    workers = default_workers() if args.workers is None else args.workers
     print(f"server: {workers} worker process(es), settings {' '.join(overrides)}")
     server = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port), "--workers", str(workers),
                                *(a for o in overrides for a in ("--set", o))],

@@ -8,7 +8,6 @@ on one line and the process exits non-zero, with no traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -195,20 +194,12 @@ def _args_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo-captcha", action="store_true", help="serve synthetic captchas at /demo/captcha")
 
 
-DEFAULT_MAX_WORKERS = 4  # each worker holds the models and Gradio (~200 MiB): more only when asked
-
-
-def default_workers() -> int:
-    """Server processes when --workers is not given: one per core, at most DEFAULT_MAX_WORKERS."""
-    return max(1, min(os.cpu_count() or 1, DEFAULT_MAX_WORKERS))
-
-
 def cmd_serve(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
     from capforge.serve.server import serve
 
     config = {"works": str(ws.root.parent), "api_key": args.api_key, "demo_captcha": args.demo_captcha,
               "models": args.models.split(",") if args.models else None, "overrides": args.overrides}
-    serve(config, args.host, args.port, args.workers if args.workers is not None else default_workers())
+    serve(config, args.host, args.port, args.workers)
     return 0
 
 

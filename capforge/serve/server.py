@@ -59,10 +59,19 @@ def app_from_env() -> Any:
     return build_app(json.loads(os.environ[CONFIG_ENV]))
 
 
-def serve(config: dict[str, Any], host: str, port: int, workers: int = 1) -> None:
-    """Run uvicorn until interrupted."""
+DEFAULT_MAX_WORKERS = 4  # each worker holds the models and Gradio (~200 MiB): more only when asked
+
+
+def default_workers() -> int:
+    """Server processes when --workers is not given: one per core, at most DEFAULT_MAX_WORKERS."""
+    return max(1, min(os.cpu_count() or 1, DEFAULT_MAX_WORKERS))
+
+
+def serve(config: dict[str, Any], host: str, port: int, workers: int | None = None) -> None:
+    """Run uvicorn until interrupted, with ``workers`` processes (None: :func:`default_workers`)."""
     import uvicorn
 
+    workers = default_workers() if workers is None else workers
     if workers < 1:
         raise SettingsError(f"--workers {workers}: the server needs at least 1 worker process")
     api_key = config.get("api_key") or os.environ.get("CAPFORGE_API_KEY", "")
