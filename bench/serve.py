@@ -10,7 +10,10 @@ Every request loop is bounded in count; only 127.0.0.1 is contacted.
 
 ``--workers N`` runs the server with N processes (default: the server's own);
 ``--wrk`` also measures each concurrency level with wrk (Debian package ``wrk``), a C load
-generator that leaves more of the two cores to the server than Python's requests threads do.
+generator that leaves more of the two cores to the server than Python's requests threads do;
+``--floor`` (with ``--wrk``) also measures bare ASGI apps on the same uvicorn and worker count
+(``bench/http_floor.py``): HTTP alone, then with decoding and preprocessing, then with the model
+call, so the targets can be read against what serving costs before capforge's own code.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import re
 import shutil
 import socket
@@ -111,17 +115,57 @@ def wrk_figures(url: str, payload: dict, concurrency: int, seconds: int = 15) ->
     return median, float(re.search(r"Requests/sec:\s+([\d.]+)", result).group(1))
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str) -> None:
+    for _ in range(120):
+        try:
+            requests.get(f"{url}/healthz", timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    raise RuntimeError(f"nothing answered at {url}/healthz within a minute")
+
+
+def floor_figures(export: Path, payload: dict, workers: int) -> None:
+    """wrk figures at concurrency 1 and 32 for each level of bench/http_floor.py's bare app."""
+    for work in ("http", "preprocess", "model"):
+        port = free_port()
+        env = {**os.environ, "CAPFORGE_FLOOR_WORK": work, "CAPFORGE_FLOOR_EXPORT": str(export),
+               "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                              os.environ.get("PYTHONPATH", "")])}
+        app = subprocess.Popen([sys.executable, "-m", "uvicorn", "http_floor:app", "--app-dir",
+                                str(Path(__file__).resolve().parent), "--port", str(port), "--workers", str(workers),
+                                "--log-level", "warning", "--no-access-log"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(f"http://127.0.0.1:{port}")
+            figures = [wrk_figures(f"http://127.0.0.1:{port}", payload, c) for c in (1, 32)]
+        finally:
+            app.terminate()
+            app.wait(timeout=10)
+        print(f"floor, bare app doing {work:>10}: concurrency 1 median {figures[0][0]}; "
+              f"concurrency 32 {figures[1][1]:7.1f} requests/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=600, help="requests per concurrency level")
     parser.add_argument("--mixed", type=int, default=20000, help="requests in the robustness run")
     parser.add_argument("--workers", type=int, help="server processes (default: the server's own)")
     parser.add_argument("--wrk", action="store_true", help="also load the server with wrk")
+    parser.add_argument("--floor", action="store_true", help="also measure bare apps on the same uvicorn (needs --wrk)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="a serving setting for the server, e.g. INFERENCE_THREADS=0")
     args = parser.parse_args()
     if args.wrk and not shutil.which("wrk"):
         parser.error("--wrk needs the wrk program: apt-get install wrk")
+    if args.floor and not args.wrk:
+        parser.error("--floor measures with wrk: add --wrk")
     print(f"machine: {describe()}")
     root = exported_workspace(Path(tempfile.mkdtemp(prefix="capforge-serve-")))
     images = [p.read_bytes() for p in sorted((root / "data").rglob("*.png"))]
@@ -131,9 +175,7 @@ def main() -> None:
               f"{rate:.0f} images/s at batch 32")
     # the anchors are the best raw figures, whichever thread count gives them
     single_ms, batched_rate = min(r[0] for r in raw.values()), max(r[1] for r in raw.values())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     overrides = ["CACHE_SIZE=0", *args.overrides]
     workers = default_workers() if args.workers is None else args.workers
     print(f"server: {workers} worker process(es), settings {' '.join(overrides)}")
@@ -142,12 +184,7 @@ def main() -> None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                requests.get(f"{url}/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.5)
+        wait_for(url)
         payloads = [{"image": base64.b64encode(images[i % len(images)]).decode()} for i in range(args.requests)]
         load(url, payloads[:50], 4)  # warm up
         for concurrency in (1, 8, 32):
@@ -159,6 +196,8 @@ def main() -> None:
                 print(f"  with wrk:     median {median}, {wrk_rate:7.1f} requests/s")
         print(f"targets: median at concurrency 1 <= {2 * single_ms:.2f} ms (2 x raw); "
               f"throughput at 32 >= {0.8 * batched_rate:.0f} requests/s (80 % of raw batched)")
+        if args.floor:
+            floor_figures(root / "exports" / "current", payloads[0], workers)
 
         good = {i: base64.b64encode(images[i]).decode() for i in range(min(200, len(images)))}
         expected = {i: requests.post(f"{url}/api/v1/recognize", json={"image": b}, timeout=30).json()["result"]
