@@ -113,7 +113,7 @@ def main() -> None:
     if "weights" in snapshot:
         model = load_checkpoint(ws.checkpoints / "best.keras")
         model.set_weights(snapshot["weights"])
-        snapshot["acc"] = mode.validation_score(lambda b: np.asarray(model(b, training=False)), test_images,
+        snapshot["acc"] = mode.validation_score(lambda b: np.asarray(model.predict_on_batch(b)), test_images,
                                                 test_labels)
     assert invoke("export", ws.root, [f"--set={o}" for o in args.overrides]) == 0
     report = evaluate(ws, settings, "test", progress=False)
