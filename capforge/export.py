@@ -96,6 +96,7 @@ def export(workspace: Workspace, settings: Mapping[str, Any]) -> dict[str, Any]:
     manifest = {
         "schema": "capforge.export/1", "name": workspace.name, "mode": record["mode"],
         "charset": record["charset"], "label_width": record["label_width"],
+        "label_lengths": record.get("label_lengths"),
         "preprocessing": record["preprocessing"], "settings": record["settings"],
         "capforge_version": __version__, "exported_at": _dt.datetime.now().isoformat(timespec="seconds"),
         "onnx": "model.onnx", "onnx_export": onnx_kind, "keras": "model.keras",

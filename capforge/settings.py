@@ -109,8 +109,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("CHARSET", "", (str, list), "the characters (or class names) the model outputs; "
            "'' learns them from the training labels", _DATA),
     Option("CASE_SENSITIVE", False, bool, "False folds labels and charset to lower case", _DATA),
-    Option("LABEL_SEPARATOR", "_-", str, "characters that end the label in a file name "
-           "('abcd_1.png', 'abcd-1.png'); '' uses the whole name", _DATA),
+    Option("LABEL_SEPARATOR", "_-.", str, "characters that end the label in a file name "
+           "('abcd_1.png', 'abcd-1.png', 'abcd.1.png'); '' uses the whole name", _DATA),
     Option("FONT_PATH", "", str, "font for synthetic click captchas ('' = the captcha package's "
            "DroidSansMono; a CJK font for Chinese)", _DATA),
     Option("VALIDATION_SPLIT", 0.1, float, "share of the pool split into validation", _DATA,
@@ -131,10 +131,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("PRETRAINED", False, bool, "load ImageNet weights (needs a download; never required)",
            _MODEL),
     Option("BATCH_SIZE", 64, int, "images per training step", _TRAIN, minimum=1, maximum=4096),
-    Option("EPOCHS", 100, int, "maximum passes over the training data", _TRAIN,
+    Option("EPOCHS", 100, int, "maximum passes over the training data without --minutes (with it, "
+           "the budget decides)", _TRAIN,
            minimum=1, maximum=100000),
     Option("LR", 2e-3, float, "initial learning rate", _TRAIN, minimum=1e-7, maximum=1.0),
-    Option("EARLY_PATIENCE", 10, int, "epochs without improvement before training stops",
+    Option("EARLY_PATIENCE", 10, int, "epochs in which neither the validation score rose nor its "
+           "loss fell before training stops (with --minutes: counted from the decay on)",
            _TRAIN, minimum=1),
     Option("LR_PATIENCE", 4, int, "epochs without improvement before the learning rate drops",
            _TRAIN, minimum=1),

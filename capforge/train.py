@@ -41,16 +41,6 @@ class Setup:
     mode: Mode
 
 
-def label_width(mode_name: str, settings: Mapping[str, Any], labels: list[str]) -> int:
-    """Padded label length: CAPTCHA_LENGTH, the longest label (CTC), or 1 (NUM_CLASSES; unused
-    by EFFICIENTDET, whose labels are box lists)."""
-    if mode_name in ("NUM_CLASSES", "EFFICIENTDET"):
-        return 1
-    if mode_name == "CTC":
-        return max([len(label) for label in labels] + [1])
-    return settings["CAPTCHA_LENGTH"]
-
-
 def prepare(workspace: Workspace, settings: Mapping[str, Any]) -> Setup:
     """Read the pack manifest, check it against the settings, and make the Mode."""
     manifest = read_manifest(workspace)
@@ -65,8 +55,14 @@ def prepare(workspace: Workspace, settings: Mapping[str, Any]) -> Setup:
         tokens = {t for label in train_labels for t in mode_cls.tokens(label)}
         symbols = sorted(tokens)
     charset = Charset(symbols, 0 if mode_cls.uses_blank else None)
-    width = label_width(name, settings, train_labels + manifest["splits"]["validation"]["labels"])
+    width = mode_cls.label_width_for(settings, train_labels + manifest["splits"]["validation"]["labels"])
     return Setup(manifest, make_mode(name, charset, settings, width))
+
+
+def label_lengths(mode: Mode, labels: list[Any]) -> list[int] | None:
+    """The shortest and longest label the model learns, in symbols (what an answer can be)."""
+    counts = [len(mode.tokens(label)) for label in labels if mode.accepts(label)]
+    return [min(counts), max(counts)] if counts else None
 
 
 def build_model(workspace: Workspace | None, settings: Mapping[str, Any], mode: Mode) -> Any:
@@ -113,6 +109,7 @@ def load_checkpoint(path: Path) -> Any:
     return keras.models.load_model(path, compile=False)
 
 
+MAX_EPOCHS = 1_000_000  # a budgeted run's epoch limit: in effect none
 BUDGET_HOLD = 0.6  # share of a --minutes budget trained at the full learning rate
 
 
@@ -160,17 +157,60 @@ def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, va
         all-blank plateau), then a cosine down to 1 % of it, so a time-bounded run ends on small,
         precise steps instead of wherever a plateau left it."""
 
+        def __init__(self) -> None:
+            super().__init__()
+            self.started = time.monotonic()
+
+        def decay(self) -> float:
+            """How far the decay has gone: 0 during the hold, 1 at the end of the budget."""
+            spent = (time.monotonic() - self.started) / (60 * minutes)
+            return min(1.0, max(0.0, (spent - BUDGET_HOLD) / (1 - BUDGET_HOLD)))
+
         def on_train_begin(self, logs: dict | None = None) -> None:
             self.started = time.monotonic()
 
         def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-            spent = (time.monotonic() - self.started) / (60 * minutes)
-            decay = min(1.0, max(0.0, (spent - BUDGET_HOLD) / (1 - BUDGET_HOLD)))
-            self.model.optimizer.learning_rate = settings["LR"] * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * decay)))
+            cosine = 0.5 * (1 + math.cos(math.pi * self.decay()))
+            self.model.optimizer.learning_rate = settings["LR"] * (0.01 + 0.99 * cosine)
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             if logs is not None:  # the CSV log and TensorBoard show the rate, as with the plateau schedule
                 logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+
+    budget = BudgetSchedule() if lr_schedule(settings, minutes) == "budget" else None
+
+    def settled() -> bool:
+        """Whether the weights have left the full-rate phase: always without a budget."""
+        return budget is None or budget.decay() > 0
+
+    class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+        """The best validation score, among settled epochs only: under a budget each epoch at the
+        full rate just replaces the last (a lucky epoch there generalises worse than the decayed
+        weights), and from the decay on a later epoch wins ties."""
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if not settled():
+                self.best = None
+            elif budget is not None:
+                self.monitor_op = np.greater_equal
+            super().on_epoch_end(epoch, logs)
+
+    class EarlyStop(keras.callbacks.Callback):
+        """Stop after EARLY_PATIENCE settled epochs in which neither the score rose nor the
+        validation loss fell: a CTC model on its all-blank plateau scores 0 for many epochs while
+        its loss still falls, and a budgeted run is never stopped before its decay."""
+
+        def on_train_begin(self, logs: dict | None = None) -> None:
+            self.best_score, self.best_loss, self.wait = -math.inf, math.inf, 0
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = logs or {}
+            score, loss = logs.get(mode.monitor, -math.inf), logs.get("val_loss", math.inf)
+            improved = score > self.best_score or loss < self.best_loss
+            self.best_score, self.best_loss = max(score, self.best_score), min(loss, self.best_loss)
+            self.wait = 0 if improved or not settled() else self.wait + 1
+            if self.wait >= settings["EARLY_PATIENCE"]:
+                self.model.stop_training = True
 
     best = str(workspace.checkpoints / BEST)
     averaging = [weight_average_callback(settings["WEIGHT_AVERAGE"])] if settings["WEIGHT_AVERAGE"] else []
@@ -178,12 +218,10 @@ def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, va
         keras.callbacks.BackupAndRestore(str(workspace.checkpoints / "backup")),
         *averaging,
         ValidationScore(),
-        keras.callbacks.ModelCheckpoint(best, monitor=mode.monitor, mode="max", save_best_only=True),
-        keras.callbacks.EarlyStopping(monitor=mode.monitor, mode="max",
-                                      patience=settings["EARLY_PATIENCE"], restore_best_weights=True),
-        BudgetSchedule() if lr_schedule(settings, minutes) == "budget" else
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=settings["LR_PATIENCE"],
-                                          min_lr=1e-6),
+        BestCheckpoint(best, monitor=mode.monitor, mode="max", save_best_only=True),
+        EarlyStop(),
+        budget or keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                    patience=settings["LR_PATIENCE"], min_lr=1e-6),
         keras.callbacks.TensorBoard(str(workspace.logs / "tensorboard")),
         keras.callbacks.CSVLogger(str(workspace.logs / "training.csv"), append=True),
         TimeLimit(),
@@ -265,7 +303,7 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
     record = {
         "capforge_version": __version__, "mode": mode.name, "charset": mode.charset.to_dict(),
         "label_width": mode.label_width, "preprocessing": setup.manifest["preprocessing"],
-        "settings": dict(settings),
+        "settings": dict(settings), "label_lengths": label_lengths(mode, setup.manifest["splits"]["train"]["labels"]),
     }
     (workspace.checkpoints / TRAINING_FILE).write_text(json.dumps(record, indent=1, ensure_ascii=False))
     (workspace.logs / "settings.json").write_text(json.dumps(dict(settings), indent=1, ensure_ascii=False))
@@ -276,7 +314,9 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
               f"model cannot learn (symbols outside CHARSET, or longer than {mode.label_width}); "
               "check_file.py lists them")
     started = time.monotonic()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=settings["EPOCHS"], verbose=verbose,
+    # With a --minutes budget the budget decides how long training runs, not an epoch count.
+    epochs = MAX_EPOCHS if minutes else settings["EPOCHS"]
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose,
                         callbacks=[*_callbacks(workspace, settings, mode, val, minutes), *extra_callbacks])
     csv_path = workspace.logs / "training.csv"
     if csv_path.exists():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from conftest import run_script
+from conftest import new_work, run_script
 
 
 def png(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
@@ -65,9 +65,72 @@ def test_label_problems_duplicates_and_suggestions(workspace: Path) -> None:
     result = run_script(workspace, "check_file.py")
     out = result.stdout
     assert "unknown_symbols data/pool/12a4_1.png: label '12a4' has ['a']" in out
-    assert "too_long        data/pool/123456_1.png: label '123456' has 6 > CAPTCHA_LENGTH=4" in out
+    assert "too_long" not in out  # CTC reads any length
     assert "no_label        data/pool/_nolabel.png" in out
     assert "duplicate       data/train/1234_b.png: same image as 1234_a.png" in out
     assert "cross_split     data/test/1234_c.png: same image as train/1234_a.png" in out
     assert "label_conflict  data/test/9999_c.png" in out
-    assert "IMAGE_HEIGHT = 64  [48]" in out and "CHARSET = '12349'" in out
+    assert "IMAGE_HEIGHT = 48  [48]" in out and "CHARSET = '1234569'" in out
+
+
+def new_workspace(tmp_path: Path, name: str, mode: str) -> Path:
+    assert new_work(tmp_path / "works", name, "--mode", mode).returncode == 0
+    return tmp_path / "works" / name
+
+
+def write_labels(pool: Path, lengths: range, size: tuple[int, int] = (160, 60)) -> None:
+    for n in lengths:
+        (pool / f"{'7' * n}_{n}.png").write_bytes(png(Image.new("L", size, 10 * n)))
+
+
+def test_ctc_has_no_length_limit_and_ordinary_has(tmp_path: Path) -> None:
+    ctc = new_workspace(tmp_path, "ctc", "CTC")
+    write_labels(ctc / "data" / "pool", range(2, 10))
+    result = run_script(ctc, "check_file.py")
+    assert result.returncode == 0, result.stdout
+    assert "too_long" not in result.stdout and "CAPTCHA_LENGTH" not in result.stdout
+    report = json.loads((ctc / "data" / "check_report.json").read_text())
+    assert report["findings"] == [] and "CAPTCHA_LENGTH" not in report["suggestions"]
+    assert report["label_lengths"] == {str(n): 1 for n in range(2, 10)}
+
+    ordinary = new_workspace(tmp_path, "ordinary", "ORDINARY")
+    write_labels(ordinary / "data" / "pool", range(2, 10))
+    result = run_script(ordinary, "check_file.py")
+    assert result.returncode == 1
+    assert "label '77777' has 5 > CAPTCHA_LENGTH=4" in result.stdout
+    assert result.stdout.count("too_long ") == 5  # lengths 5 to 9
+    assert "CAPTCHA_LENGTH = 9  [4]" in result.stdout  # from every label, the long ones too
+    with (ordinary / "settings.py").open("a") as f:
+        f.write("CAPTCHA_LENGTH = 9\n")
+    assert run_script(ordinary, "check_file.py").returncode == 0
+
+
+def test_size_suggestion_fits_the_backbone_and_the_longest_label() -> None:
+    from collections import Counter
+
+    from capforge.data.inspect import COLUMNS_PER_SYMBOL, suggest
+
+    symbols = Counter("0123456789")
+    for size, longest in (((80, 25), 5), ((60, 60), 4), ((700, 80), 8), ((735, 80), 8), ((250, 80), 4)):
+        out, reason = suggest([size] * 20, symbols, Counter({longest: 20, 2: 5}), "CTC")
+        assert 32 <= out["IMAGE_HEIGHT"] <= 64, (size, out)
+        steps = out["IMAGE_WIDTH"] // 8  # the text backbones keep width / 8 columns
+        assert steps >= 2 * longest + 1, (size, out)  # room for a blank between repeated characters
+        assert out["IMAGE_WIDTH"] <= COLUMNS_PER_SYMBOL[1] * longest + 8, (size, out)  # no empty steps paid for
+        assert f"width {out['IMAGE_WIDTH']}" in reason and "CAPTCHA_LENGTH" not in out
+    wide, _ = suggest([(700, 80)] * 20, symbols, Counter({8: 20}), "CTC")
+    assert wide["RESIZE"] == "stretch"  # padding 700x80 into 48x320 would shrink the text to 22 px
+
+
+def test_colour_is_suggested_for_colourful_tiles(tmp_path: Path) -> None:
+    ws = new_workspace(tmp_path, "tiles", "NUM_CLASSES")
+    for name, colour in (("red", (220, 20, 20)), ("green", (20, 200, 40)), ("blue", (30, 30, 220))):
+        folder = ws / "data" / "pool" / name
+        folder.mkdir()
+        for i in range(3):
+            (folder / f"{i}.jpg").write_bytes(png(Image.new("RGB", (72, 73), colour), "JPEG"))
+    run_script(ws, "check_file.py")
+    report = json.loads((ws / "data" / "check_report.json").read_text())
+    assert report["suggestions"]["IMAGE_CHANNELS"] == 3 and report["suggestions"]["IMAGE_HEIGHT"] == 72
+    assert report["suggestions"]["CHARSET"] == ["blue", "green", "red"]
+    assert "colour kept" in report["reasoning"]

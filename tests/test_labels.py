@@ -47,3 +47,11 @@ def test_hook_wins(tmp_path: Path) -> None:
     reader = LabelReader(load_settings(None), hook=lambda p: "zz" if p.name.startswith("x") else None)
     assert reader.label(tmp_path / "x_1.png", tmp_path) == "zz"
     assert reader.label(tmp_path / "ab_1.png", tmp_path) == "ab"
+
+
+def test_default_separators_read_a_second_copy_name() -> None:
+    from capforge.settings import load_settings
+
+    separators = load_settings(None).LABEL_SEPARATOR
+    assert label_from_name("9628.1.png", separators) == "9628"
+    assert label_from_name("6+0__-(2).jpg", separators) == "6+0"

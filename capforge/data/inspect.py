@@ -23,6 +23,7 @@ from capforge.data.labels import LabelReader, configured_charset, iter_images, t
 from capforge.data.boxes import label_file_of, read_boxes
 from capforge.detection.anchors import best_anchor_scale
 from capforge.errors import DataError, ImageError
+from capforge.modes import MODE_CLASSES
 from capforge.workspace import Workspace
 
 # Problems that make a file unusable for training, in the order they are reported.
@@ -30,7 +31,7 @@ KINDS = {
     "unreadable": "corrupt, empty or unsupported image",
     "no_label": "no label could be read for the file",
     "unknown_symbols": "label uses characters outside CHARSET",
-    "too_long": "label is longer than CAPTCHA_LENGTH",
+    "too_long": "label is longer than CAPTCHA_LENGTH (only where the mode has a maximum length)",
     "label_conflict": "the same image carries different labels",
     "duplicate": "the same image appears more than once in a split",
     "cross_split": "the same image is in two splits (leaks test data into training)",
@@ -56,37 +57,80 @@ class Report:
     symbols: Counter = field(default_factory=Counter)
     box_sizes: list[tuple[float, float]] = field(default_factory=list)
     input_boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # model-input pixels
+    colour: list[float] = field(default_factory=list)  # colourfulness of each image
     suggestions: dict[str, Any] = field(default_factory=dict)
+    reasoning: str = ""
 
 
 def _round8(value: float, low: int, high: int) -> int:
     return int(min(high, max(low, 8 * round(value / 8))))
 
 
-def suggest(sizes: list[tuple[int, int]], symbols: Counter, lengths: Counter,
-            mode: str) -> dict[str, Any]:
-    """Suggested IMAGE_HEIGHT / IMAGE_WIDTH / CHARSET / CAPTCHA_LENGTH for these images."""
+TEXT_HEIGHT = 48  # the text backbones divide the height by 16: 48 leaves 3 rows of features
+COLUMNS_PER_SYMBOL = (24, 40)  # input columns per character of the longest label: 3 to 5 CTC steps
+COLOURFUL = 0.08  # median colourfulness (mean channel spread, 0-1) above which colour is kept
+
+
+def colourfulness(image: Any) -> float:
+    """How much colour an image holds: the mean spread between its channels on a thumbnail (0-1)."""
+    small = image.convert("RGB").resize((32, 32))
+    array = np.asarray(small, dtype=np.float32)
+    return float((array.max(-1) - array.min(-1)).mean() / 255.0)
+
+
+def charset_value(symbols: Counter) -> str | list[str]:
+    """CHARSET as settings.py writes it: a string of characters, or a list of class names."""
+    ordered = sorted(symbols)
+    return "".join(ordered) if all(len(s) == 1 for s in ordered) else ordered
+
+
+def suggest(sizes: list[tuple[int, int]], symbols: Counter, lengths: Counter, mode: str,
+            colour: list[float] = ()) -> tuple[dict[str, Any], str]:
+    """Suggested input size, colour, CHARSET (and CAPTCHA_LENGTH where the mode has a maximum)
+    for these images, with one line of reasoning.
+
+    Text is read along the width: the height is the backbone's (TEXT_HEIGHT), and the width gives
+    each character of the longest label 24-40 columns (3-5 CTC steps), following the images'
+    aspect ratio inside that band: enough time steps, none paid for empty. Whole-image classes
+    keep the image's shape (32-96 high) and colour when the images are colourful.
+    """
     if not sizes:
-        return {}
+        return {}, ""
+    mode_cls = MODE_CLASSES.get(mode)
     heights = [h for _, h in sizes]
-    if mode == "EFFICIENTDET":  # detectors keep the whole picture: median size, multiples of 32
-        widths = [w for w, _ in sizes]
-        out = {"IMAGE_HEIGHT": int(min(640, max(64, 32 * round(statistics.median(heights) / 32)))),
-               "IMAGE_WIDTH": int(min(640, max(64, 32 * round(statistics.median(widths) / 32))))}
+    widths = [w for w, _ in sizes]
+    if mode_cls is not None and mode_cls.feature_kind == "detection":  # the whole picture, multiples of 32
+        out: dict[str, Any] = {"IMAGE_HEIGHT": int(min(640, max(64, 32 * round(statistics.median(heights) / 32)))),
+                               "IMAGE_WIDTH": int(min(640, max(64, 32 * round(statistics.median(widths) / 32))))}
         if symbols:
-            out["CHARSET"] = "".join(sorted(symbols)) if all(len(s) == 1 for s in symbols) else sorted(symbols)
-        return out
-    aspects = sorted(w / h for w, h in sizes)
-    height = _round8(statistics.median(heights), 16, 128)
-    wide = aspects[min(len(aspects) - 1, int(0.9 * len(aspects)))]  # fit 90 % without shrinking
-    out: dict[str, Any] = {"IMAGE_HEIGHT": height,
-                           "IMAGE_WIDTH": _round8(height * wide, 16, 2048)}
+            out["CHARSET"] = charset_value(symbols)
+        return out, "detectors see the whole picture at its median size, in multiples of 32"
+    aspect = statistics.median(w / h for w, h in sizes)
+    colourful = bool(colour) and statistics.median(colour) > COLOURFUL
+    if mode_cls is not None and mode_cls.colour_matters:
+        height = _round8(statistics.median(heights), 32, 96)
+        width = _round8(height * aspect, 32, 192)
+        out = {"IMAGE_HEIGHT": height, "IMAGE_WIDTH": width, "IMAGE_CHANNELS": 3 if colourful else 1}
+        reason = (f"whole-image classes: the images' median shape ({statistics.median(widths):g}x"
+                  f"{statistics.median(heights):g}) within 32-96 pixels high; "
+                  + ("colour kept: the images are colourful" if colourful else "greyscale: the images hold little colour"))
+    else:
+        longest = max(lengths) if lengths else 4
+        low, high = (c * longest for c in COLUMNS_PER_SYMBOL)
+        width = _round8(min(high, max(low, TEXT_HEIGHT * aspect)), 32, 2048)
+        stretch = width < 0.8 * TEXT_HEIGHT * aspect
+        out = {"IMAGE_HEIGHT": TEXT_HEIGHT, "IMAGE_WIDTH": width}
+        if stretch:
+            out["RESIZE"] = "stretch"
+        reason = (f"text: height {TEXT_HEIGHT} suits the backbone (it divides by 16); width {width} gives the "
+                  f"longest label ({longest}) {width // longest} columns a character ({low}-{high} wanted; the "
+                  f"images' aspect alone would give {TEXT_HEIGHT * aspect:.0f})"
+                  + ("; stretched, since padding would shrink the text" if stretch else ""))
     if symbols:
-        ordered = sorted(symbols)
-        out["CHARSET"] = ordered if mode == "NUM_CLASSES" else "".join(ordered)
-    if lengths and mode != "NUM_CLASSES":
+        out["CHARSET"] = charset_value(symbols)
+    if lengths and mode_cls is not None and mode_cls.length_capped:
         out["CAPTCHA_LENGTH"] = max(lengths)
-    return out
+    return out, reason
 
 
 def _check_boxes(path: Path, root: Path, size: tuple[int, int], allowed: set[str] | None,
@@ -120,6 +164,7 @@ def inspect(workspace: Workspace, settings: Mapping[str, Any],
     report = Report()
     reader = LabelReader(settings, label_hook)
     mode = settings["MODE"]
+    mode_cls = MODE_CLASSES.get(mode)
     charset = configured_charset(settings)
     allowed = set(charset) if charset else None
     check_labels = mode != "EFFICIENTDET"
@@ -136,6 +181,7 @@ def inspect(workspace: Workspace, settings: Mapping[str, Any],
             report.findings.append(Finding(path, "unreadable", str(exc).split(": ", 1)[-1]))
             continue
         report.sizes.append(image.size)
+        report.colour.append(colourfulness(image))
         if mode == "EFFICIENTDET":
             placed = geometry(image.width, image.height, Preprocessing.from_settings(settings))
             problem = _check_boxes(path, root, image.size, allowed, report, placed)
@@ -152,13 +198,14 @@ def inspect(workspace: Workspace, settings: Mapping[str, Any],
             if unknown:
                 report.findings.append(Finding(path, "unknown_symbols", f"label {label!r} has {unknown}"))
                 continue
-            if mode != "NUM_CLASSES" and len(symbols) > settings["CAPTCHA_LENGTH"]:
+            report.lengths[len(symbols)] += 1  # every label counts, so the suggestions cover them all
+            report.symbols.update(symbols)
+            if mode_cls is not None and mode_cls.length_capped and len(symbols) > settings["CAPTCHA_LENGTH"]:
                 report.findings.append(Finding(
                     path, "too_long", f"label {label!r} has {len(symbols)} > "
-                    f"CAPTCHA_LENGTH={settings['CAPTCHA_LENGTH']}"))
+                    f"CAPTCHA_LENGTH={settings['CAPTCHA_LENGTH']}; CAPTCHA_LENGTH = {len(symbols)} "
+                    "or more fits it"))
                 continue
-            report.lengths[len(symbols)] += 1
-            report.symbols.update(symbols)
         digest = _pixel_hash(image)
         if digest in seen:
             first_split, first_path, first_label = seen[digest]
@@ -171,7 +218,7 @@ def inspect(workspace: Workspace, settings: Mapping[str, Any],
             report.findings.append(Finding(path, kind, detail))
             continue
         seen[digest] = (split, path, label)
-    report.suggestions = suggest(report.sizes, report.symbols, report.lengths, mode)
+    report.suggestions, report.reasoning = suggest(report.sizes, report.symbols, report.lengths, mode, report.colour)
     if report.input_boxes:
         report.suggestions["ANCHOR_SCALE"] = suggest_anchor_scale(report.input_boxes, settings)
     return report
@@ -217,7 +264,7 @@ def format_report(report: Report, workspace: Workspace, settings: Mapping[str, A
         lines.append(f"{len(common)} distinct symbols: "
                      + " ".join(f"{s}:{n}" for s, n in common[:60]) + (" ..." if len(common) > 60 else ""))
     if report.suggestions:
-        lines.append("suggested settings (current value in brackets):")
+        lines.append(f"suggested settings (current value in brackets); {report.reasoning}:")
         for key, value in report.suggestions.items():
             lines.append(f"  {key} = {value!r}  [{settings[key]!r}]")
     return "\n".join(lines)
@@ -231,6 +278,7 @@ def save_report(report: Report, path: Path) -> None:
         "label_lengths": dict(report.lengths),
         "symbols": dict(report.symbols),
         "suggestions": report.suggestions,
+        "reasoning": report.reasoning,
     }
     partial = path.with_name(path.name + ".part")
     partial.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from capforge.data.charset import Charset
 from capforge.errors import NotBuiltError
-from capforge.modes.base import Mode, Prediction
+from capforge.modes.base import Mode, Prediction, accepted
 from capforge.modes.ctc import CTCMode
 from capforge.modes.ctc_tiny import CTCTinyMode
 from capforge.modes.efficientdet import EfficientDetMode
@@ -17,7 +17,7 @@ MODE_CLASSES: dict[str, type[Mode]] = {
     cls.name: cls for cls in (OrdinaryMode, NumClassesMode, CTCMode, CTCTinyMode, EfficientDetMode)
 }
 
-__all__ = ["MODE_CLASSES", "Mode", "Prediction", "make_mode"]
+__all__ = ["MODE_CLASSES", "Mode", "Prediction", "accepted", "make_mode"]
 
 
 def make_mode(name: str, charset: Charset, settings: Mapping[str, Any], label_width: int) -> Mode:

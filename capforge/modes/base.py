@@ -41,6 +41,12 @@ class Prediction:
         return out
 
 
+def accepted(confidence: float, minimum: float) -> bool:
+    """Whether an answer is good enough to use: an answer that cannot be right carries
+    confidence 0 (see ``Mode.plausible``) and is never accepted, whatever MIN_CONFIDENCE is."""
+    return confidence > 0 and confidence >= minimum
+
+
 class Mode:
     """Base class; subclasses set ``name`` and implement the methods below."""
 
@@ -50,11 +56,20 @@ class Mode:
     feature_kind = "sequence"
     # What checkpoints, early stopping and the curves follow, computed on the whole validation set.
     monitor = "val_seq_acc"
+    # Whether CAPTCHA_LENGTH caps its labels (one output per position); CTC reads any length.
+    length_capped = True
+    # Whether colour can carry the answer (photos, tiles), so check_file.py suggests colour input.
+    colour_matters = False
 
     def __init__(self, charset: Charset, settings: Mapping[str, Any], label_width: int) -> None:
         self.charset = charset
         self.settings = settings
         self.label_width = label_width
+
+    @classmethod
+    def label_width_for(cls, settings: Mapping[str, Any], labels: Sequence[str]) -> int:
+        """Padded label length the model is built for: CAPTCHA_LENGTH when capped."""
+        return settings["CAPTCHA_LENGTH"]
 
     @classmethod
     def tokens(cls, label: str) -> list[str]:
@@ -66,6 +81,12 @@ class Mode:
         tokens = self.tokens(label)
         known = set(self.charset.symbols)
         return 0 < len(tokens) <= self.label_width and all(t in known for t in tokens)
+
+    def plausible(self, text: str, lengths: Sequence[int] | None) -> bool:
+        """Whether an answer could be right: not empty, and as long as some training label
+        (``lengths``: the shortest and longest, from the export manifest)."""
+        count = len(self.tokens(text)) if text else 0
+        return count > 0 and (not lengths or lengths[0] <= count <= lengths[1])
 
     def head(self, features: Any) -> Any:
         """Keras layers from backbone features to output probabilities."""

@@ -9,7 +9,7 @@ score (0 with no box), so MIN_CONFIDENCE gates detections as it gates text.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -33,11 +33,20 @@ class EfficientDetMode(Mode):
     uses_blank = False
     feature_kind = "detection"
     monitor = "val_map50"
+    length_capped = False
+    colour_matters = True
+
+    @classmethod
+    def label_width_for(cls, settings: Mapping[str, Any], labels: Sequence[Any]) -> int:
+        return 1  # unused: its labels are box lists
 
     @classmethod
     def tokens(cls, label: Any) -> list[str]:
         """The classes of an image: its list of box labels (or one class name)."""
         return list(label) if isinstance(label, (list, tuple)) else [label]
+
+    def plausible(self, text: str, lengths: Sequence[int] | None) -> bool:
+        return True  # a detection answer is its boxes; with none its confidence is already 0
 
     def accepts(self, label: Any) -> bool:
         known = set(self.charset.symbols)

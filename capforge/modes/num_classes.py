@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -15,6 +15,12 @@ class NumClassesMode(Mode):
     name = "NUM_CLASSES"
     uses_blank = False
     feature_kind = "global"
+    length_capped = False
+    colour_matters = True
+
+    @classmethod
+    def label_width_for(cls, settings: Mapping[str, Any], labels: Sequence[str]) -> int:
+        return 1  # one class per image
 
     def head(self, features: Any) -> Any:
         from keras import layers

@@ -22,6 +22,7 @@ from capforge.data.images import open_image
 from capforge.detection.order import (TargetNotFound, detector_scores, order_clicks, prompt_targets,
                                       recognizer_scores)
 from capforge.errors import ImageError, ImageTooLargeError
+from capforge.modes import accepted
 from capforge.serve.inputs import RequestError, checked_bytes, image_bytes
 from capforge.serve.registry import ModelRegistry, ServedModel
 
@@ -142,7 +143,7 @@ async def recognize(model: ServedModel, data: bytes, prompt: Any = None) -> dict
         # the detector's own classes may fall back on weaker boxes; a recogniser reads served boxes only
         boxes = answer.get("boxes", []) if model.recognizer else candidates
         answer["clicks"] = await asyncio.to_thread(clicks_for, model, data, boxes, prompt)
-    return {**answer, "accepted": answer["confidence"] >= model.settings.MIN_CONFIDENCE,
+    return {**answer, "accepted": accepted(answer["confidence"], model.settings.MIN_CONFIDENCE),
             "time_ms": round((time.perf_counter() - started) * 1000, 3)}
 
 

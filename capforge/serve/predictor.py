@@ -7,6 +7,7 @@ workspace settings say today, so a served model sees exactly what it was trained
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,6 +51,7 @@ class Predictor:
         self.input_name = self.session.get_inputs()[0].name
         self.extra = hook(Workspace(Path(export_dir)), "utils", "preprocess_image")
         self.temperature = float(self.manifest.get("calibration", {}).get("temperature", 1.0))
+        self.label_lengths: list[int] | None = self.manifest.get("label_lengths")
 
     def inputs(self, images: Sequence[Any]) -> np.ndarray:
         """Preprocess images (bytes, paths or PIL images) into one float32 batch."""
@@ -63,8 +65,11 @@ class Predictor:
         return preprocess_placed(image, self.preprocessing, self.extra)
 
     def decode(self, outputs: np.ndarray) -> list[Prediction]:
-        """Answers for a batch of model outputs, confidences calibrated by the export's temperature."""
-        return self.mode.decode(tempered(outputs, self.temperature))
+        """Answers for a batch of model outputs, confidences calibrated by the export's temperature;
+        an answer that cannot be right (empty, or of a length no training label has) gets 0."""
+        answers = self.mode.decode(tempered(outputs, self.temperature))
+        return [a if self.mode.plausible(a.text, self.label_lengths) else replace(a, confidence=0.0)
+                for a in answers]
 
     def answer(self, output: np.ndarray, placed: Geometry) -> Prediction:
         """Decode one model output; detection boxes are given in the original image's pixels."""

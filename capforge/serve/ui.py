@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from capforge.data.labels import iter_images
+from capforge.modes import accepted
 from capforge.serve.registry import ModelRegistry
 
 
@@ -28,13 +29,13 @@ def build_ui(registry: ModelRegistry) -> Any:
         prediction = model.predictor.predict([image])[0]
         elapsed = (time.perf_counter() - started) * 1000
         chars = {f"{i + 1}: {c}": round(p, 4) for i, (c, p) in enumerate(prediction.chars)}
-        accepted = prediction.confidence >= model.settings.MIN_CONFIDENCE
+        good = accepted(prediction.confidence, model.settings.MIN_CONFIDENCE)
         boxes = None
         if prediction.boxes is not None:
             boxes = (image.convert("RGB"), [((int(b["x1"]), int(b["y1"]), int(b["x2"]), int(b["y2"])),
                                              f"{b['label']} {b['score']:.2f}") for b in prediction.boxes])
         return (prediction.text, chars,
-                f"confidence {prediction.confidence:.4f} ({'accepted' if accepted else 'below MIN_CONFIDENCE'})"
+                f"confidence {prediction.confidence:.4f} ({'accepted' if good else 'not accepted: below MIN_CONFIDENCE or cannot be right'})"
                 f"; {elapsed:.1f} ms", boxes)
 
     examples = []
