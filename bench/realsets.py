@@ -112,6 +112,31 @@ def apply_suggestions(ws: Path) -> dict[str, Any]:
     return suggestions
 
 
+def confidence_ordered(calibration: list[dict[str, Any]], least: int = 10) -> bool:
+    """Whether each confidence bucket (of at least ``least`` answers) is right at least as often
+    as every lower one, within two standard errors of the difference."""
+    rows = [r for r in calibration if r["count"] >= least]
+    for i, low in enumerate(rows):
+        for high in rows[i + 1:]:
+            p = (low["accuracy"] * low["count"] + high["accuracy"] * high["count"]) / (low["count"] + high["count"])
+            noise = 2 * (p * (1 - p) * (1 / low["count"] + 1 / high["count"])) ** 0.5
+            if high["accuracy"] < low["accuracy"] - max(noise, 1e-9):
+                return False
+    return True
+
+
+def first_right_epoch(csv_text: str) -> int | None:
+    """The first epoch (1-based) whose validation score was above 0: when CTC left its plateau."""
+    import csv
+    import io
+
+    for row in csv.DictReader(io.StringIO(csv_text)):
+        score = row.get("val_seq_acc") or row.get("val_map50") or "0"
+        if float(score) > 0:
+            return int(row["epoch"]) + 1
+    return None
+
+
 def run_capforge(name: str, spec: RealSet, data: Path, limit: int | None, minutes: float, works: Path,
                  overrides: list[str], tag: str) -> dict[str, Any]:
     """The user's flow with the workspace scripts; the figures of its test report."""
@@ -146,13 +171,16 @@ def run_capforge(name: str, spec: RealSet, data: Path, limit: int | None, minute
     script(ws, "test.py", *sets, log=log)
     total = (time.monotonic() - started) / 60
     report = json.loads((ws / "reports" / "test_report.json").read_text())
-    epochs = max(0, len((ws / "logs" / "training.csv").read_text().splitlines()) - 1)
+    log_text = (ws / "logs" / "training.csv").read_text()
+    epochs = max(0, len(log_text.splitlines()) - 1)
     predictor = Predictor(ws / "exports" / "current")
     ms = inference_ms(predictor, images_of(ws / "data" / "test"), 1)
     return {"accuracy": report["sequence_accuracy"], "cer": report.get("cer") if spec.kind == "text" else None,
             "minutes": total, "epochs": epochs, "ms": ms, "images": report["images"],
             "calibration": report["calibration"],
-            "note": "settings: " + ", ".join(f"{k}={v!r}" for k, v in suggestions.items() if k != "CHARSET")}
+            "note": f"first right at epoch {first_right_epoch(log_text)}; confidence "
+                    f"{'ordered' if confidence_ordered(report['calibration']) else 'NOT ordered'}; settings: "
+                    + ", ".join(f"{k}={v!r}" for k, v in suggestions.items() if k != "CHARSET")}
 
 
 def run_reference(spec: RealSet, data: Path, limit: int | None, minutes: float) -> dict[str, Any]:
@@ -168,7 +196,12 @@ def run_reference(spec: RealSet, data: Path, limit: int | None, minutes: float) 
 
 
 def run_ddddocr(spec: RealSet, data: Path) -> dict[str, Any]:
-    import ddddocr
+    try:
+        import ddddocr
+    except ImportError:  # bench only: bench/requirements.txt
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(HERE / "requirements.txt")],
+                       check=True)
+        import ddddocr
 
     ocr = ddddocr.DdddOcr(show_ad=False)
     test = images_of(data / "test")

@@ -187,13 +187,28 @@ def test_cache_and_confidence_gate(works: Path) -> None:
     first = api.post("/api/v1/recognize", json={"image": image}).json()
     second = api.post("/api/v1/recognize", json={"image": image}).json()
     assert first["result"] == second["result"] and len(model.cache) == 1
-    noise = b64(png(Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 96), dtype=np.uint8))))
-    confidence = api.post("/api/v1/recognize", json={"image": noise}).json()["confidence"]
+    def noise(seed: int) -> str:
+        return b64(png(Image.fromarray(np.random.default_rng(seed).integers(0, 256, (32, 96), dtype=np.uint8))))
+
+    # the first noise image answered with a plausible text (an implausible one has confidence 0)
+    confidence, noise = next((c, n) for n in map(noise, range(20))
+                             if (c := api.post("/api/v1/recognize", json={"image": n}).json()["confidence"]) > 0)
     assert len(model.cache) == 1  # bounded
     assert confidence < 1.0
     for threshold, accepted in ((confidence, True), ((confidence + 1.0) / 2, False)):
         gated = client(works, f"MIN_CONFIDENCE={threshold!r}").post("/api/v1/recognize", json={"image": noise})
         assert gated.json()["accepted"] is accepted, threshold
+
+
+def test_an_answer_that_cannot_be_right_is_never_accepted(works: Path) -> None:
+    manifest = json.loads((works / "digits" / "exports" / "current" / "manifest.json").read_text())
+    assert manifest["label_lengths"] == [2, 4]  # the served model learned labels of 2 to 4 digits
+    white = b64(png(Image.new("RGB", (1, 1), "white")))
+    for threshold in ("0.0", "0.5"):
+        response = client(works, f"MIN_CONFIDENCE={threshold}").post("/api/v1/recognize", json={"image": white})
+        assert response.status_code == 200
+        body = response.json()
+        assert body["result"] == "" and body["confidence"] == 0.0 and body["accepted"] is False, body
 
 
 def test_feedback_is_off_by_default_then_stored_safely(works: Path) -> None:
