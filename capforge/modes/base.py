@@ -68,8 +68,11 @@ class Mode:
 
     @classmethod
     def label_width_for(cls, settings: Mapping[str, Any], labels: Sequence[str]) -> int:
-        """Padded label length the model is built for: CAPTCHA_LENGTH when capped."""
-        return settings["CAPTCHA_LENGTH"]
+        """Padded label length the model is built for: CAPTCHA_LENGTH when capped, else the
+        longest of ``labels``."""
+        if cls.length_capped:
+            return settings["CAPTCHA_LENGTH"]
+        return max([len(cls.tokens(label)) for label in labels] + [1])
 
     @classmethod
     def tokens(cls, label: str) -> list[str]:

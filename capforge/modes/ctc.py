@@ -7,7 +7,7 @@ confidence is the product of the steps' best probabilities (the greedy path's pr
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -67,12 +67,7 @@ def ctc_beam_search(probs: np.ndarray, blank: int, beam_width: int = 8) -> list[
 
 class CTCMode(Mode):
     name = "CTC"
-    length_capped = False
-
-    @classmethod
-    def label_width_for(cls, settings: Mapping[str, Any], labels: Sequence[str]) -> int:
-        """The longest label: CTC has no maximum length."""
-        return max([len(cls.tokens(label)) for label in labels] + [1])
+    length_capped = False  # any length: labels are padded to the longest
 
     def sequence(self, features: Any) -> Any:
         """Backbone features [B, H, W, C] -> a sequence [B, W, H*C] along the width."""

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from capforge.modes.base import Mode
 from capforge.modes.ctc import CTCMode
 
 
 class CTCTinyMode(CTCMode):
     name = "CTC_TINY"
-    length_capped = True
-    label_width_for = Mode.label_width_for
+    length_capped = True  # the compact model keeps a maximum length, CAPTCHA_LENGTH
 
     def head(self, features: Any) -> Any:
         from keras import layers
