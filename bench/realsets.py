@@ -137,6 +137,13 @@ def first_right_epoch(csv_text: str) -> int | None:
     return None
 
 
+def plateau_note(first: int | None, epochs: int, seconds: float) -> str:
+    """When the first validation answer was right (CTC's all-blank plateau left), in minutes."""
+    if first is None:
+        return "never right on validation: did not learn within the budget"
+    return f"first right at epoch {first} (~{seconds * first / max(1, epochs) / 60:.1f} min)"
+
+
 def run_capforge(name: str, spec: RealSet, data: Path, limit: int | None, minutes: float, works: Path,
                  overrides: list[str], tag: str) -> dict[str, Any]:
     """The user's flow with the workspace scripts; the figures of its test report."""
@@ -159,14 +166,15 @@ def run_capforge(name: str, spec: RealSet, data: Path, limit: int | None, minute
     for extra in (data / "train").glob("labels.*"):
         shutil.copy2(extra, ws / "data" / "pool" / extra.name)
     shutil.copytree(data / "test", ws / "data" / "test", dirs_exist_ok=True)
-    (ws / "settings.py").open("a").write(spec.settings)
+    with (ws / "settings.py").open("a") as f:
+        f.write(spec.settings)
     sets = [f"--set={o}" for o in overrides]
     script(ws, "check_file.py", log=log)
     suggestions = apply_suggestions(ws)
     script(ws, "split_dataset.py", log=log)
     started = time.monotonic()
     script(ws, "pack_dataset.py", *sets, log=log)
-    script(ws, "train.py", "--minutes", str(minutes), *sets, log=log)
+    train_seconds = script(ws, "train.py", "--minutes", str(minutes), *sets, log=log)
     script(ws, "save_model.py", *sets, log=log)
     script(ws, "test.py", *sets, log=log)
     total = (time.monotonic() - started) / 60
@@ -178,7 +186,7 @@ def run_capforge(name: str, spec: RealSet, data: Path, limit: int | None, minute
     return {"accuracy": report["sequence_accuracy"], "cer": report.get("cer") if spec.kind == "text" else None,
             "minutes": total, "epochs": epochs, "ms": ms, "images": report["images"],
             "calibration": report["calibration"],
-            "note": f"first right at epoch {first_right_epoch(log_text)}; confidence "
+            "note": f"{plateau_note(first_right_epoch(log_text), epochs, train_seconds)}; confidence "
                     f"{'ordered' if confidence_ordered(report['calibration']) else 'NOT ordered'}; settings: "
                     + ", ".join(f"{k}={v!r}" for k, v in suggestions.items() if k != "CHARSET")}
 

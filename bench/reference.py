@@ -6,6 +6,8 @@ CRNN: four 3x3 convolution + batch-norm + ReLU blocks (32, 64, 128, 128 filters)
 (2,2), (2,2), (2,1), (2,1), one bidirectional GRU of 128, a dense layer to charset + blank, CTC
 loss, Adam 1e-3, batch 64, greyscale stretched to 48 x 128 (wide images: 48 x the median aspect,
 at most 384). Classifier: the same four blocks on colour 96 x 96, global average pooling, softmax.
+Batch normalisation uses momentum 0.9 (PyTorch's default): with Keras' 0.99 the moving statistics
+of a 5-minute run had not settled, and the model answered every test image with blanks.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _blocks(inputs: Any) -> Any:
     x = inputs
     for filters, pool in zip((32, 64, 128, 128), ((2, 2), (2, 2), (2, 1), (2, 1))):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.ReLU()(layers.BatchNormalization()(x))
+        x = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
         x = layers.MaxPooling2D(pool)(x)
     return x
 
