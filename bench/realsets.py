@@ -183,12 +183,13 @@ def run_capforge(name: str, spec: RealSet, data: Path, limit: int | None, minute
     epochs = max(0, len(log_text.splitlines()) - 1)
     predictor = Predictor(ws / "exports" / "current")
     ms = inference_ms(predictor, images_of(ws / "data" / "test"), 1)
+    labels = f"; {suspected_label_errors(ws)}" if spec.kind == "text" else ""
     return {"accuracy": report["sequence_accuracy"], "cer": report.get("cer") if spec.kind == "text" else None,
             "minutes": total, "epochs": epochs, "ms": ms, "images": report["images"],
             "calibration": report["calibration"],
             "note": f"{plateau_note(first_right_epoch(log_text), epochs, train_seconds)}; confidence "
                     f"{'ordered' if confidence_ordered(report['calibration']) else 'NOT ordered'}; settings: "
-                    + ", ".join(f"{k}={v!r}" for k, v in suggestions.items() if k != "CHARSET")}
+                    + ", ".join(f"{k}={v!r}" for k, v in suggestions.items() if k != "CHARSET") + labels}
 
 
 def run_reference(spec: RealSet, data: Path, limit: int | None, minutes: float) -> dict[str, Any]:
@@ -203,15 +204,29 @@ def run_reference(spec: RealSet, data: Path, limit: int | None, minutes: float) 
             "epochs": result.epochs, "ms": result.ms_per_image, "images": len(test), "note": "Keras, traced call"}
 
 
-def run_ddddocr(spec: RealSet, data: Path) -> dict[str, Any]:
+def ddddocr_reader() -> Any:
     try:
         import ddddocr
     except ImportError:  # bench only: bench/requirements.txt
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(HERE / "requirements.txt")],
                        check=True)
         import ddddocr
+    return ddddocr.DdddOcr(show_ad=False)
 
-    ocr = ddddocr.DdddOcr(show_ad=False)
+
+def suspected_label_errors(workspace: Path) -> str:
+    """How many of capforge's wrong test answers ddddocr, a model never trained on the set, reads
+    exactly as capforge does: such an "error" is most likely a wrong label (look at them in
+    reports/test_worst.png)."""
+    wrong = json.loads((workspace / "reports" / "test_report.json").read_text())["wrong"]
+    ocr = ddddocr_reader()
+    same = sum(ocr.classification(Path(row["path"]).read_bytes()).lower() == row["prediction"] for row in wrong)
+    return f"{same} of {len(wrong)} wrong answers read the same by ddddocr (suspected label errors)"
+
+
+def run_ddddocr(spec: RealSet, data: Path) -> dict[str, Any]:
+
+    ocr = ddddocr_reader()
     test = images_of(data / "test")
     started = time.perf_counter()
     predictions = [ocr.classification(p.read_bytes()).lower() for p in test]
@@ -275,6 +290,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for capforge's steps (e.g. a variant to compare)")
     parser.add_argument("--tag", default="", help="a suffix naming this capforge variant in the table")
+    parser.add_argument("--label-check", action="store_true",
+                        help="add suspected label errors to the capforge rows of an earlier run (its --works)")
     args = parser.parse_args()
     print(f"machine: {describe()}", flush=True)
     if args.sets:
@@ -301,6 +318,14 @@ def main() -> None:
         save_rows(rows)
         print(table([row]).splitlines()[-1], flush=True)
 
+    if args.label_check:
+        for row in rows:
+            ws = args.works / f"{row['set']}_{row['train']}{args.tag}"
+            if row["contender"] == f"capforge{args.tag}" and SETS[row["set"]].kind == "text" and ws.is_dir() \
+                    and "suspected" not in row.get("note", ""):
+                row["note"] += f"; {suspected_label_errors(ws)}"
+        save_rows(rows)
+        runs = []
     for name, limit in runs:
         spec = SETS[name]
         data = args.datasets / name
