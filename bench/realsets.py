@@ -268,7 +268,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 def write_markdown(rows: list[dict[str, Any]], budget: float, command: str) -> None:
     shown = [r for r in rows if r["budget"] == budget]
     text = (f"# Real captcha sets: capforge against the reference CRNN and ddddocr\n\n"
-            f"Command: `{command}`  \nBudget: `--minutes {budget:g}` per training run (from pack to the test "
+            "Commands of the rows shown: " + ", ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in shown))
+            + (f", then `{command}`" if command not in {r["command"] for r in shown} else "")
+            + f"  \nBudget: `--minutes {budget:g}` per training run (from pack to the test "
             f"report for capforge; training alone for the reference).  \nMachine of each row: see "
             f"realsets.json; the last run: {describe()}.  \n`run` is the date each row was measured "
             "(`--contenders reuse` keeps the contenders' earlier rows).\n\n" + table(shown) + "\n")
