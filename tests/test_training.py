@@ -96,7 +96,7 @@ def test_time_budget_decays_the_learning_rate(tmp_path: Path, capsys: pytest.Cap
     with (ws.logs / "training.csv").open() as f:
         rates = [float(row["learning_rate"]) for row in csv.DictReader(f)]
     assert len(rates) > 2 and all(r <= 0.002 * 1.0001 for r in rates)  # float32 rates; EPOCHS no cap
-    assert rates[-1] < 0.99 * rates[0]  # it reached the decay: the cosine ran down with the clock
+    assert rates[-1] < rates[0]  # it reached the decay, where the rate starts to fall with the clock
 
 
 def test_interrupted_pack_leaves_the_previous_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
