@@ -33,27 +33,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_answering(process: subprocess.Popen, url: str, what: str) -> None:
+    """Wait up to a minute for ``url`` to answer 200; fail at once if ``process`` exits first."""
+    import requests
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            if process.poll() is not None:
+                pytest.fail(f"{what} exited: {process.stdout.read() if process.stdout else ''}")
+            time.sleep(0.3)
+    pytest.fail(f"{what} did not answer {url} within a minute")
+
+
 @contextlib.contextmanager
 def running_app(workspace: Path, *args: str) -> Iterator[str]:
     """The workspace's app.py under uvicorn on a free loopback port; yields its URL."""
-    import requests
-
     port = free_port()
     process = subprocess.Popen([sys.executable, str(workspace / "app.py"), "--port", str(port), *args],
                                cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
     try:
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                if process.poll() is not None:
-                    pytest.fail(f"app.py exited: {process.stdout.read()}")
-                time.sleep(0.3)
-        else:
-            pytest.fail("app.py did not answer /healthz within a minute")
+        wait_until_answering(process, f"{url}/healthz", "app.py")
         yield url
     finally:
         process.terminate()

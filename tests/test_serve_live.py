@@ -9,14 +9,13 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import requests
 
-from conftest import free_port, run_script, running_app
+from conftest import free_port, run_script, running_app, wait_until_answering
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -64,12 +63,7 @@ def test_example_crawler_against_the_demo_captcha_route(server: tuple[str, Path]
     site = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
                              "--directory", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            try:
-                requests.get(f"http://127.0.0.1:{port}/{name}", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        wait_until_answering(site, f"http://127.0.0.1:{port}/{name}", "the loopback site")
         result = run_script(workspace, "spider_example.py", "--url", url, "--count", "2",
                             "--captcha-url", f"http://127.0.0.1:{port}/{name}")
     finally:
