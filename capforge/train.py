@@ -159,7 +159,7 @@ def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, va
 
         def __init__(self) -> None:
             super().__init__()
-            self.started = time.monotonic()
+            self.started, self.epoch_decayed = time.monotonic(), False
 
         def decay(self) -> float:
             """How far the decay has gone: 0 during the hold, 1 at the end of the budget."""
@@ -168,6 +168,10 @@ def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, va
 
         def on_train_begin(self, logs: dict | None = None) -> None:
             self.started = time.monotonic()
+            self.epoch_decayed = False
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.epoch_decayed = self.decay() > 0  # the whole epoch trains at a decaying rate
 
         def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
             cosine = 0.5 * (1 + math.cos(math.pi * self.decay()))
@@ -180,8 +184,8 @@ def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, va
     budget = BudgetSchedule() if lr_schedule(settings, minutes) == "budget" else None
 
     def settled() -> bool:
-        """Whether the weights have left the full-rate phase: always without a budget."""
-        return budget is None or budget.decay() > 0
+        """Whether this epoch trained wholly after the full-rate phase: always without a budget."""
+        return budget is None or budget.epoch_decayed
 
     class BestCheckpoint(keras.callbacks.ModelCheckpoint):
         """The best validation score, among settled epochs only: under a budget each epoch at the
