@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 from rapidfuzz.distance import Levenshtein
 
 HERE = Path(__file__).resolve().parent
@@ -74,7 +73,7 @@ def images_of(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".bmp"))
 
 
-def train_items(root: Path, spec: RealSet, limit: int | None) -> list[Path]:
+def train_items(root: Path, limit: int | None) -> list[Path]:
     """The training images, or a seeded choice of ``limit`` of them."""
     paths = images_of(root / "train")
     if limit and limit < len(paths):
@@ -159,7 +158,7 @@ def run_capforge(name: str, spec: RealSet, data: Path, limit: int | None, minute
     log.write_text("")
     subprocess.run([sys.executable, str(ROOT / "New_work.py"), str(works), site, "--mode", spec.mode],
                    check=True, stdout=subprocess.DEVNULL)
-    for source in train_items(data, spec, limit):
+    for source in train_items(data, limit):
         target = ws / "data" / "pool" / source.relative_to(data / "train")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
@@ -195,7 +194,7 @@ def run_capforge(name: str, spec: RealSet, data: Path, limit: int | None, minute
 def run_reference(spec: RealSet, data: Path, limit: int | None, minutes: float) -> dict[str, Any]:
     from reference import TRAINERS
 
-    train = [(p, spec.label(p)) for p in train_items(data, spec, limit)]
+    train = [(p, spec.label(p)) for p in train_items(data, limit)]
     test = images_of(data / "test")
     labels = [spec.label(p) for p in test]
     result = TRAINERS[spec.kind](train, test, minutes, SEED)
