@@ -149,6 +149,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("LABEL_SMOOTHING", 0.0, float, "label smoothing for softmax modes", _TRAIN,
            minimum=0.0, maximum=0.5),
     Option("DATA_ENHANCEMENT", True, bool, "random augmentation of training images", _TRAIN),
+    Option("PHOTO_AUGMENT", False, bool, "with DATA_ENHANCEMENT, also mirror and zoom whole-image "
+           "classes (photos look the same mirrored; text does not); check_file.py suggests it for "
+           "colour photo tiles", _TRAIN),
     Option("DISTRIBUTE", "none", str, "'mirrored': all local GPUs (or CPUs); 'multi_worker': "
            "machines listed in TF_CONFIG", _TRAIN, choices=("none", "mirrored", "multi_worker")),
     Option("PARITY_TOLERANCE", 1e-3, float, "largest ONNX vs Keras output difference export "

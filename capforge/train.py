@@ -294,7 +294,7 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
                         "(VALIDATION_SPLIT > 0) and pack_dataset.py")
     with distribution_strategy(settings["DISTRIBUTE"]).scope():
         train_ds = make_dataset(workspace, setup.manifest, "train", mode, settings["BATCH_SIZE"], True,
-                                settings["DATA_ENHANCEMENT"], settings["SEED"])
+                                settings["DATA_ENHANCEMENT"], settings["SEED"], settings["PHOTO_AUGMENT"])
         val_ds = make_dataset(workspace, setup.manifest, "validation", mode, settings["BATCH_SIZE"], False)
         model = build_model(workspace, settings, mode)
         if continue_from_best and best_path.exists():

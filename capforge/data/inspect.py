@@ -92,7 +92,8 @@ def suggest(sizes: list[tuple[int, int]], symbols: Counter, lengths: Counter, mo
     Text is read along the width: the height is the backbone's (TEXT_HEIGHT), and the width gives
     each character of the longest label 24-40 columns (3-5 CTC steps), following the images'
     aspect ratio inside that band: enough time steps, none paid for empty. Whole-image classes
-    keep the image's shape (32-96 high) and colour when the images are colourful.
+    keep the image's shape (32-96 high), and colour with photo augmentation when the images are
+    colourful.
     """
     if not sizes:
         return {}, ""
@@ -111,9 +112,12 @@ def suggest(sizes: list[tuple[int, int]], symbols: Counter, lengths: Counter, mo
         height = _round8(statistics.median(heights), 32, 96)
         width = _round8(height * aspect, 32, 192)
         out = {"IMAGE_HEIGHT": height, "IMAGE_WIDTH": width, "IMAGE_CHANNELS": 3 if colourful else 1}
+        if colourful:
+            out["PHOTO_AUGMENT"] = True
         reason = (f"whole-image classes: the images' median shape ({statistics.median(widths):g}x"
                   f"{statistics.median(heights):g}) within 32-96 pixels high; "
-                  + ("colour kept: the images are colourful" if colourful else "greyscale: the images hold little colour"))
+                  + ("colour kept and photo augmentation (mirror, zoom) on: the images are colourful photos"
+                     if colourful else "greyscale: the images hold little colour"))
     else:
         longest = max(lengths) if lengths else 4
         low, high = (c * longest for c in COLUMNS_PER_SYMBOL)

@@ -15,6 +15,7 @@ from capforge.workspace import Workspace
 
 
 SHIFT = 3  # augmentation: pixels an image may move each way
+ZOOM = 0.75  # photo augmentation: the smallest share of each side a random crop keeps
 
 
 def _record_spec() -> dict[str, Any]:
@@ -114,6 +115,18 @@ def _augment(images: Any) -> Any:
     return tf.clip_by_value(images, 0.0, 1.0)
 
 
+def _mirror_and_zoom(images: Any) -> Any:
+    """Photo augmentation of a batch, drawn per image: a horizontal mirror for half of them and
+    a random crop of ZOOM-100 % of each side, resized back to the input size."""
+    import tensorflow as tf
+
+    batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+    images = tf.where(tf.random.uniform([batch, 1, 1, 1]) < 0.5, tf.reverse(images, [2]), images)
+    side = tf.random.uniform([batch, 1], ZOOM, 1.0)
+    corner = tf.random.uniform([batch, 2]) * (1.0 - side)
+    return tf.image.crop_and_resize(images, tf.concat([corner, corner + side], 1), tf.range(batch), [height, width])
+
+
 def _records(workspace: Workspace, manifest: Mapping[str, Any], split: str, training: bool, seed: int) -> Any:
     """The split's serialized examples, shuffled when training."""
     import tensorflow as tf
@@ -141,8 +154,12 @@ def _batched(ds: Any, batch_size: int, count: int) -> Any:
 
 
 def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, mode: Mode,
-                 batch_size: int, training: bool, augment: bool = False, seed: int = 0) -> Any:
-    """Prefetched batches of (float32 images in [0, 1], int32 label ids) from one packed split."""
+                 batch_size: int, training: bool, augment: bool = False, seed: int = 0,
+                 photos: bool = False) -> Any:
+    """Prefetched batches of (float32 images in [0, 1], int32 label ids) from one packed split.
+
+    ``augment`` turns on the glyph-safe augmentation; ``photos`` adds mirroring and zooming for
+    modes whose images may be photos (``Mode.colour_matters``)."""
     import tensorflow as tf
 
     ds = _records(workspace, manifest, split, training, seed)
@@ -158,6 +175,8 @@ def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, 
     ds = _batched(ds, batch_size, count).map(_batch_decoder(manifest, mode), num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment:
         ds = ds.map(lambda images, ids: (_augment(images), ids), num_parallel_calls=tf.data.AUTOTUNE)
+        if photos and mode.colour_matters:
+            ds = ds.map(lambda images, ids: (_mirror_and_zoom(images), ids), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
