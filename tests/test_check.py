@@ -118,6 +118,7 @@ def test_size_suggestion_fits_the_backbone_and_the_longest_label() -> None:
         assert steps >= 2 * longest + 1, (size, out)  # room for a blank between repeated characters
         assert out["IMAGE_WIDTH"] <= COLUMNS_PER_SYMBOL[1] * longest + 8, (size, out)  # no empty steps paid for
         assert f"width {out['IMAGE_WIDTH']}" in reason and "CAPTCHA_LENGTH" not in out
+        assert "PHOTO_AUGMENT" not in out  # text is never mirrored
     wide, _ = suggest([(700, 80)] * 20, symbols, Counter({8: 20}), "CTC")
     assert wide["RESIZE"] == "stretch"  # padding 700x80 into 48x320 would shrink the text to 22 px
 
@@ -133,4 +134,5 @@ def test_colour_is_suggested_for_colourful_tiles(tmp_path: Path) -> None:
     report = json.loads((ws / "data" / "check_report.json").read_text())
     assert report["suggestions"]["IMAGE_CHANNELS"] == 3 and report["suggestions"]["IMAGE_HEIGHT"] == 72
     assert report["suggestions"]["CHARSET"] == ["blue", "green", "red"]
+    assert report["suggestions"]["PHOTO_AUGMENT"] is True  # photos may be mirrored and zoomed
     assert "colour kept" in report["reasoning"]

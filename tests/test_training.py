@@ -241,6 +241,23 @@ def test_augmentation_shifts_each_image_by_its_own_few_pixels() -> None:
     assert len(shifts) > 5  # drawn per image, not once per batch
 
 
+def test_photo_augmentation_mirrors_some_images_and_zooms_into_each() -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    from capforge.data.pipeline import ZOOM, _mirror_and_zoom
+
+    ramp = np.tile(np.linspace(0.0, 1.0, 40, dtype=np.float32), (30, 1))  # dark left, bright right
+    images = tf.constant(np.repeat(ramp[None, :, :, None], 32, 0))
+    out = _mirror_and_zoom(images).numpy()
+    assert out.shape == (32, 30, 40, 1)
+    left, right = out[:, :, :5].mean((1, 2, 3)), out[:, :, -5:].mean((1, 2, 3))
+    mirrored = left > right
+    assert 4 < mirrored.sum() < 28  # about half, drawn per image
+    span = np.abs(right - left)  # a crop of a share s of the width leaves s of the ramp's range
+    assert span.min() >= ZOOM * 0.85 and span.max() <= 1.0 and np.ptp(span) > 0.05  # zoomed, each its own
+
+
 def test_weight_average_is_what_the_epoch_end_sees_and_training_continues_from_raw_weights() -> None:
     import keras
     import numpy as np
