@@ -279,14 +279,15 @@ def write_markdown(rows: list[dict[str, Any]], budget: float, command: str) -> N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=Path, default=ROOT.parent / "shared" / "datasets")
-    parser.add_argument("--sets", nargs="+", choices=list(SETS), help="only these sets")
+    parser.add_argument("--sets", nargs="*", choices=list(SETS),
+                        help="only these sets (none: only the --backbones rows)")
     parser.add_argument("--train-limit", type=int, help="keep a seeded choice of N training images")
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget per run (default 5)")
     parser.add_argument("--contenders", choices=("run", "reuse", "skip"), default="run",
                         help="reuse: take the reference and ddddocr rows from an earlier run of this budget")
     parser.add_argument("--only-contenders", action="store_true", help="run the reference and ddddocr only")
-    parser.add_argument("--backbones", action="store_true",
-                        help="also one capforge row per registered backbone on rkn6")
+    parser.add_argument("--backbones", nargs="*", metavar="NAME",
+                        help="also one capforge row per registered backbone on rkn6 (or per NAME given)")
     parser.add_argument("--works", type=Path, default=Path("/tmp/capforge-realsets"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for capforge's steps (e.g. a variant to compare)")
@@ -295,7 +296,7 @@ def main() -> None:
                         help="add suspected label errors to the capforge rows of an earlier run (its --works)")
     args = parser.parse_args()
     print(f"machine: {describe()}", flush=True)
-    if args.sets:
+    if args.sets is not None:
         runs = [(s, args.train_limit) for s in args.sets]
     else:
         runs = [(s, args.train_limit) for s in SETS] + ([] if args.train_limit else list(SMALL))
@@ -336,10 +337,10 @@ def main() -> None:
         record(name, limit, "reference", lambda: run_reference(spec, data, limit, args.minutes))
         if spec.kind == "text":
             record(name, limit, "ddddocr", lambda: run_ddddocr(spec, data))
-    if args.backbones:
+    if args.backbones is not None:
         from capforge.models.backbones import BACKBONES
 
-        for backbone in BACKBONES:
+        for backbone in args.backbones or BACKBONES:
             tag = f"{args.tag}/{backbone}"
             record("rkn6", args.train_limit, f"capforge{tag}", lambda: run_capforge(
                 "rkn6", SETS["rkn6"], args.datasets / "rkn6", args.train_limit, args.minutes, args.works,

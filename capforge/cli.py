@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from capforge import __version__
 from capforge.errors import Aborted, CapforgeError, DataError, NotBuiltError
+from capforge.quiet import quiet_output
 from capforge.settings import MODES, Settings, load_settings
 from capforge.workspace import STEP_SCRIPTS, Workspace, create_workspace, hook, open_workspace
 
@@ -259,10 +260,15 @@ def _run_step(step: str, workspace: Path, args: argparse.Namespace) -> int:
     return STEPS[step][2](ws, settings, args)
 
 
-def _guarded(action: Callable[[], int]) -> int:
-    """Run ``action``; turn a CapforgeError into a one-line message and its exit code."""
+def _guarded(action: Callable[[], int], quiet: bool = True) -> int:
+    """Run ``action``; turn a CapforgeError into a one-line message and its exit code. ``quiet``
+    filters TensorFlow's start-up notices from stderr (the server, which never imports
+    TensorFlow, writes its logs directly)."""
     try:
-        return action()
+        if not quiet:
+            return action()
+        with quiet_output():
+            return action()
     except CapforgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -286,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.works, args.count, args.minutes, not args.no_serve)
         return _run_step(args.command, args.workspace, args)
 
-    return _guarded(action)
+    return _guarded(action, quiet=args.command != "serve")
 
 
 def invoke(step: str, workspace: Path, argv: Sequence[str] | None = None) -> int:
@@ -295,7 +301,7 @@ def invoke(step: str, workspace: Path, argv: Sequence[str] | None = None) -> int
     parser = argparse.ArgumentParser(prog=script, description=STEP_SCRIPTS.get(script, ("", ""))[1])
     _add_step_options(parser, step)
     args = parser.parse_args(argv)
-    return _guarded(lambda: _run_step(step, workspace, args))
+    return _guarded(lambda: _run_step(step, workspace, args), quiet=step != "serve")
 
 
 def run_step(step: str, workspace: Path) -> None:

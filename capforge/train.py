@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +233,22 @@ def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, va
     ]
 
 
+def epoch_line_callback() -> Any:
+    """One line per epoch (its time and logged figures), for output that is not a terminal:
+    Keras' progress bar writes a line per step there (a 5-minute log was 1.5 MB of bars)."""
+    import keras
+
+    class EpochLine(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.started = time.monotonic()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            figures = ", ".join(f"{name} {value:.4g}" for name, value in (logs or {}).items())
+            print(f"epoch {epoch + 1}: {time.monotonic() - self.started:.1f} s, {figures}", flush=True)
+
+    return EpochLine()
+
+
 def draw_model(model: Any, path: Path) -> None:
     """Write the model diagram with keras.utils.plot_model, or say why it cannot."""
     import keras
@@ -272,7 +289,9 @@ def plot_curves(csv_path: Path, png_path: Path, monitor: str = "val_seq_acc") ->
 def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | None = None,
           continue_from_best: bool = False, verbose: int | str = "auto",
           extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Train; return a summary with the best validation sequence accuracy."""
+    """Train; return a summary with the best validation sequence accuracy.
+
+    ``verbose="auto"``: Keras' progress bar on a terminal, else one line per epoch."""
     import keras
 
     from capforge.data.pipeline import load_arrays, make_dataset
@@ -320,6 +339,8 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
     started = time.monotonic()
     # With a --minutes budget the budget decides how long training runs, not an epoch count.
     epochs = MAX_EPOCHS if minutes else settings["EPOCHS"]
+    if verbose == "auto" and not sys.stdout.isatty():
+        verbose, extra_callbacks = 0, [*extra_callbacks, epoch_line_callback()]
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose,
                         callbacks=[*_callbacks(workspace, settings, mode, val, minutes), *extra_callbacks])
     csv_path = workspace.logs / "training.csv"

@@ -23,6 +23,12 @@ def test_scaffold_to_report(tmp_path: Path, mode: str) -> None:
     for script, *args in STEPS:
         result = run_script(root, script, *args)
         assert result.returncode == 0, f"{script}: {result.stderr[-2000:]}"
+        # quiet, honest output: no TensorFlow start-up notices, no per-step progress bars in a file
+        for notice in ("cuInit", "oneDNN", "cudart_stub", "absl::InitializeLog", "shuffle=True"):
+            assert notice not in result.stderr, f"{script}: {result.stderr[-2000:]}"
+        if script == "train.py":
+            assert "━" not in result.stdout and "epoch 2: " in result.stdout, result.stdout[-2000:]
+            assert len(result.stdout.splitlines()) < 20  # one line per epoch, not per step
     export = root / "exports" / "current"
     manifest = json.loads((export / "manifest.json").read_text())
     assert manifest["mode"] == mode and manifest["preprocessing"]["width"] == 96

@@ -291,3 +291,15 @@ def test_weight_average_is_what_the_epoch_end_sees_and_training_continues_from_r
     np.testing.assert_allclose(model.layers[0].kernel.numpy(), averages[-1], rtol=1e-5)
     np.testing.assert_allclose(at_epoch_begin[1], raw_after_step[3], rtol=1e-6)  # 4 steps an epoch
     assert not np.allclose(averages[3], raw_after_step[3])
+
+
+@pytest.mark.skipif(__import__("shutil").which("dot") is None,
+                    reason="graphviz is missing (./run installs it as root: apt-get install graphviz)")
+def test_training_draws_the_model_diagram(tmp_path: Path) -> None:
+    import keras
+
+    from capforge.train import draw_model
+
+    inputs = keras.Input((8, 8, 1))
+    draw_model(keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs))), tmp_path / "model.png")
+    assert (tmp_path / "model.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
