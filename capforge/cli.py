@@ -185,6 +185,22 @@ def cmd_test(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int
     return 0
 
 
+def _args_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", type=Path, help="the folder of images to read (sub-folders too)")
+    p.add_argument("--out", type=Path, default=Path("answers.csv"),
+                   help="the CSV to write: file, answer, confidence, accepted, problem (default answers.csv)")
+
+
+def cmd_predict(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    from capforge.predict import predict_folder
+
+    counts = predict_folder(ws, settings, args.folder, args.out)
+    print(f"read {counts['images']} images with the {counts['model']}: {counts['accepted']} accepted"
+          + (f", {counts['unreadable']} unreadable (see the problem column)" if counts["unreadable"] else "")
+          + f"; wrote {args.out}")
+    return 0
+
+
 def _args_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -219,6 +235,7 @@ STEPS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, Ha
     "train": ("train the model", _args_train, cmd_train),
     "test": ("evaluate on the test split", _args_test, cmd_test),
     "export": ("export .keras and ONNX", None, cmd_export),
+    "predict": ("read every image of a folder into a CSV of answers", _args_predict, cmd_predict),
     "serve": ("serve exported models over HTTP", _args_serve, cmd_serve),
     "settings": ("print the resolved settings", None, cmd_settings),
 }
