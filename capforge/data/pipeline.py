@@ -186,9 +186,12 @@ def load_arrays(workspace: Workspace, manifest: Mapping[str, Any], split: str,
 
     Labels are texts, or for detection lists of class names matching the boxes [M, 4].
     """
+    from tqdm import tqdm
+
     detection = mode.feature_kind == "detection"
     images, labels, boxes = [], [], []
-    for item in _records(workspace, manifest, split, False, 0).map(_parse_fn(manifest, detection)):
+    records = _records(workspace, manifest, split, False, 0).map(_parse_fn(manifest, detection))
+    for item in tqdm(records, desc=f"loading {split}", unit="img", total=manifest["splits"][split]["count"]):
         image, *rest = (x.numpy() for x in item)
         label = [c.decode("utf-8") for c in rest[-1]] if detection else rest[0].decode("utf-8")
         if mode.accepts(label):
