@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from capforge.data.labels import LabelReader, iter_images
 from capforge.errors import DataError, ImageError, WorkspaceError
+from capforge.report_pictures import confusion_picture, reliability_picture, worst_grid
 from capforge.serve.predictor import MANIFEST, Predictor
 from capforge.workspace import Workspace, hook
 
@@ -71,31 +72,6 @@ def calibration_error(rows: list[dict[str, Any]]) -> float:
     """Expected calibration error: the answers' average gap between confidence and accuracy."""
     total = sum(row["count"] for row in rows)
     return sum(row["count"] * abs(row["accuracy"] - row["mean_confidence"]) for row in rows if row["count"]) / total
-
-
-def _worst_grid(rows: list[dict[str, Any]], path: Path, limit: int = 24) -> None:
-    """PNG grid of the wrong answers, most confident first (the most dangerous ones)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    wrong = sorted((r for r in rows if not r["correct"]), key=lambda r: -r["confidence"])[:limit]
-    if not wrong:
-        return
-    columns = 4
-    fig, axes = plt.subplots(-(-len(wrong) // columns), columns, figsize=(12, 1.8 * -(-len(wrong) // columns)),
-                             squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, row in zip(axes.flat, wrong):
-        with Image.open(row["path"]) as image:
-            axis.imshow(image.convert("RGB"))
-        axis.set_title(f"{row['label']} -> {row['prediction']} ({row['confidence']:.2f})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "test",
@@ -159,7 +135,9 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
         "wrong": [r for r in rows if not r["correct"]][:200],
     }
     target = save_report(workspace, split, report)
-    _worst_grid(rows, target.with_name(f"{split}_worst.png"))
+    worst_grid(rows, target.with_name(f"{split}_worst.png"))
+    confusion_picture(confusions, target.with_name(f"{split}_confusions.png"))
+    reliability_picture(calibration_rows, target.with_name(f"{split}_reliability.png"))
     return report
 
 
@@ -202,5 +180,7 @@ def summary_text(report: Mapping[str, Any]) -> str:
                  + (f"; temperature {report['temperature']:g}, fitted on validation at export"
                     if report["temperature"] != 1.0 else ""))
     lines.append(f"{report['ms_per_image']:.2f} ms per image (batches of 64, preprocessing included)")
-    lines.append(f"report: {report['report_path']}")
+    split = report["split"]
+    lines.append(f"report: {report['report_path']}; pictures: reports/{split}_worst.png (wrong answers), "
+                 f"{split}_confusions.png, {split}_reliability.png")
     return "\n".join(lines)

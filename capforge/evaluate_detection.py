@@ -20,17 +20,16 @@ from capforge.data.labels import iter_images
 from capforge.detection.metrics import Detection, Truth, coco_map, precision_recall
 from capforge.errors import CapforgeError, DataError
 from capforge.evaluate import save_report
+from capforge.report_pictures import pyplot
 from capforge.serve.predictor import Predictor
 from capforge.workspace import Workspace
 
 
 def _grid(rows: list[dict[str, Any]], path: Path, limit: int = 12) -> None:
     """Predictions (red, with label and score) over ground truth (green) on test images."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
+
+    plt = pyplot()
 
     shown = rows[:limit]
     if not shown:

@@ -27,6 +27,7 @@ from capforge.data.labels import configured_charset
 from capforge.data.tfrecord import check_pack_matches, read_manifest
 from capforge.errors import DataError, NotBuiltError, SettingsError, WorkspaceError
 from capforge.modes import MODE_CLASSES, Mode, make_mode
+from capforge.report_pictures import pyplot
 from capforge.weight_average import weight_average_callback
 from capforge.workspace import Workspace, hook
 
@@ -264,11 +265,7 @@ def plot_curves(csv_path: Path, png_path: Path, monitor: str = "val_seq_acc") ->
     """Loss and the monitored validation score per epoch, from the CSV log."""
     import csv
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
     if not rows:
         return

@@ -45,3 +45,5 @@ def test_scaffold_to_report(tmp_path: Path, mode: str) -> None:
         assert key in report
     assert (root / "logs" / "training.csv").is_file() and (root / "logs" / "training_curves.png").is_file()
     assert (root / "reports" / "test_worst.png").is_file() or report["sequence_accuracy"] == 1.0
+    for picture in ("test_confusions.png", "test_reliability.png", "../logs/training_curves.png"):
+        assert (root / "reports" / picture).read_bytes()[:4] == b"\x89PNG", picture
