@@ -46,7 +46,7 @@ def calibrate(workspace: Workspace, settings: Mapping[str, Any], predictor: Pred
               images: list[Path]) -> dict[str, Any]:
     """The answer temperature fitted on the validation images (never on test or train images,
     whose reports it would flatter); T = 1 without them."""
-    if split != "validation" or predictor.mode.feature_kind == "detection":
+    if split != "validation" or not predictor.mode.calibrated:
         return {"temperature": 1.0, "images": 0}
     reader = LabelReader(settings, hook(workspace, "utils", "label_from_path"))
     folder = workspace.split_dir(split)

@@ -13,7 +13,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from capforge.data.charset import Charset
-from capforge.data.labels import tokens as label_tokens
 
 
 @dataclass
@@ -60,6 +59,20 @@ class Mode:
     length_capped = True
     # Whether colour can carry the answer (photos, tiles), so check_file.py suggests colour input.
     colour_matters = False
+    # Settings whose default differs under this mode (the global table holds the rest).
+    defaults: Mapping[str, Any] = {}
+    # Whether labels may come from the image's class sub-folder (one class per folder).
+    labels_by_folder = False
+    # Whether labels are box files beside the images (VOC / YOLO) rather than text.
+    labels_from_boxes = False
+    # Whether export fits a softmax temperature that calibrates the answers' confidences.
+    calibrated = True
+    # Whether answers can be clicks ordered by a prompt (click captchas).
+    takes_prompt = False
+    # Whether a click-captcha model may use this mode's export to read its crops (CLICK_RECOGNIZER).
+    reads_crops = False
+    # Settings read from the workspace when serving, not frozen into the export.
+    serving_settings: tuple[str, ...] = ()
 
     def __init__(self, charset: Charset, settings: Mapping[str, Any], label_width: int) -> None:
         self.charset = charset
@@ -76,8 +89,13 @@ class Mode:
 
     @classmethod
     def tokens(cls, label: str) -> list[str]:
-        """The symbols of a label: its characters (NUM_CLASSES: the whole label)."""
-        return label_tokens(label, cls.name)
+        """The symbols of a label, which the model outputs one by one: its characters."""
+        return list(label)
+
+    @classmethod
+    def settings_problem(cls, values: Mapping[str, Any]) -> str | None:
+        """Why these settings cannot work with this mode, or None (checked when settings load)."""
+        return None
 
     def accepts(self, label: str) -> bool:
         """Whether this mode can learn ``label`` (known symbols, not too long)."""
@@ -90,6 +108,18 @@ class Mode:
         (``lengths``: the shortest and longest, from the export manifest)."""
         count = len(self.tokens(text)) if text else 0
         return count > 0 and (not lengths or lengths[0] <= count <= lengths[1])
+
+    def serving(self, settings: Mapping[str, Any]) -> "Mode":
+        """This mode with the workspace's ``serving_settings`` applied over the export's."""
+        if not self.serving_settings:
+            return self
+        changed = {**self.settings, **{name: settings[name] for name in self.serving_settings}}
+        return type(self)(self.charset, changed, self.label_width)
+
+    def place(self, prediction: Prediction, placed: Any) -> Prediction:
+        """``prediction`` placed back on the original image (``placed``: a data.images.Geometry);
+        text answers have nothing to place."""
+        return prediction
 
     def head(self, features: Any) -> Any:
         """Keras layers from backbone features to output probabilities."""

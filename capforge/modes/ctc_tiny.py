@@ -18,6 +18,7 @@ from capforge.modes.ctc import CTCMode
 class CTCTinyMode(CTCMode):
     name = "CTC_TINY"
     length_capped = True  # the compact model keeps a maximum length, CAPTCHA_LENGTH
+    defaults = {"BACKBONE": "tiny_cnn"}  # the half-width CNN
 
     def head(self, features: Any) -> Any:
         from keras import layers

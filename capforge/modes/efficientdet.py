@@ -24,8 +24,6 @@ HUBER_DELTA, BOX_WEIGHT = 0.1, 50.0  # as in EfficientDet
 MAP_THRESHOLD = 0.05  # scores kept when ranking for mAP (the serving threshold is a setting)
 MAX_DETECTIONS = 100
 LEGACY_ANCHOR_SCALE = 4.0  # what exports made before the ANCHOR_SCALE setting were trained with
-# Read from the workspace when serving (not frozen into the export): tuning them needs no retraining.
-SERVING_SETTINGS = ("DETECTION_THRESHOLD", "NMS_IOU")
 
 
 class EfficientDetMode(Mode):
@@ -35,6 +33,23 @@ class EfficientDetMode(Mode):
     monitor = "val_map50"
     length_capped = False
     colour_matters = True
+    labels_from_boxes = True
+    calibrated = False  # box scores are sigmoid per class; no softmax temperature
+    takes_prompt = True
+    # Read from the workspace when serving (not frozen into the export): tuning them needs no retraining.
+    serving_settings = ("DETECTION_THRESHOLD", "NMS_IOU")
+    # The whole colour picture at a size its five feature levels divide (multiples of 32), small
+    # batches at a higher rate (bench/results/detection.md).
+    defaults = {"IMAGE_HEIGHT": 128, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "BATCH_SIZE": 4,
+                "LR": 0.003, "EARLY_PATIENCE": 15}
+
+    @classmethod
+    def settings_problem(cls, values: Mapping[str, Any]) -> str | None:
+        for name in ("IMAGE_HEIGHT", "IMAGE_WIDTH"):
+            if values[name] % 32 or values[name] < 64:
+                return (f"MODE='EFFICIENTDET' needs {name} to be a multiple of 32 of at least 64 (its "
+                        f"feature levels halve the image five times); received {values[name]}")
+        return None
 
     @classmethod
     def label_width_for(cls, settings: Mapping[str, Any], labels: Sequence[Any]) -> int:
@@ -47,6 +62,9 @@ class EfficientDetMode(Mode):
 
     def plausible(self, text: str, lengths: Sequence[int] | None) -> bool:
         return True  # a detection answer is its boxes; with none its confidence is already 0
+
+    def place(self, prediction: Prediction, placed: Geometry) -> Prediction:
+        return place_boxes(prediction, placed)
 
     def accepts(self, label: Any) -> bool:
         known = set(self.charset.symbols)
@@ -151,5 +169,7 @@ def _placed(boxes: list[dict[str, Any]] | None, placed: Geometry) -> list[dict[s
 
 def place_boxes(prediction: Prediction, placed: Geometry) -> Prediction:
     """The prediction with its boxes mapped from model input back to the original image."""
+    if prediction.boxes is None:
+        return prediction
     return replace(prediction, boxes=_placed(prediction.boxes, placed),
                    candidates=_placed(prediction.candidates, placed))

@@ -17,6 +17,12 @@ class NumClassesMode(Mode):
     feature_kind = "global"
     length_capped = False
     colour_matters = True
+    labels_by_folder = True
+    reads_crops = True
+
+    @classmethod
+    def tokens(cls, label: str) -> list[str]:
+        return [label]  # the whole label is one class
 
     @classmethod
     def label_width_for(cls, settings: Mapping[str, Any], labels: Sequence[str]) -> int:

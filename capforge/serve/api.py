@@ -100,7 +100,7 @@ class Guard:
 
 def clicks_for(model: ServedModel, data: bytes, boxes: list[dict[str, Any]], prompt: Any) -> list[dict[str, Any]]:
     """Click points for ``prompt`` in its order, chosen among ``boxes`` (detection models only)."""
-    if model.predictor.mode.feature_kind != "detection":
+    if not model.predictor.mode.takes_prompt:
         raise RequestError(400, "prompt_not_supported", f"'prompt' is for click-captcha (EFFICIENTDET) models; "
                            f"{model.name} is {model.predictor.mode.name}")
     if not (isinstance(prompt, str) or isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)) \
