@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from capforge import __version__
-from capforge.errors import Aborted, CapforgeError, DataError, NotBuiltError
+from capforge.errors import Aborted, CapforgeError, DataError
 from capforge.quiet import quiet_output
-from capforge.settings import MODES, Settings, load_settings
+from capforge.modes import MODE_CLASSES
+from capforge.settings import MODES, OPTIONS_BY_NAME, Settings, load_settings
 from capforge.workspace import STEP_SCRIPTS, Workspace, create_workspace, hook, open_workspace
 
 Handler = Callable[[Workspace, Settings, argparse.Namespace], int]
@@ -61,22 +62,18 @@ def _args_gen(p: argparse.ArgumentParser) -> None:
 def cmd_gen(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
     import random
 
-    from capforge.data.clicks import ClickSpec
-    from capforge.data.generate import CaptchaSpec, generate, parse_length
+    from capforge.data.generate import generate, parse_length
 
     charset = args.charset or settings.CHARSET or "0123456789abcdefghijklmnopqrstuvwxyz"
     if isinstance(charset, list):
         charset = "".join(charset)
-    if settings.MODE == "EFFICIENTDET":
-        low, high = parse_length(args.length) if args.length else (3, 5)
-        spec = ClickSpec(charset, low, high, args.width or 320, args.height or 160, font_path=settings.FONT_PATH)
-    else:
-        low, high = parse_length(args.length) if args.length else (settings.CAPTCHA_LENGTH,) * 2
-        spec = CaptchaSpec(charset, low, high, args.width or 160, args.height or 60, args.format.lower())
+    mode_cls = MODE_CLASSES[settings.MODE]
+    spec = mode_cls.sample_spec(settings, charset, parse_length(args.length) if args.length else None,
+                                args.width, args.height, args.format.lower())
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**9)
     out = (args.out or ws.pool).resolve()
     paths = generate(spec, out, args.count, seed, args.workers)
-    boxes = " with VOC XML boxes" if settings.MODE == "EFFICIENTDET" else ""
+    boxes = " with VOC XML boxes" if mode_cls.labels_from_boxes else ""
     print(f"wrote {len(paths)} images{boxes} to {ws.relative(out)} (seed {seed}; "
           f"--seed {seed} reproduces them)")
     return 0
@@ -87,9 +84,9 @@ def _args_check(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_check(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    from capforge.data.inspect import format_report, inspect, quarantine, save_report
+    from capforge.data.check import check, format_report, quarantine, save_report
 
-    report = inspect(ws, settings, hook(ws, "utils", "label_from_path"),
+    report = check(ws, settings, hook(ws, "utils", "label_from_path"),
                      hook(ws, "utils", "preprocess_image"))
     print(format_report(report, ws, settings))
     ws.data.mkdir(parents=True, exist_ok=True)
@@ -109,7 +106,7 @@ def _args_split(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_split(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    from capforge.data.labels import iter_images
+    from capforge.data.images import iter_images
     from capforge.data.split import split
 
     ws.init_layout()
@@ -133,7 +130,7 @@ def _args_pack(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_pack(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    from capforge.data.tfrecord import pack
+    from capforge.data.pack import pack
 
     manifest = pack(ws, settings, args.workers)
     for split, info in manifest["splits"].items():
@@ -256,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     new = sub.add_parser("new", help="scaffold a workspace")
     new.add_argument("works_dir", type=Path, help="folder that holds the workspaces, e.g. works")
     new.add_argument("site_name", help="the workspace (and model) name, e.g. weibo")
-    new.add_argument("--mode", default="CTC", type=str.upper, choices=MODES)
+    new.add_argument("--mode", default=OPTIONS_BY_NAME["MODE"].default, type=str.upper, choices=MODES)
     new.add_argument("--force", action="store_true",
                      help="re-render an existing workspace (changed files kept as .bak)")
     demo = sub.add_parser("demo", help="run the whole pipeline on a built-in default")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from capforge.cli import STEPS, invoke
-from capforge.data.labels import iter_images
+from capforge.data.images import iter_images
 from capforge.workspace import Workspace, create_workspace
 
 DEMO_SITE = "demo"

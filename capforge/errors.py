@@ -42,3 +42,7 @@ class Aborted(CapforgeError):
     """Raised when the user declines a confirmation prompt."""
 
     exit_code = 1
+
+
+class TargetNotFound(CapforgeError):
+    """Raised when a prompted click target matches none of the detected boxes."""

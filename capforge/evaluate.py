@@ -7,19 +7,19 @@ export exists the latest best checkpoint is used, and the report says so.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 from tqdm import tqdm
 
-from capforge.data.labels import LabelReader, iter_images
+from capforge.data.images import iter_images
+from capforge.data.labels import LabelReader
 from capforge.errors import DataError, ImageError, WorkspaceError
-from capforge.report_pictures import confusion_picture, reliability_picture, worst_grid
+from capforge.modes import MODE_CLASSES
+from capforge.reports import confusion_picture, reliability_picture, save_report, worst_grid
 from capforge.serve.predictor import MANIFEST, Predictor
 from capforge.workspace import Workspace, hook
 
@@ -79,10 +79,9 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
     """Evaluate every image of ``split``; write reports/<split>_report.json and a PNG grid."""
     predictor, source = load_predictor(workspace)
     mode = predictor.mode
-    if mode.feature_kind == "detection":
-        from capforge.evaluate_detection import evaluate_detection
-
-        return evaluate_detection(workspace, settings, predictor, source, split, progress)
+    own = mode.evaluate(workspace, settings, predictor, source, split, progress)
+    if own is not None:  # a mode with its own measures (detection: mAP)
+        return own
     folder = workspace.split_dir(split)
     reader = LabelReader(settings, hook(workspace, "utils", "label_from_path"))
     items = [(p, reader.label(p, folder)) for p in iter_images(folder)]
@@ -121,7 +120,7 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
     n = len(rows)
     calibration_rows = calibration([r["confidence"] for r in rows], [r["correct"] for r in rows])
     report = {
-        "split": split, "model": source, "images": n, "skipped": skipped,
+        "split": split, "mode": mode.name, "model": source, "images": n, "skipped": skipped,
         "sequence_accuracy": sum(r["correct"] for r in rows) / n,
         "character_accuracy": 1 - (edits["replace"] + edits["delete"]) / max(1, total_symbols),
         "cer": sum(edits.values()) / max(1, total_symbols),
@@ -141,24 +140,12 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
     return report
 
 
-def save_report(workspace: Workspace, split: str, report: dict[str, Any]) -> Path:
-    """Write reports/<split>_report.json (under a temporary name first); note its path in it."""
-    reports = workspace.root / "reports"
-    reports.mkdir(exist_ok=True)
-    target = reports / f"{split}_report.json"
-    partial = target.with_name(target.name + ".part")
-    partial.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(partial, target)
-    report["report_path"] = workspace.relative(target)
-    return target
-
-
 def summary_text(report: Mapping[str, Any]) -> str:
-    """A short readable summary of a report."""
-    if "map50" in report:
-        from capforge.evaluate_detection import detection_summary
-
-        return detection_summary(report)
+    """A short readable summary of a report (in the words of its mode, where it has its own)."""
+    mode_cls = MODE_CLASSES.get(report.get("mode", ""))
+    own = mode_cls.summary(report) if mode_cls else None
+    if own is not None:
+        return own
     lines = [
         f"model: {report['model']}",
         f"{report['split']}: {report['images']} images"

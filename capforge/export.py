@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from capforge import __version__
 from capforge.calibration import fit_temperature
-from capforge.data.labels import LabelReader, iter_images
+from capforge.data.images import iter_images
+from capforge.data.labels import LabelReader
 from capforge.errors import CapforgeError, WorkspaceError
 from capforge.onnx_export import export_onnx
 from capforge.serve.predictor import MANIFEST, Predictor

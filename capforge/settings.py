@@ -19,14 +19,14 @@ import runpy
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterator, Mapping, Sequence
 
 from capforge.errors import SettingsError
 from capforge.models.backbones import BACKBONES as BACKBONE_BUILDERS
 from capforge.modes import MODE_CLASSES
 
-MODES = tuple(MODE_CLASSES)
-BACKBONES = tuple(BACKBONE_BUILDERS)
+MODES = MODE_CLASSES.keys()  # a live view: a mode added to the registry is a valid MODE at once
+BACKBONES = BACKBONE_BUILDERS.keys()
 RESIZE_POLICIES = ("pad", "stretch")
 
 
@@ -39,7 +39,7 @@ class Option:
     kind: type | tuple[type, ...]
     help: str
     section: str
-    choices: tuple[Any, ...] | None = None
+    choices: Collection[Any] | None = None
     minimum: float | None = None
     maximum: float | None = None
 

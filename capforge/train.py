@@ -24,10 +24,10 @@ import numpy as np
 from capforge import __version__
 from capforge.data.charset import Charset
 from capforge.data.labels import configured_charset
-from capforge.data.tfrecord import check_pack_matches, read_manifest
+from capforge.data.pack import check_pack_matches, read_manifest
 from capforge.errors import DataError, NotBuiltError, SettingsError, WorkspaceError
 from capforge.modes import MODE_CLASSES, Mode, make_mode
-from capforge.report_pictures import pyplot
+from capforge.reports import pyplot
 from capforge.weight_average import weight_average_callback
 from capforge.workspace import Workspace, hook
 
@@ -69,23 +69,17 @@ def label_lengths(mode: Mode, labels: list[Any]) -> list[int] | None:
 
 def build_model(workspace: Workspace | None, settings: Mapping[str, Any], mode: Mode) -> Any:
     """Backbone (or the workspace's models.build_model) + the Mode's head."""
-    import keras
-
     from capforge.models.backbones import build_backbone
 
     shape = (settings["IMAGE_HEIGHT"], settings["IMAGE_WIDTH"], settings["IMAGE_CHANNELS"])
-    if mode.feature_kind == "detection":  # EfficientDet is backbone, neck and heads in one
-        return mode.build(shape)
-    custom = hook(workspace, "models", "build_model") if workspace else None
-    backbone = custom(settings, shape) if custom else None
-    if backbone is None:
-        backbone = build_backbone(settings["BACKBONE"], shape, mode.feature_kind, settings["PRETRAINED"])
-    inputs = keras.Input(shape, name="image")
-    probs = mode.head(backbone(inputs))
-    if mode.uses_blank and mode.name != "ORDINARY" and probs.shape[1] < mode.label_width:
-        raise SettingsError(f"the model reads {probs.shape[1]} steps along the width but labels have up "
-                            f"to {mode.label_width} characters; raise IMAGE_WIDTH")
-    return keras.Model(inputs, probs, name=f"capforge_{mode.name.lower()}")
+
+    def backbone() -> Any:
+        """The workspace's models.build_model, else the BACKBONE setting's network."""
+        custom = hook(workspace, "models", "build_model") if workspace else None
+        network = custom(settings, shape) if custom else None
+        return network or build_backbone(settings["BACKBONE"], shape, mode.feature_kind, settings["PRETRAINED"])
+
+    return mode.build(shape, backbone)
 
 
 def distribution_strategy(name: str) -> Any:
@@ -106,7 +100,7 @@ def load_checkpoint(path: Path) -> Any:
     """A saved Keras model (EfficientDet's custom layer registered first)."""
     import keras
 
-    import capforge.models.efficientdet  # noqa: F401 - registers WeightedFusion for loading
+    import capforge.modes.efficientdet.network  # noqa: F401 - registers WeightedFusion for loading
 
     return keras.models.load_model(path, compile=False)
 
@@ -291,7 +285,7 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
     ``verbose="auto"``: Keras' progress bar on a terminal, else one line per epoch."""
     import keras
 
-    from capforge.data.pipeline import load_arrays, make_dataset
+    from capforge.data.records import load_arrays, make_dataset
 
     lr_schedule(settings, minutes)  # a schedule without its budget is refused before any work
     setup = prepare(workspace, settings)

@@ -100,12 +100,12 @@ def test_time_budget_decays_the_learning_rate(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_interrupted_pack_leaves_the_previous_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from capforge.data import tfrecord
+    from capforge.data import pack as packing
 
     ws = prepared(tmp_path, "CTC_TINY", "PACK_SHARD_SIZE = 10\n", count=60)
     before = {p.name: p.read_bytes() for p in ws.packed.iterdir()}
     calls = {"n": 0}
-    real = tfrecord._write_shard
+    real = packing._write_shard
 
     def failing(path: Path, records: list, compression: str) -> None:
         calls["n"] += 1
@@ -113,9 +113,9 @@ def test_interrupted_pack_leaves_the_previous_pack(tmp_path: Path, monkeypatch: 
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-pack
         real(path, records, compression)
 
-    monkeypatch.setattr(tfrecord, "_write_shard", failing)
+    monkeypatch.setattr(packing, "_write_shard", failing)
     with pytest.raises(KeyboardInterrupt):
-        tfrecord.pack(ws, load_settings(ws.root, ["IMAGE_WIDTH=128"]), progress=False)
+        packing.pack(ws, load_settings(ws.root, ["IMAGE_WIDTH=128"]), progress=False)
     assert {p.name: p.read_bytes() for p in ws.packed.iterdir()} == before
     assert not (ws.root / "packed.tmp").exists()
     assert not list(ws.root.rglob("*.tfrecord.part"))
@@ -180,7 +180,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path: Path) -> None:
 
 
 def test_pack_without_training_images_is_a_clear_error(tmp_path: Path) -> None:
-    from capforge.data.tfrecord import pack
+    from capforge.data.pack import pack
 
     ws = create_workspace(tmp_path / "works", "w", "CTC")
     with pytest.raises(DataError, match="data/train has no usable images"):
@@ -205,8 +205,8 @@ def test_models_py_hook_replaces_the_backbone(tmp_path: Path) -> None:
 
 
 def test_pipeline_keeps_only_labels_the_charset_can_encode(tmp_path: Path) -> None:
-    from capforge.data.pipeline import make_dataset
-    from capforge.data.tfrecord import read_manifest
+    from capforge.data.records import make_dataset
+    from capforge.data.pack import read_manifest
     from capforge.train import prepare
 
     ws = prepared(tmp_path, "ORDINARY", count=80, lengths=(2, 4))
@@ -225,7 +225,7 @@ def test_augmentation_shifts_each_image_by_its_own_few_pixels() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from capforge.data.pipeline import _augment
+    from capforge.data.records import _augment
 
     images = tf.random.uniform([24, 20, 30, 1], 0.35, 0.65, seed=1)  # no clipping at 0 or 1
     out = _augment(images).numpy()
@@ -245,7 +245,7 @@ def test_photo_augmentation_mirrors_some_images_and_zooms_into_each() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from capforge.data.pipeline import ZOOM, _mirror_and_zoom
+    from capforge.data.records import ZOOM, _mirror_and_zoom
 
     ramp = np.tile(np.linspace(0.0, 1.0, 40, dtype=np.float32), (30, 1))  # dark left, bright right
     images = tf.constant(np.repeat(ramp[None, :, :, None], 32, 0))

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from capforge.data.boxes import CLASSES_FILE, label_file_of
-from capforge.data.labels import LABEL_FILES, iter_images, read_label_file
+from capforge.modes.efficientdet.boxes import CLASSES_FILE, label_file_of
+from capforge.data.images import iter_images
+from capforge.data.labels import LABEL_FILES, read_label_file
 from capforge.errors import DataError
 from capforge.workspace import SPLITS, Workspace
 

@@ -19,9 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 from capforge.data.images import open_image
-from capforge.detection.order import (TargetNotFound, detector_scores, order_clicks, prompt_targets,
-                                      recognizer_scores)
-from capforge.errors import ImageError, ImageTooLargeError
+from capforge.errors import ImageError, ImageTooLargeError, TargetNotFound
 from capforge.modes import accepted
 from capforge.serve.inputs import RequestError, checked_bytes, image_bytes
 from capforge.serve.registry import ModelRegistry, ServedModel
@@ -107,11 +105,8 @@ def clicks_for(model: ServedModel, data: bytes, boxes: list[dict[str, Any]], pro
             or not prompt or len(prompt) > 64:
         raise RequestError(400, "invalid_prompt", "'prompt' must be the targets to click in order: a string "
                            "('abc', or 'cat,dog') or a list of names, at most 64")
-    targets = prompt_targets(prompt)
-    scores = recognizer_scores(open_image(data).convert("RGB"), boxes, model.recognizer) if model.recognizer \
-        else detector_scores(boxes)
     try:
-        return order_clicks(targets, boxes, scores)
+        return model.predictor.mode.clicks(open_image(data).convert("RGB"), boxes, prompt, model.recognizer)
     except TargetNotFound as exc:
         raise RequestError(422, "target_not_found", str(exc)) from None
 

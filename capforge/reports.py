@@ -1,13 +1,19 @@
-"""The test report's pictures: the worst answers, the most confused symbols, and how well the
-confidences hold (a reliability diagram). matplotlib draws them off-screen (Agg)."""
+"""The test step's reports: the JSON file, written atomically, and its pictures: the worst
+answers, the most confused symbols, and how well the confidences hold (a reliability diagram).
+matplotlib draws them off-screen (Agg)."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # only for annotations
+    from capforge.workspace import Workspace
 
 CONFUSED_SYMBOLS = 12  # symbols shown in the confusion picture, the most confused first
 
@@ -94,3 +100,15 @@ def reliability_picture(buckets: Sequence[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def save_report(workspace: Workspace, split: str, report: dict[str, Any]) -> Path:
+    """Write reports/<split>_report.json (under a temporary name first); note its path in it."""
+    reports = workspace.root / "reports"
+    reports.mkdir(exist_ok=True)
+    target = reports / f"{split}_report.json"
+    partial = target.with_name(target.name + ".part")
+    partial.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(partial, target)
+    report["report_path"] = workspace.relative(target)
+    return target

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from tqdm import tqdm
 
-from capforge.data.boxes import read_boxes
-from capforge.data.images import open_image
-from capforge.data.labels import iter_images
-from capforge.detection.metrics import Detection, Truth, coco_map, precision_recall
+from capforge.data.images import iter_images, open_image
 from capforge.errors import CapforgeError, DataError
-from capforge.evaluate import save_report
-from capforge.report_pictures import pyplot
-from capforge.serve.predictor import Predictor
-from capforge.workspace import Workspace
+from capforge.modes.efficientdet.boxes import read_boxes
+from capforge.modes.efficientdet.metrics import Detection, Truth, coco_map, precision_recall
+from capforge.reports import pyplot, save_report
+
+if TYPE_CHECKING:  # only for annotations
+    from capforge.serve.predictor import Predictor
+    from capforge.workspace import Workspace
 
 
 def _grid(rows: list[dict[str, Any]], path: Path, limit: int = 12) -> None:
@@ -84,7 +84,7 @@ def evaluate_detection(workspace: Workspace, settings: Mapping[str, Any], predic
     threshold = settings["DETECTION_THRESHOLD"]
     served = [[d for d in r["found"] if d[1] >= threshold] for r in rows]
     report = {
-        "split": split, "model": source, "images": len(rows), "skipped": skipped,
+        "split": split, "mode": predictor.mode.name, "model": source, "images": len(rows), "skipped": skipped,
         "objects": sum(len(t) for t in truths),
         **coco_map(truths, [r["found"] for r in rows]),
         "serving_threshold": threshold, **precision_recall(truths, served),

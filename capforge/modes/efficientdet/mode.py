@@ -8,15 +8,20 @@ score (0 with no box), so MIN_CONFIDENCE gates detections as it gates text.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from capforge.data.images import Geometry
-from capforge.detection.anchors import IGNORED, anchors_for, decode_boxes
-from capforge.detection.metrics import Detection, average_precision
-from capforge.detection.nms import batched_nms
+from capforge.modes.efficientdet.clicks import ClickSpec
+from capforge.modes.efficientdet.anchors import IGNORED, anchors_for, decode_boxes
+from capforge.modes.efficientdet.metrics import Detection, average_precision
+from capforge.modes.efficientdet.nms import batched_nms
+from capforge.modes.efficientdet.order import detector_scores, order_clicks, prompt_targets, recognizer_scores
+from capforge.modes.efficientdet.evaluation import detection_summary, evaluate_detection
+from capforge.modes.efficientdet.pipeline import detection_dataset
 from capforge.modes.base import Mode, Prediction
 
 FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 1.5
@@ -44,6 +49,22 @@ class EfficientDetMode(Mode):
                 "LR": 0.003, "EARLY_PATIENCE": 15}
 
     @classmethod
+    def suggest_input(cls, sizes: Sequence[tuple[int, int]], lengths: Mapping[int, int],
+                      colourful: bool) -> tuple[dict[str, Any], str]:
+        def size(values: list[int]) -> int:
+            return int(min(640, max(64, 32 * round(statistics.median(values) / 32))))
+
+        return ({"IMAGE_HEIGHT": size([h for _, h in sizes]), "IMAGE_WIDTH": size([w for w, _ in sizes])},
+                "detectors see the whole picture at its median size, in multiples of 32")
+
+    @classmethod
+    def sample_spec(cls, settings: Mapping[str, Any], charset: str, lengths: tuple[int, int] | None,
+                    width: int | None, height: int | None, image_format: str) -> ClickSpec:
+        """Click captchas: 3-5 targets on a 320x160 picture, with VOC XML boxes."""
+        low, high = lengths or (3, 5)
+        return ClickSpec(charset, low, high, width or 320, height or 160, font_path=settings["FONT_PATH"])
+
+    @classmethod
     def settings_problem(cls, values: Mapping[str, Any]) -> str | None:
         for name in ("IMAGE_HEIGHT", "IMAGE_WIDTH"):
             if values[name] % 32 or values[name] < 64:
@@ -66,6 +87,25 @@ class EfficientDetMode(Mode):
     def place(self, prediction: Prediction, placed: Geometry) -> Prediction:
         return place_boxes(prediction, placed)
 
+    def evaluate(self, workspace: Any, settings: Mapping[str, Any], predictor: Any, source: str, split: str,
+                 progress: bool) -> dict[str, Any]:
+        return evaluate_detection(workspace, settings, predictor, source, split, progress)
+
+    @classmethod
+    def summary(cls, report: Mapping[str, Any]) -> str:
+        return detection_summary(report)
+
+    def clicks(self, image: Any, boxes: list[dict[str, Any]], prompt: str | list[str],
+               recognizer: Any = None) -> list[dict[str, Any]]:
+        """Each prompted target's box, by the CLICK_RECOGNIZER model's reading of the crops (a
+        Predictor) or else the detector's own classes; raises TargetNotFound."""
+        scores = recognizer_scores(image, boxes, recognizer) if recognizer else detector_scores(boxes)
+        return order_clicks(prompt_targets(prompt), boxes, scores)
+
+    def dataset(self, records: Any, parse: Callable[[Any], Any], manifest: Mapping[str, Any], split: str,
+                augment: bool) -> tuple[Any, int]:
+        return detection_dataset(records, parse, manifest, split, self, augment)
+
     def accepts(self, label: Any) -> bool:
         known = set(self.charset.symbols)
         return all(t in known for t in self.tokens(label))
@@ -78,8 +118,9 @@ class EfficientDetMode(Mode):
     def anchor_scale(self) -> float:
         return float(self.settings.get("ANCHOR_SCALE", LEGACY_ANCHOR_SCALE))
 
-    def build(self, input_shape: tuple[int, int, int]) -> Any:
-        from capforge.models.efficientdet import build_efficientdet
+    def build(self, input_shape: tuple[int, int, int], backbone: Callable[[], Any] | None = None) -> Any:
+        """EfficientDet is backbone, neck and heads in one: BACKBONE and models.py do not apply."""
+        from capforge.modes.efficientdet.network import build_efficientdet  # lazily: it imports Keras
 
         return build_efficientdet(input_shape, len(self.charset.symbols), self.settings["PHI"],
                                   self.settings["PRETRAINED"])
