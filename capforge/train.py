@@ -129,8 +129,8 @@ def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, va
             import tensorflow as tf
 
             # A traced call of the model itself: inside a mirrored strategy's fit, predict_on_batch
-            # answered 8 images with 16 rows (once per replica). Called eagerly, the recurrent layers
-            # ran op by op: 0.93 s against 0.22 traced for 256 CTC images.
+            # answered 8 images with 16 rows (once per replica); called eagerly, the recurrent
+            # layers run op by op, several times slower (bench/results/defaults.md).
             self.forward = tf.function(lambda batch: self.model(batch, training=False), reduce_retracing=True)
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -310,8 +310,8 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
         if continue_from_best and best_path.exists():
             model.set_weights(load_checkpoint(best_path).get_weights())
         model.compile(optimizer=keras.optimizers.Adam(settings["LR"]), loss=mode.loss())
-        # Built here, eagerly, its slots take 2 s; left to the first traced step they took ~40 s
-        # of EfficientDet's ~90 s first step on two CPU cores.
+        # Built here, eagerly, its slots are quick; left to the first traced step they made
+        # EfficientDet's first step far slower (bench/results/defaults.md).
         model.optimizer.build(model.trainable_variables)
     draw_model(model, workspace.logs / "model.png")
     record = {
