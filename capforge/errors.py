@@ -1,7 +1,7 @@
 """The one exception hierarchy of capforge.
 
 Every mistake a user can make (bad settings, a bad path, bad data) raises a subclass of
-:class:`CapforgeError`. ``capforge.cli`` catches it once, prints the message and exits non-zero
+:class:`CapforgeError`. ``capforge.steps`` catches it once, prints the message and exits non-zero
 without a traceback. Anything else is a bug and keeps its traceback.
 """
 

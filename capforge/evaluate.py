@@ -15,12 +15,14 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 from tqdm import tqdm
 
-from capforge.data.images import iter_images
+from capforge.data.charset import Charset
+from capforge.data.images import Preprocessing, iter_images
 from capforge.data.labels import LabelReader
 from capforge.errors import DataError, ImageError, WorkspaceError
-from capforge.modes import MODE_CLASSES
+from capforge.modes import MODE_CLASSES, make_mode
 from capforge.reports import confusion_picture, reliability_picture, save_report, worst_grid
 from capforge.serve.predictor import MANIFEST, Predictor
+from capforge.train import BEST, TRAINING_FILE, load_checkpoint
 from capforge.workspace import Workspace, hook
 
 BUCKETS = np.linspace(0.0, 1.0, 11)
@@ -30,11 +32,6 @@ class CheckpointPredictor(Predictor):
     """The best Keras checkpoint behind the Predictor interface (before an export exists)."""
 
     def __init__(self, workspace: Workspace) -> None:  # noqa: D107 - no onnxruntime session
-        from capforge.data.charset import Charset
-        from capforge.data.images import Preprocessing
-        from capforge.modes import make_mode
-        from capforge.train import BEST, TRAINING_FILE, load_checkpoint
-
         record = json.loads((workspace.checkpoints / TRAINING_FILE).read_text(encoding="utf-8"))
         self.manifest = record
         self.preprocessing = Preprocessing(**record["preprocessing"])

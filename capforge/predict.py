@@ -12,8 +12,11 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from tqdm import tqdm
+
 from capforge.data.images import IMAGE_SUFFIXES, open_image
 from capforge.errors import DataError, ImageError
+from capforge.evaluate import load_predictor
 from capforge.modes import accepted
 from capforge.workspace import Workspace
 
@@ -31,10 +34,6 @@ def image_files(folder: Path) -> list[Path]:
 def predict_folder(workspace: Workspace, settings: Mapping[str, Any], folder: Path, out: Path,
                    progress: bool = True) -> dict[str, Any]:
     """Write one CSV row per image of ``folder`` to ``out``; return the counts and the model used."""
-    from tqdm import tqdm
-
-    from capforge.evaluate import load_predictor
-
     files = image_files(folder)
     if not files:
         raise DataError(f"{folder} holds no images (allowed: {', '.join(sorted(IMAGE_SUFFIXES))})")

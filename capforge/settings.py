@@ -1,4 +1,5 @@
-"""Settings: one table of defaults, loading of a workspace's overrides, and validation.
+"""Settings: one table of defaults, loading of a workspace's overrides, and validation (the
+table of every option, with its help, is most of this module's length).
 
 A workspace ``settings.py`` holds only the user's overrides (Django's settings over its global
 defaults). Loading checks every value against the table below: an unknown name suggests the

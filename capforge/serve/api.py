@@ -293,7 +293,7 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None) -> 
             """A fresh synthetic captcha of the model's kind; its label is in X-Captcha-Label."""
             import random
 
-            from capforge.data.generate import CaptchaSpec, render
+            from capforge.data.generate import CaptchaSpec, render  # lazily: only demo servers draw captchas
 
             served = registry.resolve(model)
             symbols = served.predictor.mode.charset.symbols

@@ -30,7 +30,7 @@ def build_app(config: dict[str, Any]) -> Any:
     """The full app (API + Gradio page at /ui) from a JSON-able config."""
     import gradio as gr
 
-    from capforge.serve.ui import build_ui
+    from capforge.serve.ui import build_ui  # lazily, like Gradio itself: the API alone starts faster
 
     registry = ModelRegistry(Path(config["works"]), config.get("models"), config.get("overrides"))
     if not registry.models:
