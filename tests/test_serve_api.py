@@ -266,3 +266,13 @@ def test_inference_threads_setting_reaches_onnxruntime(works: Path) -> None:
         options = model.predictor.session.get_session_options()
         assert options.intra_op_num_threads == expected
         assert client(works, setting).post("/api/v1/recognize", json={"image": b64(sample(works))}).status_code == 200
+
+
+def test_unknown_routes_and_wrong_methods_answer_in_the_error_format(works: Path) -> None:
+    api = client(works)
+    missing = api.get("/api/v1/nothing-here")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert "/api/v1/nothing-here" in missing.json()["error"]["message"]
+    wrong = api.get("/api/v1/recognize")
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in wrong.headers["allow"]
