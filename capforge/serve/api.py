@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
@@ -82,6 +83,12 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None) -> 
         metrics.errors.labels(code).inc()
         message = f"{request.method} {request.url.path}: {exc.detail}"
         return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.errors.labels("invalid_parameter").inc()
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return JSONResponse(error_body("invalid_parameter", problems), status_code=422)
 
     app.add_middleware(Guard, options=options, metrics=metrics, registry=registry)
     for module in (recognise, admin, feedback, *((demo,) if options.demo_captcha else ())):

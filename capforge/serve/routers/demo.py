@@ -11,13 +11,16 @@ from fastapi.responses import Response
 from capforge.data.generate import CaptchaSpec, render
 from capforge.serve.metrics import Metrics
 from capforge.serve.registry import ModelRegistry
+from capforge.serve.schemas import errors
 
 
 def router(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
     """GET /demo/captcha."""
     routes = APIRouter(tags=["demo"])
 
-    @routes.get("/demo/captcha")
+    @routes.get("/demo/captcha", response_class=Response, responses={
+        200: {"content": {"image/png": {}}, "description": "a PNG; its label in the X-Captcha-Label header"},
+        **errors(400, 404, 422)})
     async def demo_captcha(model: str | None = None) -> Response:
         """A fresh synthetic captcha of the model's kind; its label is in X-Captcha-Label."""
         served = registry.resolve(model)

@@ -11,6 +11,8 @@ from capforge.serve.inputs import RequestError, checked_bytes, image_bytes, json
 from capforge.serve.metrics import Metrics
 from capforge.serve.recognition import recognize
 from capforge.serve.registry import ModelRegistry
+from capforge.serve.schemas import BearcatAnswer, RecognizeAnswer, RecognizeRequest, errors, form_body
+from capforge.serve.schemas import json_body as json_schema
 
 BEARCAT_OK, BEARCAT_NO_IMG, BEARCAT_BAD = "200", "5004", "5005"
 
@@ -19,7 +21,8 @@ def router(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
     """POST /api/v1/recognize, /api/v1/recognize/file and / (Bearcat)."""
     routes = APIRouter(tags=["recognise"])
 
-    @routes.post("/api/v1/recognize")
+    @routes.post("/api/v1/recognize", response_model=RecognizeAnswer, openapi_extra=json_schema(RecognizeRequest),
+                 responses=errors(400, 401, 404, 413, 415, 422))
     async def recognize_json(request: Request) -> JSONResponse:
         """Recognise a base64 image (or data URL): {"image": "...", "model": "site"}; click captchas
         also take "prompt" (the targets to click, in order) and answer with "clicks"."""
@@ -33,7 +36,9 @@ def router(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
             return JSONResponse(await recognize(model, image_bytes(image, model.settings.MAX_IMAGE_BYTES),
                                                 body.get("prompt")))
 
-    @routes.post("/api/v1/recognize/file")
+    @routes.post("/api/v1/recognize/file", response_model=RecognizeAnswer, responses=errors(400, 401, 404, 413, 415, 422),
+                 openapi_extra=form_body({"file": {"type": "string", "format": "binary"}, "model": {"type": "string"},
+                                          "prompt": {"type": "string"}}, ["file"]))
     async def recognize_file(request: Request) -> JSONResponse:
         """Recognise an uploaded file: multipart form with 'file' (and optional 'model')."""
         metrics.requests.labels("recognize_file").inc()
@@ -51,7 +56,9 @@ def router(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
         return JSONResponse(await recognize(model, checked_bytes(data, model.settings.MAX_IMAGE_BYTES),
                                             form.get("prompt")))
 
-    @routes.post("/")
+    @routes.post("/", response_model=BearcatAnswer, responses=errors(401, 413),
+                 openapi_extra=form_body({"img": {"type": "string", "description": "the image in base64"},
+                                          "model": {"type": "string"}}, ["img"]))
     async def bearcat_compatible(request: Request) -> JSONResponse:
         """The Bearcat_captcha protocol: form field 'img' (base64); answers with return_code."""
         metrics.requests.labels("bearcat").inc()
