@@ -46,7 +46,8 @@ def predict_folder(workspace: Workspace, settings: Mapping[str, Any], folder: Pa
             try:
                 readable.append((name, open_image(path)))
             except ImageError as exc:
-                rows.append({"file": name, "answer": "", "confidence": 0.0, "accepted": False, "problem": str(exc)})
+                problem = str(exc).split(": ", 1)[-1]  # the row names the file already
+                rows.append({"file": name, "answer": "", "confidence": 0.0, "accepted": False, "problem": problem})
         answers = predictor.predict([image for _, image in readable]) if readable else []
         for (name, _), answer in zip(readable, answers):
             rows.append({"file": name, "answer": answer.text, "confidence": round(answer.confidence, 6),
