@@ -209,12 +209,23 @@ def _args_serve(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    return serve_works(ws.root.parent, args)
+
+
+def serve_works(works: Path, args: argparse.Namespace) -> int:
+    """Serve every exported workspace in the folder ``works`` (a container's mounted works/)."""
     from capforge.serve.server import serve
 
-    config = {"works": str(ws.root.parent), "api_key": args.api_key, "demo_captcha": args.demo_captcha,
+    config = {"works": str(works), "api_key": args.api_key, "demo_captcha": args.demo_captcha,
               "models": args.models.split(",") if args.models else None, "overrides": args.overrides}
     serve(config, args.host, args.port, args.workers)
     return 0
+
+
+def is_works_folder(path: Path) -> bool:
+    """Whether ``path`` holds workspaces rather than being one."""
+    return path.is_dir() and not (path / "settings.py").exists() and any(
+        (child / "settings.py").is_file() for child in path.iterdir())
 
 
 def cmd_settings(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
@@ -247,6 +258,8 @@ def _add_step_options(p: argparse.ArgumentParser, step: str) -> None:
 
 
 def _run_step(step: str, workspace: Path, args: argparse.Namespace) -> int:
+    if step == "serve" and is_works_folder(Path(workspace)):  # the server also takes a works folder
+        return serve_works(Path(workspace).resolve(), args)
     ws = open_workspace(workspace)
     settings = load_settings(ws.root, args.overrides)
     return STEPS[step][2](ws, settings, args)
