@@ -119,10 +119,15 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
         super().on_epoch_end(epoch, logs)
 
 
+PATIENT_SHARE = 0.1  # under a budget, patience also spans at least this share of it
+
+
 class EarlyStop(keras.callbacks.Callback):
     """Stop after ``patience`` settled epochs in which neither the score rose nor the
     validation loss fell: a CTC model on its all-blank plateau scores 0 for many epochs while
-    its loss still falls, and a budgeted run is never stopped before its decay."""
+    its loss still falls, and a budgeted run is never stopped before its decay. Under a budget
+    those epochs must also span PATIENT_SHARE of it: a small dataset's epochs take a second, and
+    the budget, not an epoch count, decides how long it trains."""
 
     def __init__(self, monitor: str, patience: int, budget: BudgetSchedule | None) -> None:
         super().__init__()
@@ -130,6 +135,7 @@ class EarlyStop(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.best_score, self.best_loss, self.wait = -math.inf, math.inf, 0
+        self.improved_at = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -137,7 +143,10 @@ class EarlyStop(keras.callbacks.Callback):
         improved = score > self.best_score or loss < self.best_loss
         self.best_score, self.best_loss = max(score, self.best_score), min(loss, self.best_loss)
         self.wait = 0 if improved or not settled(self.budget) else self.wait + 1
-        if self.wait >= self.patience:
+        if self.wait == 0:
+            self.improved_at = time.monotonic()
+        patient_for = PATIENT_SHARE * 60 * self.budget.minutes if self.budget else 0.0
+        if self.wait >= self.patience and time.monotonic() - self.improved_at >= patient_for:
             self.model.stop_training = True
 
 

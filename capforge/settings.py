@@ -130,7 +130,8 @@ OPTIONS: tuple[Option, ...] = (
            minimum=1, maximum=100000),
     Option("LR", 2e-3, float, "initial learning rate", _TRAIN, minimum=1e-7, maximum=1.0),
     Option("EARLY_PATIENCE", 10, int, "epochs in which neither the validation score rose nor its "
-           "loss fell before training stops (with --minutes: counted from the decay on)",
+           "loss fell before training stops (with --minutes: counted from the decay on, and spanning at "
+           "least a tenth of the budget)",
            _TRAIN, minimum=1),
     Option("LR_PATIENCE", 4, int, "epochs without improvement before the learning rate drops",
            _TRAIN, minimum=1),
