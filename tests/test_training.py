@@ -303,3 +303,23 @@ def test_training_draws_the_model_diagram(tmp_path: Path) -> None:
     inputs = keras.Input((8, 8, 1))
     draw_model(keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs))), tmp_path / "model.png")
     assert (tmp_path / "model.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_early_stop_under_a_budget_waits_a_tenth_of_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from capforge import callbacks
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock["now"])
+    budget = SimpleNamespace(minutes=5.0, epoch_decayed=True)  # a 5-minute budget, in its decay
+    stop = callbacks.EarlyStop("val_seq_acc", patience=3, budget=budget)
+    stop.set_model(SimpleNamespace(stop_training=False))
+    stop.on_train_begin()
+    for epoch in range(12):  # one-second epochs that never improve after the first
+        clock["now"] += 1.0
+        stop.on_epoch_end(epoch, {"val_seq_acc": 0.5, "val_loss": 1.0})
+    assert not stop.model.stop_training  # 3 flat epochs, but only 11 of the 30 patient seconds
+    clock["now"] += 30.0
+    stop.on_epoch_end(12, {"val_seq_acc": 0.5, "val_loss": 1.0})
+    assert stop.model.stop_training
