@@ -28,6 +28,23 @@ def pyplot() -> Any:
     return plt
 
 
+def image_grid(count: int, columns: int, row_height: float) -> tuple[Any, list[Any]]:
+    """A figure of ``count`` picture panels, ``columns`` to a row, axes hidden; the panels."""
+    plt = pyplot()
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(12, row_height * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    return fig, list(axes.flat)[:count]
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write ``fig`` to ``path`` and free it."""
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot().close(fig)
+
+
 def worst_grid(rows: list[dict[str, Any]], path: Path, limit: int = 24) -> None:
     """PNG grid of the wrong answers, most confident first (the most dangerous ones)."""
     from PIL import Image
@@ -35,19 +52,12 @@ def worst_grid(rows: list[dict[str, Any]], path: Path, limit: int = 24) -> None:
     wrong = sorted((r for r in rows if not r["correct"]), key=lambda r: -r["confidence"])[:limit]
     if not wrong:
         return
-    plt = pyplot()
-    columns = 4
-    fig, axes = plt.subplots(-(-len(wrong) // columns), columns, figsize=(12, 1.8 * -(-len(wrong) // columns)),
-                             squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, row in zip(axes.flat, wrong):
+    fig, panels = image_grid(len(wrong), 4, 1.8)
+    for axis, row in zip(panels, wrong):
         with Image.open(row["path"]) as image:
             axis.imshow(image.convert("RGB"))
         axis.set_title(f"{row['label']} -> {row['prediction']} ({row['confidence']:.2f})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def confusion_picture(confusions: Counter, path: Path) -> None:
@@ -74,9 +84,7 @@ def confusion_picture(confusions: Counter, path: Path) -> None:
         axis.axis("off")
         axis.text(0.5, 0.5, "no symbol was read as another", ha="center", va="center")
     axis.set_title("most confused symbols")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def reliability_picture(buckets: Sequence[dict[str, Any]], path: Path) -> None:
@@ -97,9 +105,7 @@ def reliability_picture(buckets: Sequence[dict[str, Any]], path: Path) -> None:
     bottom.set_xlim(0, 1)
     bottom.set_xlabel("confidence")
     bottom.set_ylabel("answers")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def save_report(workspace: Workspace, split: str, report: dict[str, Any]) -> Path:

@@ -21,7 +21,7 @@ from capforge.data.records import load_arrays, make_dataset
 from capforge.errors import DataError, NotBuiltError, SettingsError, WorkspaceError
 from capforge.models.backbones import build_backbone
 from capforge.modes import MODE_CLASSES, Mode, make_mode
-from capforge.reports import pyplot
+from capforge.reports import pyplot, save_figure
 from capforge.workspace import Workspace, hook
 
 TRAINING_FILE = "training.json"
@@ -125,9 +125,7 @@ def plot_curves(csv_path: Path, png_path: Path, monitor: str = "val_seq_acc") ->
         axis.set_xlabel("epoch")
         axis.set_title(title)
         axis.legend()
-    fig.tight_layout()
-    fig.savefig(png_path)
-    plt.close(fig)
+    save_figure(fig, png_path)
 
 
 def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | None = None,
