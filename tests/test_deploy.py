@@ -25,7 +25,8 @@ def test_the_serve_extra_alone_serves_an_export(served_works: Path, tmp_path: Pa
                              text=True, timeout=900)
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
     found = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('tensorflow'), "
-                            "u.find_spec('capforge').origin)"], capture_output=True, text=True, env=env)
+                            "u.find_spec('capforge').origin)"], capture_output=True, text=True, env=env,
+                           cwd=tmp_path)
     assert found.stdout.startswith("None ") and str(tmp_path / "venv") in found.stdout, found.stdout
     server = subprocess.Popen(["sh", str(REPO / "deploy" / "serve.sh"), "start"], env=env, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
