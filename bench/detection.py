@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
 
 from capforge.cli import invoke  # noqa: E402
-from capforge.data.boxes import read_voc  # noqa: E402
-from capforge.data.clicks import ClickSpec  # noqa: E402
+from capforge.modes.efficientdet.boxes import read_voc  # noqa: E402
+from capforge.modes.efficientdet.clicks import ClickSpec  # noqa: E402
 from capforge.data.generate import generate  # noqa: E402
 from capforge.settings import load_settings  # noqa: E402
 from capforge.workspace import create_workspace  # noqa: E402

@@ -50,7 +50,7 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from capforge.data.pipeline import load_arrays, make_dataset
+    from capforge.data.records import load_arrays, make_dataset
     from capforge.train import build_model, prepare
 
     settings = load_settings(ws.root)

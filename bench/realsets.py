@@ -67,6 +67,23 @@ SETS: dict[str, RealSet] = {
     "tiles12306": RealSet("tiles", "NUM_CLASSES", lambda p: p.parent.name, GIVEN_TEST),
 }
 SMALL = (("swust4", 300), ("henan4", 300))  # the size of a hand-labelled start
+# The captcha package's images (4 of 0-9a-z, 160x60), drawn here: a row, never a default run's.
+SYNTHETIC = "synthetic"
+SETS[SYNTHETIC] = RealSet("text", "CTC", lambda p: p.name.split("_")[0], GIVEN_TEST)
+SYNTHETIC_COUNTS = {"train": 20000, "test": 1000}
+
+
+def synthetic_data(works: Path) -> Path:
+    """The synthetic set (train/ and test/, as the real sets are), drawn once into ``works``."""
+    from capforge.data.generate import CaptchaSpec, generate
+
+    root = works / "synthetic-data"
+    for split, count in SYNTHETIC_COUNTS.items():
+        if len(images_of(root / split)) < count:
+            shutil.rmtree(root / split, ignore_errors=True)
+            generate(CaptchaSpec("0123456789abcdefghijklmnopqrstuvwxyz", 4, 4), root / split, count,
+                     seed=SEED + (split == "test"))
+    return root
 
 
 def images_of(folder: Path) -> list[Path]:
@@ -279,14 +296,15 @@ def write_markdown(rows: list[dict[str, Any]], budget: float, command: str) -> N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=Path, default=ROOT.parent / "shared" / "datasets")
-    parser.add_argument("--sets", nargs="+", choices=list(SETS), help="only these sets")
+    parser.add_argument("--sets", nargs="*", choices=list(SETS),
+                        help="only these sets (none: only the --backbones rows)")
     parser.add_argument("--train-limit", type=int, help="keep a seeded choice of N training images")
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget per run (default 5)")
     parser.add_argument("--contenders", choices=("run", "reuse", "skip"), default="run",
                         help="reuse: take the reference and ddddocr rows from an earlier run of this budget")
     parser.add_argument("--only-contenders", action="store_true", help="run the reference and ddddocr only")
-    parser.add_argument("--backbones", action="store_true",
-                        help="also one capforge row per registered backbone on rkn6")
+    parser.add_argument("--backbones", nargs="*", metavar="NAME",
+                        help="also one capforge row per registered backbone on rkn6 (or per NAME given)")
     parser.add_argument("--works", type=Path, default=Path("/tmp/capforge-realsets"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for capforge's steps (e.g. a variant to compare)")
@@ -295,10 +313,10 @@ def main() -> None:
                         help="add suspected label errors to the capforge rows of an earlier run (its --works)")
     args = parser.parse_args()
     print(f"machine: {describe()}", flush=True)
-    if args.sets:
+    if args.sets is not None:
         runs = [(s, args.train_limit) for s in args.sets]
     else:
-        runs = [(s, args.train_limit) for s in SETS] + ([] if args.train_limit else list(SMALL))
+        runs = [(s, args.train_limit) for s in SETS if s != SYNTHETIC] + ([] if args.train_limit else list(SMALL))
     args.works.mkdir(parents=True, exist_ok=True)
     rows = load_rows()
     today = datetime.date.today().isoformat()
@@ -329,17 +347,17 @@ def main() -> None:
         runs = []
     for name, limit in runs:
         spec = SETS[name]
-        data = args.datasets / name
+        data = synthetic_data(args.works) if name == SYNTHETIC else args.datasets / name
         if not args.only_contenders:
             record(name, limit, f"capforge{args.tag}", lambda: run_capforge(
                 name, spec, data, limit, args.minutes, args.works, args.overrides, args.tag))
         record(name, limit, "reference", lambda: run_reference(spec, data, limit, args.minutes))
         if spec.kind == "text":
             record(name, limit, "ddddocr", lambda: run_ddddocr(spec, data))
-    if args.backbones:
+    if args.backbones is not None:
         from capforge.models.backbones import BACKBONES
 
-        for backbone in BACKBONES:
+        for backbone in args.backbones or BACKBONES:
             tag = f"{args.tag}/{backbone}"
             record("rkn6", args.train_limit, f"capforge{tag}", lambda: run_capforge(
                 "rkn6", SETS["rkn6"], args.datasets / "rkn6", args.train_limit, args.minutes, args.works,

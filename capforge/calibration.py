@@ -42,10 +42,10 @@ def log_loss(confidences: np.ndarray, correct: np.ndarray) -> float:
 
 def fit_temperature(mode: Mode, probs: np.ndarray, labels: Sequence[str]) -> dict[str, float | int]:
     """The temperature that calibrates ``mode``'s answers on ``probs`` (the model's outputs for
-    images labelled ``labels``), with the log loss before and after; T = 1 for detection
-    models and when there are fewer than MIN_IMAGES images."""
+    images labelled ``labels``), with the log loss before and after; T = 1 for modes that are
+    not ``calibrated`` and when there are fewer than MIN_IMAGES images."""
     result: dict[str, float | int] = {"temperature": 1.0, "images": len(labels)}
-    if mode.feature_kind == "detection" or len(labels) < MIN_IMAGES:
+    if not mode.calibrated or len(labels) < MIN_IMAGES:
         return result
     correct = np.array([a.text == t for a, t in zip(mode.decode(probs), labels)], dtype=float)
 

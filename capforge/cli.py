@@ -1,244 +1,28 @@
-"""The console entry: ``capforge <step> <workspace>`` and the workspace scripts.
-
-Each workspace script calls :func:`run_step`, which parses the same options as the matching
-``capforge`` sub-command. A :class:`CapforgeError` is caught here, once: its message is printed
-on one line and the process exits non-zero, with no traceback.
-"""
+"""The console entry: ``capforge new | demo | <step> <workspace>`` (the steps: capforge.steps)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from capforge import __version__
-from capforge.errors import Aborted, CapforgeError, DataError, NotBuiltError
-from capforge.settings import MODES, Settings, load_settings
-from capforge.workspace import STEP_SCRIPTS, Workspace, create_workspace, hook, open_workspace
+from capforge.demo import run_demo
+from capforge.settings import MODES, OPTIONS_BY_NAME
+from capforge.steps import STEPS, _add_step_options, _guarded, _run_step, invoke, run_step
+from capforge.workspace import create_workspace
 
-Handler = Callable[[Workspace, Settings, argparse.Namespace], int]
-
-
-def _confirm(question: str) -> bool:
-    if not sys.stdin or not sys.stdin.isatty():
-        raise Aborted(f"{question} Refusing without a terminal to confirm; pass --yes")
-    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
-
-
-# ---- the steps -------------------------------------------------------------------------
-
-def _args_init(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reset", action="store_true", help="empty checkpoints/ and logs/ (asks first)")
-    p.add_argument("--yes", action="store_true", help="do not ask before --reset")
-
-
-def cmd_init(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    created = ws.init_layout()
-    print(f"{ws.root}: " + (f"created {', '.join(ws.relative(c) for c in created)}"
-                            if created else "all folders present"))
-    if args.reset:
-        removed = ws.reset((lambda _: True) if args.yes else _confirm)
-        print(f"reset: removed {len(removed)} item(s) from checkpoints/ and logs/; "
-              "data and exports untouched")
-    return 0
-
-
-def _args_gen(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--count", type=int, default=1000, help="how many images (default 1000)")
-    p.add_argument("--length", help="label length N or range MIN-MAX (default CAPTCHA_LENGTH); "
-                   "EFFICIENTDET: targets per image (default 3-5)")
-    p.add_argument("--charset", help="characters to draw from (default CHARSET, else 0-9a-z)")
-    p.add_argument("--width", type=int, help="image width (default 160; click captchas 320)")
-    p.add_argument("--height", type=int, help="image height (default 60; click captchas 160)")
-    p.add_argument("--format", default="png", help="png, jpg, gif, bmp or webp (default png)")
-    p.add_argument("--seed", type=int, help="seed for reproducible output (default: a new one)")
-    p.add_argument("--out", type=Path, help="output folder (default data/pool)")
-    p.add_argument("--workers", type=int, help="processes (default: one per core)")
-
-
-def cmd_gen(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    import random
-
-    from capforge.data.clicks import ClickSpec
-    from capforge.data.generate import CaptchaSpec, generate, parse_length
-
-    charset = args.charset or settings.CHARSET or "0123456789abcdefghijklmnopqrstuvwxyz"
-    if isinstance(charset, list):
-        charset = "".join(charset)
-    if settings.MODE == "EFFICIENTDET":
-        low, high = parse_length(args.length) if args.length else (3, 5)
-        spec = ClickSpec(charset, low, high, args.width or 320, args.height or 160, font_path=settings.FONT_PATH)
-    else:
-        low, high = parse_length(args.length) if args.length else (settings.CAPTCHA_LENGTH,) * 2
-        spec = CaptchaSpec(charset, low, high, args.width or 160, args.height or 60, args.format.lower())
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**9)
-    out = (args.out or ws.pool).resolve()
-    paths = generate(spec, out, args.count, seed, args.workers)
-    boxes = " with VOC XML boxes" if settings.MODE == "EFFICIENTDET" else ""
-    print(f"wrote {len(paths)} images{boxes} to {ws.relative(out)} (seed {seed}; "
-          f"--seed {seed} reproduces them)")
-    return 0
-
-
-def _args_check(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fix", action="store_true", help="move bad files to data/quarantine")
-
-
-def cmd_check(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    from capforge.data.inspect import format_report, inspect, quarantine, save_report
-
-    report = inspect(ws, settings, hook(ws, "utils", "label_from_path"),
-                     hook(ws, "utils", "preprocess_image"))
-    print(format_report(report, ws, settings))
-    ws.data.mkdir(parents=True, exist_ok=True)
-    save_report(report, ws.data / "check_report.json")
-    print(f"full report: {ws.relative(ws.data / 'check_report.json')}")
-    if report.findings and args.fix:
-        moved = quarantine(report.findings, ws)
-        print(f"moved {len(moved)} file(s) to {ws.relative(ws.quarantine)} "
-              "(reasons in REASONS.tsv); nothing was deleted")
-        return 0
-    return 1 if report.findings else 0
-
-
-def _args_split(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", type=Path,
-                   help="split a folder outside the workspace (copied; default: move data/pool)")
-
-
-def cmd_split(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    from capforge.data.labels import iter_images
-    from capforge.data.split import split
-
-    ws.init_layout()
-    result = split(ws, settings, args.source)
-    totals = {s: sum(1 for _ in iter_images(ws.split_dir(s))) for s in ("train", "validation", "test")}
-    if not result.moves:
-        if not any(totals.values()):
-            raise DataError(f"no images in {ws.relative(args.source or ws.pool)}; generate some with "
-                            "gen_sample_by_captcha.py or drop labelled images there")
-        print("nothing new to split; " + ", ".join(f"{k} {v}" for k, v in totals.items()))
-        return 0
-    verb = "copied" if args.source else "moved"
-    print(f"{verb} {sum(result.counts.values())} images: "
-          + ", ".join(f"{s} +{result.counts[s]}" for s in ("train", "validation", "test"))
-          + "; now " + ", ".join(f"{k} {v}" for k, v in totals.items()))
-    return 0
-
-
-def _args_pack(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, help="processes (default: one per core)")
-
-
-def cmd_pack(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    from capforge.data.tfrecord import pack
-
-    manifest = pack(ws, settings, args.workers)
-    for split, info in manifest["splits"].items():
-        skipped = manifest["skipped"][split]
-        note = f" (skipped {len(skipped)} unreadable or unlabelled, e.g. {skipped[0]})" if skipped else ""
-        print(f"{split}: {info['count']} images in {len(info['shards'])} shard(s){note}")
-    print(f"wrote {ws.relative(ws.packed)}/manifest.json")
-    return 0
-
-
-def _args_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--minutes", type=float, help="stop after this much wall time")
-    p.add_argument("--continue", dest="continue_from_best", action="store_true",
-                   help="train the best checkpoint of a finished run further")
-
-
-def cmd_train(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    from capforge.train import train
-
-    summary = train(ws, settings, args.minutes, args.continue_from_best)
-    print(f"trained {summary['epochs_run']} epoch(s) in {summary['seconds']} s"
-          + (" (resumed)" if summary["resumed"] else "")
-          + (f"; best {summary['monitor']} {summary['best']:.4f}" if summary["best"] is not None else "")
-          + "; "
-          f"checkpoint {ws.relative(ws.checkpoints)}/best.keras, curves logs/training_curves.png")
-    return 0
-
-
-def cmd_export(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    from capforge.export import export
-
-    manifest = export(ws, settings)
-    parity = manifest["parity"]
-    print(f"exported {ws.relative(ws.exports)}/current (model.onnx, model.keras, manifest.json); "
-          f"parity on {parity['images']} images: same text, max output difference "
-          f"{parity['max_abs_diff']:.1e}")
-    return 0
-
-
-def _args_test(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", default="test", choices=("test", "validation", "train"))
-
-
-def cmd_test(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    from capforge.evaluate import evaluate, summary_text
-
-    report = evaluate(ws, settings, args.split)
-    print(summary_text(report))
-    return 0
-
-
-def _args_serve(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--workers", type=int, help="server processes, each with its own copy of the models "
-                   "(default: one per core, at most 4)")
-    p.add_argument("--models", help="comma-separated site names to serve (default: every export)")
-    p.add_argument("--api-key", default="", help="require this X-API-Key header (or CAPFORGE_API_KEY)")
-    p.add_argument("--demo-captcha", action="store_true", help="serve synthetic captchas at /demo/captcha")
-
-
-def cmd_serve(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    from capforge.serve.server import serve
-
-    config = {"works": str(ws.root.parent), "api_key": args.api_key, "demo_captcha": args.demo_captcha,
-              "models": args.models.split(",") if args.models else None, "overrides": args.overrides}
-    serve(config, args.host, args.port, args.workers)
-    return 0
-
-
-def cmd_settings(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    print(f"# {settings.source}")
-    print(settings.describe())
-    return 0
-
-
-STEPS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, Handler]] = {
-    "init": ("create the folders; --reset clears checkpoints and logs", _args_init, cmd_init),
-    "gen": ("generate synthetic captchas", _args_gen, cmd_gen),
-    "check": ("check the data and suggest settings", _args_check, cmd_check),
-    "split": ("split data/pool into train / validation / test", _args_split, cmd_split),
-    "pack": ("pack TFRecords", _args_pack, cmd_pack),
-    "train": ("train the model", _args_train, cmd_train),
-    "test": ("evaluate on the test split", _args_test, cmd_test),
-    "export": ("export .keras and ONNX", None, cmd_export),
-    "serve": ("serve exported models over HTTP", _args_serve, cmd_serve),
-    "settings": ("print the resolved settings", None, cmd_settings),
-}
-
-
-def _add_step_options(p: argparse.ArgumentParser, step: str) -> None:
-    add = STEPS[step][1]
-    if add:
-        add(p)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting for this run (repeatable), e.g. --set EPOCHS=3")
+__all__ = ["build_parser", "invoke", "main", "run_step"]  # invoke, run_step: older workspaces import them here
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="capforge", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="capforge", description="scaffold, train and serve captcha recognisers, one workspace per site")
     parser.add_argument("--version", action="version", version=f"capforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     new = sub.add_parser("new", help="scaffold a workspace")
     new.add_argument("works_dir", type=Path, help="folder that holds the workspaces, e.g. works")
     new.add_argument("site_name", help="the workspace (and model) name, e.g. weibo")
-    new.add_argument("--mode", default="CTC", type=str.upper, choices=MODES)
+    new.add_argument("--mode", default=OPTIONS_BY_NAME["MODE"].default, type=str.upper, choices=MODES)
     new.add_argument("--force", action="store_true",
                      help="re-render an existing workspace (changed files kept as .bak)")
     demo = sub.add_parser("demo", help="run the whole pipeline on a built-in default")
@@ -253,24 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_step(step: str, workspace: Path, args: argparse.Namespace) -> int:
-    ws = open_workspace(workspace)
-    settings = load_settings(ws.root, args.overrides)
-    return STEPS[step][2](ws, settings, args)
-
-
-def _guarded(action: Callable[[], int]) -> int:
-    """Run ``action``; turn a CapforgeError into a one-line message and its exit code."""
-    try:
-        return action()
-    except CapforgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``capforge`` console script."""
     args = build_parser().parse_args(argv)
@@ -282,22 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"run gen_sample_by_captcha.py or drop labelled images into data/pool")
             return 0
         if args.command == "demo":
-            from capforge.demo import run_demo
             return run_demo(args.works, args.count, args.minutes, not args.no_serve)
         return _run_step(args.command, args.workspace, args)
 
-    return _guarded(action)
-
-
-def invoke(step: str, workspace: Path, argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` as the workspace script of ``step`` would, run it, return the exit code."""
-    script = next((s for s, (c, _) in STEP_SCRIPTS.items() if c == step), step)
-    parser = argparse.ArgumentParser(prog=script, description=STEP_SCRIPTS.get(script, ("", ""))[1])
-    _add_step_options(parser, step)
-    args = parser.parse_args(argv)
-    return _guarded(lambda: _run_step(step, workspace, args))
-
-
-def run_step(step: str, workspace: Path) -> None:
-    """Entry point of the workspace scripts: run ``step`` with the command line; exits."""
-    raise SystemExit(invoke(step, workspace))
+    return _guarded(action, quiet=args.command != "serve")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from capforge.cli import STEPS, invoke
-from capforge.data.labels import iter_images
+from capforge.steps import STEPS, invoke
+from capforge.data.images import iter_images
 from capforge.workspace import Workspace, create_workspace
 
 DEMO_SITE = "demo"

@@ -1,7 +1,7 @@
 """The one exception hierarchy of capforge.
 
 Every mistake a user can make (bad settings, a bad path, bad data) raises a subclass of
-:class:`CapforgeError`. ``capforge.cli`` catches it once, prints the message and exits non-zero
+:class:`CapforgeError`. ``capforge.steps`` catches it once, prints the message and exits non-zero
 without a traceback. Anything else is a bug and keeps its traceback.
 """
 
@@ -42,3 +42,7 @@ class Aborted(CapforgeError):
     """Raised when the user declines a confirmation prompt."""
 
     exit_code = 1
+
+
+class TargetNotFound(CapforgeError):
+    """Raised when a prompted click target matches none of the detected boxes."""

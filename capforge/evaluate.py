@@ -7,19 +7,22 @@ export exists the latest best checkpoint is used, and the report says so.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 from tqdm import tqdm
 
-from capforge.data.labels import LabelReader, iter_images
+from capforge.data.charset import Charset
+from capforge.data.images import Preprocessing, iter_images
+from capforge.data.labels import LabelReader
 from capforge.errors import DataError, ImageError, WorkspaceError
+from capforge.modes import MODE_CLASSES, make_mode
+from capforge.reports import confusion_picture, reliability_picture, save_report, worst_grid
 from capforge.serve.predictor import MANIFEST, Predictor
+from capforge.train import BEST, TRAINING_FILE, load_checkpoint
 from capforge.workspace import Workspace, hook
 
 BUCKETS = np.linspace(0.0, 1.0, 11)
@@ -29,11 +32,6 @@ class CheckpointPredictor(Predictor):
     """The best Keras checkpoint behind the Predictor interface (before an export exists)."""
 
     def __init__(self, workspace: Workspace) -> None:  # noqa: D107 - no onnxruntime session
-        from capforge.data.charset import Charset
-        from capforge.data.images import Preprocessing
-        from capforge.modes import make_mode
-        from capforge.train import BEST, TRAINING_FILE, load_checkpoint
-
         record = json.loads((workspace.checkpoints / TRAINING_FILE).read_text(encoding="utf-8"))
         self.manifest = record
         self.preprocessing = Preprocessing(**record["preprocessing"])
@@ -73,40 +71,14 @@ def calibration_error(rows: list[dict[str, Any]]) -> float:
     return sum(row["count"] * abs(row["accuracy"] - row["mean_confidence"]) for row in rows if row["count"]) / total
 
 
-def _worst_grid(rows: list[dict[str, Any]], path: Path, limit: int = 24) -> None:
-    """PNG grid of the wrong answers, most confident first (the most dangerous ones)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    wrong = sorted((r for r in rows if not r["correct"]), key=lambda r: -r["confidence"])[:limit]
-    if not wrong:
-        return
-    columns = 4
-    fig, axes = plt.subplots(-(-len(wrong) // columns), columns, figsize=(12, 1.8 * -(-len(wrong) // columns)),
-                             squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, row in zip(axes.flat, wrong):
-        with Image.open(row["path"]) as image:
-            axis.imshow(image.convert("RGB"))
-        axis.set_title(f"{row['label']} -> {row['prediction']} ({row['confidence']:.2f})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "test",
              progress: bool = True) -> dict[str, Any]:
     """Evaluate every image of ``split``; write reports/<split>_report.json and a PNG grid."""
     predictor, source = load_predictor(workspace)
     mode = predictor.mode
-    if mode.feature_kind == "detection":
-        from capforge.evaluate_detection import evaluate_detection
-
-        return evaluate_detection(workspace, settings, predictor, source, split, progress)
+    own = mode.evaluate(workspace, settings, predictor, source, split, progress)
+    if own is not None:  # a mode with its own measures (detection: mAP)
+        return own
     folder = workspace.split_dir(split)
     reader = LabelReader(settings, hook(workspace, "utils", "label_from_path"))
     items = [(p, reader.label(p, folder)) for p in iter_images(folder)]
@@ -145,7 +117,7 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
     n = len(rows)
     calibration_rows = calibration([r["confidence"] for r in rows], [r["correct"] for r in rows])
     report = {
-        "split": split, "model": source, "images": n, "skipped": skipped,
+        "split": split, "mode": mode.name, "model": source, "images": n, "skipped": skipped,
         "sequence_accuracy": sum(r["correct"] for r in rows) / n,
         "character_accuracy": 1 - (edits["replace"] + edits["delete"]) / max(1, total_symbols),
         "cer": sum(edits.values()) / max(1, total_symbols),
@@ -159,28 +131,18 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
         "wrong": [r for r in rows if not r["correct"]][:200],
     }
     target = save_report(workspace, split, report)
-    _worst_grid(rows, target.with_name(f"{split}_worst.png"))
+    worst_grid(rows, target.with_name(f"{split}_worst.png"))
+    confusion_picture(confusions, target.with_name(f"{split}_confusions.png"))
+    reliability_picture(calibration_rows, target.with_name(f"{split}_reliability.png"))
     return report
 
 
-def save_report(workspace: Workspace, split: str, report: dict[str, Any]) -> Path:
-    """Write reports/<split>_report.json (under a temporary name first); note its path in it."""
-    reports = workspace.root / "reports"
-    reports.mkdir(exist_ok=True)
-    target = reports / f"{split}_report.json"
-    partial = target.with_name(target.name + ".part")
-    partial.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(partial, target)
-    report["report_path"] = workspace.relative(target)
-    return target
-
-
 def summary_text(report: Mapping[str, Any]) -> str:
-    """A short readable summary of a report."""
-    if "map50" in report:
-        from capforge.evaluate_detection import detection_summary
-
-        return detection_summary(report)
+    """A short readable summary of a report (in the words of its mode, where it has its own)."""
+    mode_cls = MODE_CLASSES.get(report.get("mode", ""))
+    own = mode_cls.summary(report) if mode_cls else None
+    if own is not None:
+        return own
     lines = [
         f"model: {report['model']}",
         f"{report['split']}: {report['images']} images"
@@ -202,5 +164,7 @@ def summary_text(report: Mapping[str, Any]) -> str:
                  + (f"; temperature {report['temperature']:g}, fitted on validation at export"
                     if report["temperature"] != 1.0 else ""))
     lines.append(f"{report['ms_per_image']:.2f} ms per image (batches of 64, preprocessing included)")
-    lines.append(f"report: {report['report_path']}")
+    split = report["split"]
+    lines.append(f"report: {report['report_path']}; pictures: reports/{split}_worst.png (wrong answers), "
+                 f"{split}_confusions.png, {split}_reliability.png")
     return "\n".join(lines)

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+from tqdm import tqdm
 
 from capforge import __version__
 from capforge.calibration import fit_temperature
-from capforge.data.labels import LabelReader, iter_images
+from capforge.data.images import iter_images
+from capforge.data.labels import LabelReader
 from capforge.errors import CapforgeError, WorkspaceError
 from capforge.onnx_export import export_onnx
 from capforge.serve.predictor import MANIFEST, Predictor
@@ -45,14 +47,14 @@ def calibrate(workspace: Workspace, settings: Mapping[str, Any], predictor: Pred
               images: list[Path]) -> dict[str, Any]:
     """The answer temperature fitted on the validation images (never on test or train images,
     whose reports it would flatter); T = 1 without them."""
-    if split != "validation" or predictor.mode.feature_kind == "detection":
+    if split != "validation" or not predictor.mode.calibrated:
         return {"temperature": 1.0, "images": 0}
     reader = LabelReader(settings, hook(workspace, "utils", "label_from_path"))
     folder = workspace.split_dir(split)
     labelled = [(path, label) for path in images
                 if (label := reader.label(path, folder)) is not None and predictor.mode.accepts(label)]
     outputs = [predictor.probabilities(predictor.inputs([path for path, _ in labelled[start:start + 64]]))
-               for start in range(0, len(labelled), 64)]
+               for start in tqdm(range(0, len(labelled), 64), desc="calibrating", unit="batch")]
     if not outputs:
         return {"temperature": 1.0, "images": 0}
     return fit_temperature(predictor.mode, np.concatenate(outputs), [label for _, label in labelled])
@@ -61,7 +63,7 @@ def calibrate(workspace: Workspace, settings: Mapping[str, Any], predictor: Pred
 def check_parity(keras_model: Any, predictor: Predictor, images: list[Path], tolerance: float) -> dict[str, Any]:
     """Compare Keras and ONNX on the same preprocessed inputs; raise ParityError on mismatch."""
     worst, mismatches = 0.0, []
-    for start in range(0, len(images), 64):
+    for start in tqdm(range(0, len(images), 64), desc="checking parity", unit="batch"):
         chunk = images[start:start + 64]
         batch = predictor.inputs(chunk)
         expected = np.asarray(keras_model.predict_on_batch(batch))
@@ -89,6 +91,7 @@ def export(workspace: Workspace, settings: Mapping[str, Any]) -> dict[str, Any]:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     shutil.copy2(best, staging / "model.keras")
+    print("converting to ONNX...", flush=True)  # one call, tens of seconds for a recurrent model
     onnx_kind = export_onnx(model, staging / "model.onnx")
     utils = workspace.root / "utils.py"
     if utils.is_file():

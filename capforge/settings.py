@@ -1,4 +1,5 @@
-"""Settings: one table of defaults, loading of a workspace's overrides, and validation.
+"""Settings: one table of defaults, loading of a workspace's overrides, and validation (the
+table of every option, with its help, is most of this module's length).
 
 A workspace ``settings.py`` holds only the user's overrides (Django's settings over its global
 defaults). Loading checks every value against the table below: an unknown name suggests the
@@ -19,21 +20,14 @@ import runpy
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterator, Mapping, Sequence
 
 from capforge.errors import SettingsError
+from capforge.models.backbones import BACKBONES as BACKBONE_BUILDERS
+from capforge.modes import MODE_CLASSES
 
-MODES = ("ORDINARY", "NUM_CLASSES", "CTC", "CTC_TINY", "EFFICIENTDET")
-BACKBONES = (
-    "small_cnn",
-    "tiny_cnn",
-    "densenet121",
-    "densenet169",
-    "mobilenet_v2",
-    "mobilenet_v3_small",
-    "mobilenet_v3_large",
-    "efficientnet_b0",
-)
+MODES = MODE_CLASSES.keys()  # a live view: a mode added to the registry is a valid MODE at once
+BACKBONES = BACKBONE_BUILDERS.keys()
 RESIZE_POLICIES = ("pad", "stretch")
 
 
@@ -46,7 +40,7 @@ class Option:
     kind: type | tuple[type, ...]
     help: str
     section: str
-    choices: tuple[Any, ...] | None = None
+    choices: Collection[Any] | None = None
     minimum: float | None = None
     maximum: float | None = None
 
@@ -136,7 +130,8 @@ OPTIONS: tuple[Option, ...] = (
            minimum=1, maximum=100000),
     Option("LR", 2e-3, float, "initial learning rate", _TRAIN, minimum=1e-7, maximum=1.0),
     Option("EARLY_PATIENCE", 10, int, "epochs in which neither the validation score rose nor its "
-           "loss fell before training stops (with --minutes: counted from the decay on)",
+           "loss fell before training stops (with --minutes: counted from the decay on, and spanning at "
+           "least a tenth of the budget)",
            _TRAIN, minimum=1),
     Option("LR_PATIENCE", 4, int, "epochs without improvement before the learning rate drops",
            _TRAIN, minimum=1),
@@ -182,30 +177,15 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
-# Defaults that differ by MODE: CTC_TINY uses the half-width CNN; a detector sees the whole
-# colour picture at a size its five feature levels divide (multiples of 32), and trains on small
-# batches at a higher rate: on two CPU cores an epoch of 1,600 images took ~235 s at batch 16 and
-# 250-300 s at batch 4, and the four times as many steps matter more (bench/detection.py, 20
-# minutes, LR 0.003: test mAP@0.5 0.80 at batch 16, 0.91 at 8, 0.93 at 4; at 4 again, once the
-# optimizer was built before the first step, 0.951 and 0.956 in two runs).
-# LR 0.002 with augmentation (the global defaults) was measured best for every recognition mode:
-# on 20,000 captcha-package images (bench/accuracy.py, 10 minutes, weight averaging on) CTC's
-# test sequence accuracy was 0.959-0.967 at LR 0.001 with or without augmentation, 0.972 at 0.002
-# without and 0.976 at 0.002 with it (which also kept the validation loss lowest: 0.087 against
-# 0.12; 0.974 at 0.004); CTC_TINY's went from 0.953 (LR 0.001, no augmentation) to 0.966,
-# ORDINARY's from 0.820 to 0.865, and NUM_CLASSES' (one-character images as 36 classes, 5
-# minutes) from 0.992 to 0.998. Augmented models are underconfident; the temperature fitted at
-# export corrects that.
-MODE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "CTC_TINY": {"BACKBONE": "tiny_cnn"},
-    "EFFICIENTDET": {"IMAGE_HEIGHT": 128, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "BATCH_SIZE": 4,
-                     "LR": 0.003, "EARLY_PATIENCE": 15},
-}
+# Why the defaults are what they are: bench/results/defaults.md.
 
 
 def default_of(name: str, mode: str) -> Any:
-    """The default of setting ``name`` under MODE ``mode``."""
-    return MODE_DEFAULTS.get(mode, {}).get(name, OPTIONS_BY_NAME[name].default)
+    """The default of setting ``name`` under MODE ``mode`` (the mode's own, else the table's)."""
+    mode_cls = MODE_CLASSES.get(mode)
+    return (mode_cls.defaults if mode_cls else {}).get(name, OPTIONS_BY_NAME[name].default)
+
+
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(o.section for o in OPTIONS))
 
 
@@ -352,12 +332,9 @@ def _check_together(values: dict[str, Any], path: Path | None) -> None:
     if values["VALIDATION_SPLIT"] + values["TEST_SPLIT"] >= 0.9:
         raise SettingsError(f"{where}VALIDATION_SPLIT + TEST_SPLIT must leave at least 10 % for "
                             f"training; received {values['VALIDATION_SPLIT']} + {values['TEST_SPLIT']}")
-    if values["MODE"] == "EFFICIENTDET":
-        for name in ("IMAGE_HEIGHT", "IMAGE_WIDTH"):
-            if values[name] % 32 or values[name] < 64:
-                raise SettingsError(f"{where}MODE='EFFICIENTDET' needs {name} to be a multiple of 32 of at "
-                                    f"least 64 (its feature levels halve the image five times); received "
-                                    f"{values[name]}")
+    problem = MODE_CLASSES[values["MODE"]].settings_problem(values)
+    if problem:
+        raise SettingsError(f"{where}{problem}")
     charset = values["CHARSET"]
     if isinstance(charset, str) and len(set(charset)) != len(charset):
         repeated = sorted({c for c in charset if charset.count(c) > 1})

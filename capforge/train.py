@@ -1,32 +1,27 @@
-"""train.py: build the Mode's model on its backbone and fit it on the packed data.
-
-Callbacks: BackupAndRestore (a killed run resumes with its epoch, optimizer state and log), a
-moving average of the weights (WEIGHT_AVERAGE) that everything after it sees, the mode's score
-on the whole validation set (``val_seq_acc``, exact-sequence accuracy; ``val_map50`` for
-EFFICIENTDET; computed before the others so they can read it), ModelCheckpoint of the best
-score, EarlyStopping with restore_best_weights, ReduceLROnPlateau, TensorBoard, CSVLogger and a
-wall-time limit.
-"""
+"""train.py: build the Mode's model on its backbone and fit it on the packed data, with the
+callbacks of capforge.callbacks (resume, weight averaging, validation score, best checkpoint,
+early stop, learning-rate schedule, logs, time limit)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 
 from capforge import __version__
 from capforge.data.charset import Charset
 from capforge.data.labels import configured_charset
-from capforge.data.tfrecord import check_pack_matches, read_manifest
+from capforge.data.pack import check_pack_matches, read_manifest
+from capforge.data.records import load_arrays, make_dataset
 from capforge.errors import DataError, NotBuiltError, SettingsError, WorkspaceError
+from capforge.models.backbones import build_backbone
 from capforge.modes import MODE_CLASSES, Mode, make_mode
-from capforge.weight_average import weight_average_callback
+from capforge.reports import pyplot, save_figure
 from capforge.workspace import Workspace, hook
 
 TRAINING_FILE = "training.json"
@@ -67,23 +62,15 @@ def label_lengths(mode: Mode, labels: list[Any]) -> list[int] | None:
 
 def build_model(workspace: Workspace | None, settings: Mapping[str, Any], mode: Mode) -> Any:
     """Backbone (or the workspace's models.build_model) + the Mode's head."""
-    import keras
-
-    from capforge.models.backbones import build_backbone
-
     shape = (settings["IMAGE_HEIGHT"], settings["IMAGE_WIDTH"], settings["IMAGE_CHANNELS"])
-    if mode.feature_kind == "detection":  # EfficientDet is backbone, neck and heads in one
-        return mode.build(shape)
-    custom = hook(workspace, "models", "build_model") if workspace else None
-    backbone = custom(settings, shape) if custom else None
-    if backbone is None:
-        backbone = build_backbone(settings["BACKBONE"], shape, mode.feature_kind, settings["PRETRAINED"])
-    inputs = keras.Input(shape, name="image")
-    probs = mode.head(backbone(inputs))
-    if mode.uses_blank and mode.name != "ORDINARY" and probs.shape[1] < mode.label_width:
-        raise SettingsError(f"the model reads {probs.shape[1]} steps along the width but labels have up "
-                            f"to {mode.label_width} characters; raise IMAGE_WIDTH")
-    return keras.Model(inputs, probs, name=f"capforge_{mode.name.lower()}")
+
+    def backbone() -> Any:
+        """The workspace's models.build_model, else the BACKBONE setting's network."""
+        custom = hook(workspace, "models", "build_model") if workspace else None
+        network = custom(settings, shape) if custom else None
+        return network or build_backbone(settings["BACKBONE"], shape, mode.feature_kind, settings["PRETRAINED"])
+
+    return mode.build(shape, backbone)
 
 
 def distribution_strategy(name: str) -> Any:
@@ -104,134 +91,12 @@ def load_checkpoint(path: Path) -> Any:
     """A saved Keras model (EfficientDet's custom layer registered first)."""
     import keras
 
-    import capforge.models.efficientdet  # noqa: F401 - registers WeightedFusion for loading
+    import capforge.modes.efficientdet.network  # noqa: F401 - registers WeightedFusion for loading
 
     return keras.models.load_model(path, compile=False)
 
 
 MAX_EPOCHS = 1_000_000  # a budgeted run's epoch limit: in effect none
-BUDGET_HOLD = 0.6  # share of a --minutes budget trained at the full learning rate
-
-
-def lr_schedule(settings: Mapping[str, Any], minutes: float | None) -> str:
-    """'budget' or 'plateau', resolving LR_SCHEDULE = 'auto' by whether there is a time budget."""
-    schedule = settings["LR_SCHEDULE"]
-    if schedule == "budget" and not minutes:
-        raise SettingsError("LR_SCHEDULE = 'budget' needs a time budget: run train.py --minutes N "
-                            "(or set LR_SCHEDULE = 'plateau')")
-    return schedule if schedule != "auto" else "budget" if minutes else "plateau"
-
-
-def _callbacks(workspace: Workspace, settings: Mapping[str, Any], mode: Mode, val: tuple[Any, ...],
-               minutes: float | None) -> list[Any]:
-    import keras
-
-    class ValidationScore(keras.callbacks.Callback):
-        """The mode's score on the whole validation set (exact-sequence accuracy, or mAP@0.5)."""
-
-        def on_train_begin(self, logs: dict | None = None) -> None:
-            import tensorflow as tf
-
-            # A traced call of the model itself: inside a mirrored strategy's fit, predict_on_batch
-            # answered 8 images with 16 rows (once per replica). Called eagerly, the recurrent layers
-            # ran op by op: 0.93 s against 0.22 traced for 256 CTC images.
-            self.forward = tf.function(lambda batch: self.model(batch, training=False), reduce_retracing=True)
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            if logs is not None:
-                logs[mode.monitor] = mode.validation_score(lambda batch: np.asarray(self.forward(batch)), *val)
-
-    class TimeLimit(keras.callbacks.Callback):
-        """Stop once ``minutes`` of wall time have passed (the epoch is closed normally)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.deadline = time.monotonic() + 60 * minutes if minutes else None
-
-        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            if self.deadline and time.monotonic() > self.deadline:
-                self.model.stop_training = True
-
-    class BudgetSchedule(keras.callbacks.Callback):
-        """LR for the first 60 % of the --minutes budget (CTC needs full steps to leave its
-        all-blank plateau), then a cosine down to 1 % of it, so a time-bounded run ends on small,
-        precise steps instead of wherever a plateau left it."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.started, self.epoch_decayed = time.monotonic(), False
-
-        def decay(self) -> float:
-            """How far the decay has gone: 0 during the hold, 1 at the end of the budget."""
-            spent = (time.monotonic() - self.started) / (60 * minutes)
-            return min(1.0, max(0.0, (spent - BUDGET_HOLD) / (1 - BUDGET_HOLD)))
-
-        def on_train_begin(self, logs: dict | None = None) -> None:
-            self.started = time.monotonic()
-            self.epoch_decayed = False
-
-        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            self.epoch_decayed = self.decay() > 0  # the whole epoch trains at a decaying rate
-
-        def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-            cosine = 0.5 * (1 + math.cos(math.pi * self.decay()))
-            self.model.optimizer.learning_rate = settings["LR"] * (0.01 + 0.99 * cosine)
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            if logs is not None:  # the CSV log and TensorBoard show the rate, as with the plateau schedule
-                logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
-
-    budget = BudgetSchedule() if lr_schedule(settings, minutes) == "budget" else None
-
-    def settled() -> bool:
-        """Whether this epoch trained wholly after the full-rate phase: always without a budget."""
-        return budget is None or budget.epoch_decayed
-
-    class BestCheckpoint(keras.callbacks.ModelCheckpoint):
-        """The best validation score, among settled epochs only: under a budget each epoch at the
-        full rate just replaces the last (a lucky epoch there generalises worse than the decayed
-        weights), and from the decay on a later epoch wins ties."""
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            if not settled():
-                self.best = None
-            elif budget is not None:
-                self.monitor_op = np.greater_equal
-            super().on_epoch_end(epoch, logs)
-
-    class EarlyStop(keras.callbacks.Callback):
-        """Stop after EARLY_PATIENCE settled epochs in which neither the score rose nor the
-        validation loss fell: a CTC model on its all-blank plateau scores 0 for many epochs while
-        its loss still falls, and a budgeted run is never stopped before its decay."""
-
-        def on_train_begin(self, logs: dict | None = None) -> None:
-            self.best_score, self.best_loss, self.wait = -math.inf, math.inf, 0
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            logs = logs or {}
-            score, loss = logs.get(mode.monitor, -math.inf), logs.get("val_loss", math.inf)
-            improved = score > self.best_score or loss < self.best_loss
-            self.best_score, self.best_loss = max(score, self.best_score), min(loss, self.best_loss)
-            self.wait = 0 if improved or not settled() else self.wait + 1
-            if self.wait >= settings["EARLY_PATIENCE"]:
-                self.model.stop_training = True
-
-    best = str(workspace.checkpoints / BEST)
-    averaging = [weight_average_callback(settings["WEIGHT_AVERAGE"])] if settings["WEIGHT_AVERAGE"] else []
-    return [  # in this order: the backup keeps the raw weights, the rest see the average
-        keras.callbacks.BackupAndRestore(str(workspace.checkpoints / "backup")),
-        *averaging,
-        ValidationScore(),
-        BestCheckpoint(best, monitor=mode.monitor, mode="max", save_best_only=True),
-        EarlyStop(),
-        budget or keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                                    patience=settings["LR_PATIENCE"], min_lr=1e-6),
-        keras.callbacks.TensorBoard(str(workspace.logs / "tensorboard")),
-        keras.callbacks.CSVLogger(str(workspace.logs / "training.csv"), append=True),
-        TimeLimit(),
-    ]
-
-
 def draw_model(model: Any, path: Path) -> None:
     """Write the model diagram with keras.utils.plot_model, or say why it cannot."""
     import keras
@@ -247,11 +112,7 @@ def plot_curves(csv_path: Path, png_path: Path, monitor: str = "val_seq_acc") ->
     """Loss and the monitored validation score per epoch, from the CSV log."""
     import csv
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
     if not rows:
         return
@@ -264,20 +125,20 @@ def plot_curves(csv_path: Path, png_path: Path, monitor: str = "val_seq_acc") ->
         axis.set_xlabel("epoch")
         axis.set_title(title)
         axis.legend()
-    fig.tight_layout()
-    fig.savefig(png_path)
-    plt.close(fig)
+    save_figure(fig, png_path)
 
 
 def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | None = None,
           continue_from_best: bool = False, verbose: int | str = "auto",
           extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Train; return a summary with the best validation sequence accuracy."""
+    """Train; return a summary with the best validation sequence accuracy.
+
+    ``verbose="auto"``: Keras' progress bar on a terminal, else one line per epoch."""
     import keras
 
-    from capforge.data.pipeline import load_arrays, make_dataset
+    from capforge import callbacks  # lazily: it imports TensorFlow, which test.py and export never need
 
-    lr_schedule(settings, minutes)  # a schedule without its budget is refused before any work
+    callbacks.lr_schedule(settings, minutes)  # a schedule without its budget is refused before any work
     setup = prepare(workspace, settings)
     mode = setup.mode
     best_path = workspace.checkpoints / BEST
@@ -300,8 +161,8 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
         if continue_from_best and best_path.exists():
             model.set_weights(load_checkpoint(best_path).get_weights())
         model.compile(optimizer=keras.optimizers.Adam(settings["LR"]), loss=mode.loss())
-        # Built here, eagerly, its slots take 2 s; left to the first traced step they took ~40 s
-        # of EfficientDet's ~90 s first step on two CPU cores.
+        # Built here, eagerly, its slots are quick; left to the first traced step they made
+        # EfficientDet's first step far slower (bench/results/defaults.md).
         model.optimizer.build(model.trainable_variables)
     draw_model(model, workspace.logs / "model.png")
     record = {
@@ -320,8 +181,11 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
     started = time.monotonic()
     # With a --minutes budget the budget decides how long training runs, not an epoch count.
     epochs = MAX_EPOCHS if minutes else settings["EPOCHS"]
+    if verbose == "auto" and not sys.stdout.isatty():
+        verbose, extra_callbacks = 0, [*extra_callbacks, callbacks.EpochLine()]
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose,
-                        callbacks=[*_callbacks(workspace, settings, mode, val, minutes), *extra_callbacks])
+                        callbacks=[*callbacks.training_callbacks(workspace.checkpoints, workspace.logs, best_path,
+                                                                   settings, mode, val, minutes), *extra_callbacks])
     csv_path = workspace.logs / "training.csv"
     if csv_path.exists():
         plot_curves(csv_path, workspace.logs / "training_curves.png", mode.monitor)

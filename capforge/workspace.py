@@ -39,6 +39,7 @@ STEP_SCRIPTS: dict[str, tuple[str, str]] = {
     "train.py": ("train", "Train the model, with checkpoints, early stop and TensorBoard logs."),
     "test.py": ("test", "Evaluate the model on data/test and write a report."),
     "save_model.py": ("export", "Export the best checkpoint to .keras and ONNX under exports/."),
+    "predict.py": ("predict", "Read every image of a folder (python predict.py FOLDER) into a CSV of answers."),
     "app.py": ("serve", "Serve the exported model: a Gradio page and a base64 POST API."),
 }
 # Files copied as they are: the example crawler is meant to be read and adapted.

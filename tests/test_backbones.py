@@ -2,11 +2,14 @@ import pytest
 
 from capforge.errors import SettingsError
 from capforge.models.backbones import BACKBONES, build_backbone
-from capforge.settings import BACKBONES as SETTING_CHOICES
+from capforge.settings import load_settings
 
 
-def test_registry_and_settings_agree() -> None:
-    assert tuple(BACKBONES) == SETTING_CHOICES
+def test_the_setting_accepts_every_registered_backbone_and_names_them_when_wrong() -> None:
+    for name in BACKBONES:
+        assert load_settings(None, [f"BACKBONE={name!r}"]).BACKBONE == name
+    with pytest.raises(SettingsError, match="'small_cnn', 'tiny_cnn'"):
+        load_settings(None, ["BACKBONE='resnet9000'"])
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))

@@ -108,7 +108,8 @@ def test_ctc_has_no_length_limit_and_ordinary_has(tmp_path: Path) -> None:
 def test_size_suggestion_fits_the_backbone_and_the_longest_label() -> None:
     from collections import Counter
 
-    from capforge.data.inspect import COLUMNS_PER_SYMBOL, suggest
+    from capforge.data.check import suggest
+    from capforge.modes.base import COLUMNS_PER_SYMBOL
 
     symbols = Counter("0123456789")
     for size, longest in (((80, 25), 5), ((60, 60), 4), ((700, 80), 8), ((735, 80), 8), ((250, 80), 4)):

@@ -266,3 +266,31 @@ def test_inference_threads_setting_reaches_onnxruntime(works: Path) -> None:
         options = model.predictor.session.get_session_options()
         assert options.intra_op_num_threads == expected
         assert client(works, setting).post("/api/v1/recognize", json={"image": b64(sample(works))}).status_code == 200
+
+
+def test_unknown_routes_and_wrong_methods_answer_in_the_error_format(works: Path) -> None:
+    api = client(works)
+    missing = api.get("/api/v1/nothing-here")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert "/api/v1/nothing-here" in missing.json()["error"]["message"]
+    wrong = api.get("/api/v1/recognize")
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in wrong.headers["allow"]
+
+
+def test_docs_describe_every_route_with_its_request_answer_and_error_codes(works: Path) -> None:
+    from capforge.serve.schemas import ERROR_CODES
+
+    spec = client(works, demo_captcha=True).get("/openapi.json").json()
+    recognise = spec["paths"]["/api/v1/recognize"]["post"]
+    body = recognise["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["image"] and "prompt" in body["properties"]
+    assert recognise["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("RecognizeAnswer")
+    assert "invalid_base64" in recognise["responses"]["400"]["description"]
+    documented = " ".join(op["responses"][s].get("description", "") for ops in spec["paths"].values()
+                          for op in ops.values() for s in op["responses"])
+    assert all(code in documented for code, (status, _) in ERROR_CODES.items() if status != 405), \
+        [code for code in ERROR_CODES if code not in documented]
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            assert "200" in op["responses"], (method, path)

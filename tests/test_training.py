@@ -100,12 +100,12 @@ def test_time_budget_decays_the_learning_rate(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_interrupted_pack_leaves_the_previous_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from capforge.data import tfrecord
+    from capforge.data import pack as packing
 
     ws = prepared(tmp_path, "CTC_TINY", "PACK_SHARD_SIZE = 10\n", count=60)
     before = {p.name: p.read_bytes() for p in ws.packed.iterdir()}
     calls = {"n": 0}
-    real = tfrecord._write_shard
+    real = packing._write_shard
 
     def failing(path: Path, records: list, compression: str) -> None:
         calls["n"] += 1
@@ -113,9 +113,9 @@ def test_interrupted_pack_leaves_the_previous_pack(tmp_path: Path, monkeypatch: 
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-pack
         real(path, records, compression)
 
-    monkeypatch.setattr(tfrecord, "_write_shard", failing)
+    monkeypatch.setattr(packing, "_write_shard", failing)
     with pytest.raises(KeyboardInterrupt):
-        tfrecord.pack(ws, load_settings(ws.root, ["IMAGE_WIDTH=128"]), progress=False)
+        packing.pack(ws, load_settings(ws.root, ["IMAGE_WIDTH=128"]), progress=False)
     assert {p.name: p.read_bytes() for p in ws.packed.iterdir()} == before
     assert not (ws.root / "packed.tmp").exists()
     assert not list(ws.root.rglob("*.tfrecord.part"))
@@ -180,7 +180,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path: Path) -> None:
 
 
 def test_pack_without_training_images_is_a_clear_error(tmp_path: Path) -> None:
-    from capforge.data.tfrecord import pack
+    from capforge.data.pack import pack
 
     ws = create_workspace(tmp_path / "works", "w", "CTC")
     with pytest.raises(DataError, match="data/train has no usable images"):
@@ -205,8 +205,8 @@ def test_models_py_hook_replaces_the_backbone(tmp_path: Path) -> None:
 
 
 def test_pipeline_keeps_only_labels_the_charset_can_encode(tmp_path: Path) -> None:
-    from capforge.data.pipeline import make_dataset
-    from capforge.data.tfrecord import read_manifest
+    from capforge.data.records import make_dataset
+    from capforge.data.pack import read_manifest
     from capforge.train import prepare
 
     ws = prepared(tmp_path, "ORDINARY", count=80, lengths=(2, 4))
@@ -225,7 +225,7 @@ def test_augmentation_shifts_each_image_by_its_own_few_pixels() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from capforge.data.pipeline import _augment
+    from capforge.data.records import _augment
 
     images = tf.random.uniform([24, 20, 30, 1], 0.35, 0.65, seed=1)  # no clipping at 0 or 1
     out = _augment(images).numpy()
@@ -245,7 +245,7 @@ def test_photo_augmentation_mirrors_some_images_and_zooms_into_each() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from capforge.data.pipeline import ZOOM, _mirror_and_zoom
+    from capforge.data.records import ZOOM, _mirror_and_zoom
 
     ramp = np.tile(np.linspace(0.0, 1.0, 40, dtype=np.float32), (30, 1))  # dark left, bright right
     images = tf.constant(np.repeat(ramp[None, :, :, None], 32, 0))
@@ -291,3 +291,35 @@ def test_weight_average_is_what_the_epoch_end_sees_and_training_continues_from_r
     np.testing.assert_allclose(model.layers[0].kernel.numpy(), averages[-1], rtol=1e-5)
     np.testing.assert_allclose(at_epoch_begin[1], raw_after_step[3], rtol=1e-6)  # 4 steps an epoch
     assert not np.allclose(averages[3], raw_after_step[3])
+
+
+@pytest.mark.skipif(__import__("shutil").which("dot") is None,
+                    reason="graphviz is missing (./run installs it as root: apt-get install graphviz)")
+def test_training_draws_the_model_diagram(tmp_path: Path) -> None:
+    import keras
+
+    from capforge.train import draw_model
+
+    inputs = keras.Input((8, 8, 1))
+    draw_model(keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs))), tmp_path / "model.png")
+    assert (tmp_path / "model.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_early_stop_under_a_budget_waits_a_tenth_of_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from capforge import callbacks
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock["now"])
+    budget = SimpleNamespace(minutes=5.0, epoch_decayed=True)  # a 5-minute budget, in its decay
+    stop = callbacks.EarlyStop("val_seq_acc", patience=3, budget=budget)
+    stop.set_model(SimpleNamespace(stop_training=False))
+    stop.on_train_begin()
+    for epoch in range(12):  # one-second epochs that never improve after the first
+        clock["now"] += 1.0
+        stop.on_epoch_end(epoch, {"val_seq_acc": 0.5, "val_loss": 1.0})
+    assert not stop.model.stop_training  # 3 flat epochs, but only 11 of the 30 patient seconds
+    clock["now"] += 30.0
+    stop.on_epoch_end(12, {"val_seq_acc": 0.5, "val_loss": 1.0})
+    assert stop.model.stop_training

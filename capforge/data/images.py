@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
@@ -23,6 +23,20 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 from capforge.errors import ImageError, ImageTooLargeError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def iter_images(root: Path) -> Iterator[Path]:
+    """Every image file under ``root``, sorted, skipping hidden files and folders."""
+    if not root.is_dir():
+        return
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            yield path
+
+
 # A decompression bomb guard: refuse images above this many pixels before decoding them.
 MAX_PIXELS = 40_000_000
 

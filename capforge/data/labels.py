@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from capforge.data.images import IMAGE_SUFFIXES
 from capforge.errors import DataError
+from capforge.modes import MODE_CLASSES
 
 LABEL_FILES = ("labels.txt", "labels.csv")
 LabelHook = Callable[[Path], "str | None"]
@@ -59,7 +59,7 @@ class LabelReader:
     def __init__(self, settings: Mapping[str, Any], hook: LabelHook | None = None) -> None:
         self.separators: str = settings["LABEL_SEPARATOR"]
         self.case_sensitive: bool = settings["CASE_SENSITIVE"]
-        self.by_folder: bool = settings["MODE"] == "NUM_CLASSES"
+        self.by_folder: bool = MODE_CLASSES[settings["MODE"]].labels_by_folder
         self.hook = hook
         self._files: dict[Path, dict[str, str]] = {}
 
@@ -89,23 +89,6 @@ class LabelReader:
         if label is None:
             return None
         return label if self.case_sensitive else label.lower()
-
-
-def iter_images(root: Path) -> Iterator[Path]:
-    """Every image file under ``root``, sorted, skipping hidden files and folders."""
-    if not root.is_dir():
-        return
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts):
-            continue
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            yield path
-
-
-def tokens(label: str, mode: str) -> list[str]:
-    """Split a label into the symbols the model outputs: a class name, or its characters."""
-    return [label] if mode == "NUM_CLASSES" else list(label)
 
 
 def configured_charset(settings: Mapping[str, Any]) -> list[str] | None:

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from capforge.data.boxes import CLASSES_FILE, label_file_of
-from capforge.data.labels import LABEL_FILES, iter_images, read_label_file
+from capforge.modes.efficientdet.boxes import CLASSES_FILE, label_file_of
+from capforge.data.images import iter_images
+from capforge.data.labels import LABEL_FILES, read_label_file
 from capforge.errors import DataError
 from capforge.workspace import SPLITS, Workspace
 
@@ -36,12 +37,16 @@ def _digest(path: Path) -> str:
 
 def plan(workspace: Workspace, settings: Mapping[str, Any], source: Path) -> SplitPlan:
     """Decide where each image of ``source`` goes; raise DataError if anything is in the way."""
+    from tqdm import tqdm
+
     images = list(iter_images(source))
-    already = {_digest(p): split for split in SPLITS
-               for p in iter_images(workspace.split_dir(split))}
+    placed = [(p, split) for split in SPLITS for p in iter_images(workspace.split_dir(split))]
+    # Every file is hashed (duplicates stay together): seconds for tens of thousands of images.
+    digests = [_digest(p) for p in tqdm([*images, *(p for p, _ in placed)], desc="hashing", unit="img")]
+    already = {digest: split for digest, (_, split) in zip(digests[len(images):], placed)}
     groups: dict[str, list[Path]] = {}
-    for path in images:
-        groups.setdefault(_digest(path), []).append(path)
+    for path, digest in zip(images, digests):
+        groups.setdefault(digest, []).append(path)
     result = SplitPlan()
     fresh = []
     for digest, paths in groups.items():

@@ -20,13 +20,10 @@ def _small_cnn(inputs: Any, widths: tuple[int, int, int, int]) -> Any:
     """A strided stem and three separable blocks: cheap enough to train on two CPU cores.
 
     Height /16, width /8: 16 CTC time steps for a 128-pixel width, room for labels of about
-    W/16 characters. (With W/4 steps, CTC sat on its all-blank plateau for half of a 10-minute
-    CPU budget; with W/8 it reads 55 % of the validation set after the first epoch.) Each block
+    W/16 characters (with W/4, CTC stayed on its all-blank plateau far longer). Each block
     pools between its depthwise and pointwise convolutions, so no map is widened at full size:
     on a CPU the elementwise work on large maps (normalisation, activation) costs more than the
-    convolutions, and this made the CTC model's training step 1.6 times faster (model alone,
-    batch 64 at 48x128) than pooling after the block. Striding the depthwise convolution
-    instead was as fast but generalised worse from a few hundred images.
+    convolutions. Figures: bench/results/defaults.md.
     ``widths``: the stem's and each block's filters (``tiny_cnn`` halves ``small_cnn``'s).
     """
     from keras import layers

@@ -7,13 +7,14 @@ imports Keras lazily.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from capforge.data.charset import Charset
-from capforge.data.labels import tokens as label_tokens
+from capforge.data.generate import CaptchaSpec
 
 
 @dataclass
@@ -41,6 +42,15 @@ class Prediction:
         return out
 
 
+TEXT_HEIGHT = 48  # the text backbones divide the height by 16: 48 leaves 3 rows of features
+COLUMNS_PER_SYMBOL = (24, 40)  # input columns per character of the longest label: 3 to 5 CTC steps
+
+
+def round8(value: float, low: int, high: int) -> int:
+    """``value`` to a multiple of 8 within ``low``-``high`` (input sizes the backbones divide)."""
+    return int(min(high, max(low, 8 * round(value / 8))))
+
+
 def accepted(confidence: float, minimum: float) -> bool:
     """Whether an answer is good enough to use: an answer that cannot be right carries
     confidence 0 (see ``Mode.plausible``) and is never accepted, whatever MIN_CONFIDENCE is."""
@@ -60,6 +70,20 @@ class Mode:
     length_capped = True
     # Whether colour can carry the answer (photos, tiles), so check_file.py suggests colour input.
     colour_matters = False
+    # Settings whose default differs under this mode (the global table holds the rest).
+    defaults: Mapping[str, Any] = {}
+    # Whether labels may come from the image's class sub-folder (one class per folder).
+    labels_by_folder = False
+    # Whether labels are box files beside the images (VOC / YOLO) rather than text.
+    labels_from_boxes = False
+    # Whether export fits a softmax temperature that calibrates the answers' confidences.
+    calibrated = True
+    # Whether answers can be clicks ordered by a prompt (click captchas).
+    takes_prompt = False
+    # Whether a click-captcha model may use this mode's export to read its crops (CLICK_RECOGNIZER).
+    reads_crops = False
+    # Settings read from the workspace when serving, not frozen into the export.
+    serving_settings: tuple[str, ...] = ()
 
     def __init__(self, charset: Charset, settings: Mapping[str, Any], label_width: int) -> None:
         self.charset = charset
@@ -76,8 +100,58 @@ class Mode:
 
     @classmethod
     def tokens(cls, label: str) -> list[str]:
-        """The symbols of a label: its characters (NUM_CLASSES: the whole label)."""
-        return label_tokens(label, cls.name)
+        """The symbols of a label, which the model outputs one by one: its characters."""
+        return list(label)
+
+    @classmethod
+    def suggest_input(cls, sizes: Sequence[tuple[int, int]], lengths: Mapping[int, int],
+                      colourful: bool) -> tuple[dict[str, Any], str]:
+        """Input settings for images of these (width, height) ``sizes`` and label ``lengths``
+        (length -> count), with one line of reasoning.
+
+        Text is read along the width: the height is the backbone's (TEXT_HEIGHT), and the width
+        gives each character of the longest label 24-40 columns (3-5 CTC steps), following the
+        images' aspect ratio inside that band: enough time steps, none paid for empty."""
+        aspect = statistics.median(w / h for w, h in sizes)
+        longest = max(lengths) if lengths else 4
+        low, high = (c * longest for c in COLUMNS_PER_SYMBOL)
+        width = round8(min(high, max(low, TEXT_HEIGHT * aspect)), 32, 2048)
+        stretch = width < 0.8 * TEXT_HEIGHT * aspect
+        out: dict[str, Any] = {"IMAGE_HEIGHT": TEXT_HEIGHT, "IMAGE_WIDTH": width}
+        if stretch:
+            out["RESIZE"] = "stretch"
+        reason = (f"text: height {TEXT_HEIGHT} suits the backbone (it divides by 16); width {width} gives the "
+                  f"longest label ({longest}) {width // longest} columns a character ({low}-{high} wanted; the "
+                  f"images' aspect alone would give {TEXT_HEIGHT * aspect:.0f})"
+                  + ("; stretched, since padding would shrink the text" if stretch else ""))
+        return out, reason
+
+    @classmethod
+    def sample_spec(cls, settings: Mapping[str, Any], charset: str, lengths: tuple[int, int] | None,
+                    width: int | None, height: int | None, image_format: str) -> Any:
+        """What gen_sample_by_captcha.py draws for this mode (``None``: its defaults): text
+        captchas of CAPTCHA_LENGTH characters, 160x60."""
+        low, high = lengths or (settings["CAPTCHA_LENGTH"],) * 2
+        return CaptchaSpec(charset, low, high, width or 160, height or 60, image_format)
+
+    @classmethod
+    def settings_problem(cls, values: Mapping[str, Any]) -> str | None:
+        """Why these settings cannot work with this mode, or None (checked when settings load)."""
+        return None
+
+    @classmethod
+    def label_problem(cls, label: str, settings: Mapping[str, Any], allowed: set[str] | None) -> tuple[str, str] | None:
+        """Why the check step flags ``label`` (a kind of data.check.KINDS and a detail), or None:
+        symbols outside ``allowed`` (the configured CHARSET, if any), or longer than
+        CAPTCHA_LENGTH where this mode has a maximum."""
+        symbols = cls.tokens(label)
+        unknown = sorted({s for s in symbols if allowed is not None and s not in allowed})
+        if unknown:
+            return "unknown_symbols", f"label {label!r} has {unknown}"
+        if cls.length_capped and len(symbols) > settings["CAPTCHA_LENGTH"]:
+            return "too_long", (f"label {label!r} has {len(symbols)} > CAPTCHA_LENGTH={settings['CAPTCHA_LENGTH']}; "
+                                f"CAPTCHA_LENGTH = {len(symbols)} or more fits it")
+        return None
 
     def accepts(self, label: str) -> bool:
         """Whether this mode can learn ``label`` (known symbols, not too long)."""
@@ -90,6 +164,54 @@ class Mode:
         (``lengths``: the shortest and longest, from the export manifest)."""
         count = len(self.tokens(text)) if text else 0
         return count > 0 and (not lengths or lengths[0] <= count <= lengths[1])
+
+    def serving(self, settings: Mapping[str, Any]) -> "Mode":
+        """This mode with the workspace's ``serving_settings`` applied over the export's."""
+        if not self.serving_settings:
+            return self
+        changed = {**self.settings, **{name: settings[name] for name in self.serving_settings}}
+        return type(self)(self.charset, changed, self.label_width)
+
+    def place(self, prediction: Prediction, placed: Any) -> Prediction:
+        """``prediction`` placed back on the original image (``placed``: a data.images.Geometry);
+        text answers have nothing to place."""
+        return prediction
+
+    def tf_tokens(self, labels: Any) -> Any:
+        """The symbols of a batch of label strings, as a tf.RaggedTensor [batch, (symbols)]: each
+        label's characters (what ``tokens`` does, inside tf.data)."""
+        import tensorflow as tf  # lazily: the server decodes without TensorFlow
+
+        return tf.strings.unicode_split(labels, "UTF-8")
+
+    def dataset(self, records: Any, parse: Callable[[Any], Any], manifest: Mapping[str, Any], split: str,
+                augment: bool) -> tuple[Any, int] | None:
+        """This mode's own tf.data pipeline over the serialized ``records`` of ``split``, unbatched,
+        with its example count; None: the shared one (image, padded label ids) of data.records."""
+        return None
+
+    def evaluate(self, workspace: Any, settings: Mapping[str, Any], predictor: Any, source: str, split: str,
+                 progress: bool) -> dict[str, Any] | None:
+        """This mode's own test step over ``split`` through ``predictor`` (its report, written);
+        None: the shared one of capforge.evaluate (sequence and character accuracy)."""
+        return None
+
+    @classmethod
+    def summary(cls, report: Mapping[str, Any]) -> str | None:
+        """A readable summary of this mode's own report; None: the shared one."""
+        return None
+
+    def build(self, input_shape: tuple[int, int, int], backbone: Callable[[], Any]) -> Any:
+        """The keras.Model: the network ``backbone()`` gives (images -> features), then the head."""
+        import keras  # lazily: the server decodes without TensorFlow
+
+        inputs = keras.Input(input_shape, name="image")
+        return keras.Model(inputs, self.head(backbone()(inputs)), name=f"capforge_{self.name.lower()}")
+
+    def clicks(self, image: Any, boxes: list[dict[str, Any]], prompt: str | list[str],
+               recognizer: Any = None) -> list[dict[str, Any]]:
+        """Click points for ``prompt`` in its order among ``boxes`` (modes that ``takes_prompt``)."""
+        raise NotImplementedError(f"{self.name} answers no click prompts")
 
     def head(self, features: Any) -> Any:
         """Keras layers from backbone features to output probabilities."""

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from capforge.errors import SettingsError
 from capforge.modes.base import Mode, Prediction
 
 
@@ -86,6 +87,13 @@ class CTCMode(Mode):
         x = layers.Bidirectional(layers.GRU(64, return_sequences=True))(x)
         x = layers.Bidirectional(layers.GRU(64, return_sequences=True))(x)
         return layers.Dense(self.charset.size, activation="softmax", name="probs")(x)
+
+    def build(self, input_shape: tuple[int, int, int], backbone: Callable[[], Any]) -> Any:
+        model = super().build(input_shape, backbone)
+        if model.output.shape[1] < self.label_width:
+            raise SettingsError(f"the model reads {model.output.shape[1]} steps along the width but labels "
+                                f"have up to {self.label_width} characters; raise IMAGE_WIDTH")
+        return model
 
     def loss(self) -> Callable[[Any, Any], Any]:
         import keras

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from capforge.modes.base import Mode, Prediction
+from capforge.modes.base import Mode, Prediction, round8
 
 TOP_K = 5
 
@@ -17,6 +18,34 @@ class NumClassesMode(Mode):
     feature_kind = "global"
     length_capped = False
     colour_matters = True
+    labels_by_folder = True
+    reads_crops = True
+
+    @classmethod
+    def tokens(cls, label: str) -> list[str]:
+        return [label]  # the whole label is one class
+
+    @classmethod
+    def suggest_input(cls, sizes: Sequence[tuple[int, int]], lengths: Mapping[int, int],
+                      colourful: bool) -> tuple[dict[str, Any], str]:
+        """The images' own shape (32-96 high), and colour with photo augmentation (mirror, zoom)
+        when the images are colourful."""
+        heights, widths = [h for _, h in sizes], [w for w, _ in sizes]
+        height = round8(statistics.median(heights), 32, 96)
+        width = round8(height * statistics.median(w / h for w, h in sizes), 32, 192)
+        out: dict[str, Any] = {"IMAGE_HEIGHT": height, "IMAGE_WIDTH": width, "IMAGE_CHANNELS": 3 if colourful else 1}
+        if colourful:
+            out["PHOTO_AUGMENT"] = True
+        reason = (f"whole-image classes: the images' median shape ({statistics.median(widths):g}x"
+                  f"{statistics.median(heights):g}) within 32-96 pixels high; "
+                  + ("colour kept and photo augmentation (mirror, zoom) on: the images are colourful photos"
+                     if colourful else "greyscale: the images hold little colour"))
+        return out, reason
+
+    def tf_tokens(self, labels: Any) -> Any:
+        import tensorflow as tf  # lazily: the server decodes without TensorFlow
+
+        return tf.RaggedTensor.from_tensor(tf.reshape(labels, [-1, 1]))
 
     @classmethod
     def label_width_for(cls, settings: Mapping[str, Any], labels: Sequence[str]) -> int:

@@ -14,6 +14,7 @@ from capforge.modes.base import Mode, Prediction
 
 class OrdinaryMode(Mode):
     name = "ORDINARY"
+    reads_crops = True
     feature_kind = "global"
 
     def head(self, features: Any) -> Any:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
+from typing import Any
 
 from capforge.errors import CapforgeError
 
@@ -64,3 +66,36 @@ def checked_bytes(data: bytes, limit: int) -> bytes:
         raise RequestError(413, "image_too_large",
                            f"the image is {len(data)} bytes; the limit is {limit} (MAX_IMAGE_BYTES)")
     return data
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """The one error format of every route: {"error": {"code": ..., "message": ...}}."""
+    return {"error": {"code": code, "message": message}}
+
+
+async def json_body(request: Any) -> dict[str, Any]:
+    """The request's JSON object; 415 without a JSON content type, 400 when it is not an object."""
+    if "application/json" not in request.headers.get("content-type", ""):
+        raise RequestError(415, "wrong_content_type", "send Content-Type: application/json; received "
+                           f"{request.headers.get('content-type', 'none')!r}")
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError(400, "invalid_json", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, "invalid_json", "the body must be a JSON object")
+    return body
+
+
+def required(body: dict[str, Any], name: str) -> Any:
+    """``body[name]``, or 422 missing_field."""
+    if name not in body:
+        raise RequestError(422, "missing_field", f"the field {name!r} is required")
+    return body[name]
+
+
+def model_name(value: Any) -> str | None:
+    """The requested model's name (None: the only one), or 400 when it is not a string."""
+    if value is not None and not isinstance(value, str):
+        raise RequestError(400, "invalid_model_name", "'model' must be a string")
+    return value

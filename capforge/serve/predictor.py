@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -18,7 +18,6 @@ from capforge.data.charset import Charset
 from capforge.data.images import Geometry, Preprocessing, preprocess, preprocess_placed
 from capforge.errors import WorkspaceError
 from capforge.modes import Prediction, make_mode
-from capforge.modes.efficientdet import place_boxes
 from capforge.workspace import Workspace, hook
 
 MANIFEST = "manifest.json"
@@ -29,7 +28,10 @@ class Predictor:
 
     temperature = 1.0  # softmax temperature calibrating the confidences (capforge.calibration)
 
-    def __init__(self, export_dir: Path, threads: int | None = None) -> None:
+    def __init__(self, export_dir: Path, threads: int | None = None,
+                 serving: Mapping[str, Any] | None = None) -> None:
+        """``serving``: the workspace's settings, whose serving-time ones (detection thresholds)
+        apply over the export's."""
         import onnxruntime as ort
 
         manifest_path = Path(export_dir) / MANIFEST
@@ -40,6 +42,8 @@ class Predictor:
         charset = Charset.from_dict(self.manifest["charset"])
         self.mode = make_mode(self.manifest["mode"], charset, self.manifest["settings"],
                               self.manifest["label_width"])
+        if serving is not None:
+            self.mode = self.mode.serving(serving)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -74,7 +78,7 @@ class Predictor:
     def answer(self, output: np.ndarray, placed: Geometry) -> Prediction:
         """Decode one model output; detection boxes are given in the original image's pixels."""
         prediction = self.decode(output[None])[0]
-        return place_boxes(prediction, placed) if prediction.boxes is not None else prediction
+        return self.mode.place(prediction, placed)
 
     def predict(self, images: Sequence[Any]) -> list[Prediction]:
         inputs = [self.placed(image) for image in images]

@@ -14,7 +14,7 @@ from capforge.serve.batching import MicroBatcher
 from capforge.serve.inputs import RequestError
 from capforge.serve.predictor import MANIFEST, Predictor
 from capforge.errors import WorkspaceError
-from capforge.modes.efficientdet import SERVING_SETTINGS
+from capforge.modes import MODE_CLASSES
 from capforge.settings import Settings, load_settings
 from capforge.workspace import SITE_NAME, Workspace
 
@@ -91,8 +91,7 @@ class ModelRegistry:
                 continue
             try:
                 settings = load_settings(ws.root, self.overrides)
-                predictor = Predictor(ws.exports / "current", threads=settings.INFERENCE_THREADS or None)
-                predictor.mode.settings = {**predictor.mode.settings, **{k: settings[k] for k in SERVING_SETTINGS}}
+                predictor = Predictor(ws.exports / "current", settings.INFERENCE_THREADS or None, settings)
                 recognizer = self._recognizer(settings.CLICK_RECOGNIZER) if settings.CLICK_RECOGNIZER else None
             except Exception as exc:  # noqa: BLE001 - any broken export: report it, keep what works
                 print(f"warning: not loading {ws.name}: {exc}" + ("; still serving the previous export"
@@ -113,9 +112,10 @@ class ModelRegistry:
         for candidate in candidates:
             if (candidate / "exports" / "current" / MANIFEST).is_file():
                 predictor = Predictor(candidate / "exports" / "current")
-                if predictor.mode.name not in ("NUM_CLASSES", "ORDINARY"):
+                if not predictor.mode.reads_crops:
+                    allowed = " or ".join(name for name, cls in MODE_CLASSES.items() if cls.reads_crops)
                     raise WorkspaceError(f"CLICK_RECOGNIZER {location!r} is a {predictor.mode.name} model; "
-                                         "allowed: NUM_CLASSES or ORDINARY")
+                                         f"allowed: {allowed}")
                 return predictor
         raise WorkspaceError(f"CLICK_RECOGNIZER {location!r} has no export (looked in "
                              + ", ".join(str(c) for c in candidates) + "); run its save_model.py")

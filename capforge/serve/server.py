@@ -30,7 +30,7 @@ def build_app(config: dict[str, Any]) -> Any:
     """The full app (API + Gradio page at /ui) from a JSON-able config."""
     import gradio as gr
 
-    from capforge.serve.ui import build_ui
+    from capforge.serve.ui import build_ui  # lazily, like Gradio itself: the API alone starts faster
 
     registry = ModelRegistry(Path(config["works"]), config.get("models"), config.get("overrides"))
     if not registry.models:
@@ -46,8 +46,8 @@ def build_app(config: dict[str, Any]) -> Any:
 
 
 def slow_down_idle_polling(page: Any) -> None:
-    """Gradio's event queue wakes the shared event loop every millisecond while idle (6.7 % of a
-    core on an idle server here, 0.5 % after); every 50 ms is quick enough for a person."""
+    """Gradio's event queue wakes the shared event loop every millisecond while idle, which costs
+    an idle server CPU (bench/results/defaults.md); every 50 ms is quick enough for a person."""
     queue = getattr(page, "_queue", None)
     if queue is not None and hasattr(queue, "sleep_when_free"):
         queue.sleep_when_free = max(queue.sleep_when_free, 0.05)

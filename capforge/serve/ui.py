@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from capforge.data.labels import iter_images
+from capforge.data.images import iter_images
 from capforge.modes import accepted
 from capforge.serve.registry import ModelRegistry
 

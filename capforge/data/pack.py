@@ -30,10 +30,11 @@ from typing import Any, Mapping
 from tqdm import tqdm
 
 from capforge import __version__
-from capforge.data.boxes import read_boxes
-from capforge.data.images import Preprocessing, geometry, open_image, preprocess_to_uint8
-from capforge.data.labels import LabelReader, iter_images
+from capforge.data.images import Preprocessing, geometry, iter_images, open_image, preprocess_to_uint8
+from capforge.data.labels import LabelReader
 from capforge.errors import CapforgeError, DataError
+from capforge.modes import MODE_CLASSES
+from capforge.modes.efficientdet.boxes import read_boxes
 from capforge.workspace import SPLITS, Workspace, hook
 
 SCHEMA = "capforge.tfrecord/1"
@@ -172,7 +173,7 @@ def _pack_splits(workspace: Workspace, preprocessing: Preprocessing, reader: Lab
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         for split in SPLITS:
             folder = workspace.split_dir(split)
-            detection = settings["MODE"] == "EFFICIENTDET"  # labels come from the box files
+            detection = MODE_CLASSES[settings["MODE"]].labels_from_boxes  # labels come from the box files
             items = [(p, p.stem if detection else reader.label(p, folder)) for p in iter_images(folder)]
             skipped = [workspace.relative(p) for p, label in items if label is None]
             items = [(p, label) for p, label in items if label is not None]

@@ -8,11 +8,13 @@ clipped to it.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from capforge.data.pipeline import charset_table
-from capforge.detection.anchors import target_encoder
-from capforge.modes import Mode
+from capforge.data.records import charset_table
+from capforge.modes.efficientdet.anchors import target_encoder
+
+if TYPE_CHECKING:  # only for annotations
+    from capforge.modes.base import Mode
 
 SCALE_RANGE = (0.75, 1.25)
 SHIFT = 0.1  # of the image size, beyond what keeps the scaled picture inside

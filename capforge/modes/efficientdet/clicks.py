@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from capforge.data.boxes import Box, voc_xml
+from capforge.modes.efficientdet.boxes import Box, voc_xml
 from capforge.data.generate import encode
 from capforge.errors import DataError
 

@@ -18,10 +18,10 @@ from typing import Any, Mapping
 import numpy as np
 from tqdm import tqdm
 
-from capforge.data.images import Geometry, ImageHook, Preprocessing, geometry, open_image
-from capforge.data.labels import LabelReader, configured_charset, iter_images, tokens
-from capforge.data.boxes import label_file_of, read_boxes
-from capforge.detection.anchors import best_anchor_scale
+from capforge.data.images import Geometry, ImageHook, Preprocessing, geometry, iter_images, open_image
+from capforge.data.labels import LabelReader, configured_charset
+from capforge.modes.efficientdet.boxes import label_file_of, read_boxes
+from capforge.modes.efficientdet.anchors import best_anchor_scale
 from capforge.errors import DataError, ImageError
 from capforge.modes import MODE_CLASSES
 from capforge.workspace import Workspace
@@ -48,7 +48,7 @@ class Finding:
 
 @dataclass
 class Report:
-    """What ``inspect`` found: problems, per-split counts, statistics and suggested settings."""
+    """What ``check`` found: problems, per-split counts, statistics and suggested settings."""
 
     findings: list[Finding] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
@@ -62,12 +62,6 @@ class Report:
     reasoning: str = ""
 
 
-def _round8(value: float, low: int, high: int) -> int:
-    return int(min(high, max(low, 8 * round(value / 8))))
-
-
-TEXT_HEIGHT = 48  # the text backbones divide the height by 16: 48 leaves 3 rows of features
-COLUMNS_PER_SYMBOL = (24, 40)  # input columns per character of the longest label: 3 to 5 CTC steps
 COLOURFUL = 0.08  # median colourfulness (mean channel spread, 0-1) above which colour is kept
 
 
@@ -86,53 +80,15 @@ def charset_value(symbols: Counter) -> str | list[str]:
 
 def suggest(sizes: list[tuple[int, int]], symbols: Counter, lengths: Counter, mode: str,
             colour: list[float] = ()) -> tuple[dict[str, Any], str]:
-    """Suggested input size, colour, CHARSET (and CAPTCHA_LENGTH where the mode has a maximum)
-    for these images, with one line of reasoning.
-
-    Text is read along the width: the height is the backbone's (TEXT_HEIGHT), and the width gives
-    each character of the longest label 24-40 columns (3-5 CTC steps), following the images'
-    aspect ratio inside that band: enough time steps, none paid for empty. Whole-image classes
-    keep the image's shape (32-96 high), and colour with photo augmentation when the images are
-    colourful.
-    """
+    """Suggested input size and colour (the mode's ``suggest_input``), CHARSET, and
+    CAPTCHA_LENGTH where the mode has a maximum, for these images, with one line of reasoning."""
     if not sizes:
         return {}, ""
-    mode_cls = MODE_CLASSES.get(mode)
-    heights = [h for _, h in sizes]
-    widths = [w for w, _ in sizes]
-    if mode_cls is not None and mode_cls.feature_kind == "detection":  # the whole picture, multiples of 32
-        out: dict[str, Any] = {"IMAGE_HEIGHT": int(min(640, max(64, 32 * round(statistics.median(heights) / 32)))),
-                               "IMAGE_WIDTH": int(min(640, max(64, 32 * round(statistics.median(widths) / 32))))}
-        if symbols:
-            out["CHARSET"] = charset_value(symbols)
-        return out, "detectors see the whole picture at its median size, in multiples of 32"
-    aspect = statistics.median(w / h for w, h in sizes)
-    colourful = bool(colour) and statistics.median(colour) > COLOURFUL
-    if mode_cls is not None and mode_cls.colour_matters:
-        height = _round8(statistics.median(heights), 32, 96)
-        width = _round8(height * aspect, 32, 192)
-        out = {"IMAGE_HEIGHT": height, "IMAGE_WIDTH": width, "IMAGE_CHANNELS": 3 if colourful else 1}
-        if colourful:
-            out["PHOTO_AUGMENT"] = True
-        reason = (f"whole-image classes: the images' median shape ({statistics.median(widths):g}x"
-                  f"{statistics.median(heights):g}) within 32-96 pixels high; "
-                  + ("colour kept and photo augmentation (mirror, zoom) on: the images are colourful photos"
-                     if colourful else "greyscale: the images hold little colour"))
-    else:
-        longest = max(lengths) if lengths else 4
-        low, high = (c * longest for c in COLUMNS_PER_SYMBOL)
-        width = _round8(min(high, max(low, TEXT_HEIGHT * aspect)), 32, 2048)
-        stretch = width < 0.8 * TEXT_HEIGHT * aspect
-        out = {"IMAGE_HEIGHT": TEXT_HEIGHT, "IMAGE_WIDTH": width}
-        if stretch:
-            out["RESIZE"] = "stretch"
-        reason = (f"text: height {TEXT_HEIGHT} suits the backbone (it divides by 16); width {width} gives the "
-                  f"longest label ({longest}) {width // longest} columns a character ({low}-{high} wanted; the "
-                  f"images' aspect alone would give {TEXT_HEIGHT * aspect:.0f})"
-                  + ("; stretched, since padding would shrink the text" if stretch else ""))
+    mode_cls = MODE_CLASSES[mode]
+    out, reason = mode_cls.suggest_input(sizes, lengths, bool(colour) and statistics.median(colour) > COLOURFUL)
     if symbols:
         out["CHARSET"] = charset_value(symbols)
-    if lengths and mode_cls is not None and mode_cls.length_capped:
+    if lengths and mode_cls.length_capped:
         out["CAPTCHA_LENGTH"] = max(lengths)
     return out, reason
 
@@ -161,17 +117,16 @@ def _pixel_hash(image: Any) -> str:
     return digest.hexdigest()
 
 
-def inspect(workspace: Workspace, settings: Mapping[str, Any],
+def check(workspace: Workspace, settings: Mapping[str, Any],
             label_hook: Any = None, image_hook: ImageHook | None = None,
             progress: bool = True) -> Report:
     """Scan the pool and the train / validation / test splits of ``workspace``."""
     report = Report()
     reader = LabelReader(settings, label_hook)
-    mode = settings["MODE"]
-    mode_cls = MODE_CLASSES.get(mode)
+    mode_cls = MODE_CLASSES[settings["MODE"]]
     charset = configured_charset(settings)
     allowed = set(charset) if charset else None
-    check_labels = mode != "EFFICIENTDET"
+    check_labels = not mode_cls.labels_from_boxes  # box files are checked instead
     seen: dict[str, tuple[str, Path, str | None]] = {}
     files = [(split, root, path) for split, root in workspace.data_splits()
              for path in iter_images(root)]
@@ -186,7 +141,7 @@ def inspect(workspace: Workspace, settings: Mapping[str, Any],
             continue
         report.sizes.append(image.size)
         report.colour.append(colourfulness(image))
-        if mode == "EFFICIENTDET":
+        if mode_cls.labels_from_boxes:
             placed = geometry(image.width, image.height, Preprocessing.from_settings(settings))
             problem = _check_boxes(path, root, image.size, allowed, report, placed)
             if problem:
@@ -197,18 +152,15 @@ def inspect(workspace: Workspace, settings: Mapping[str, Any],
             if label is None:
                 report.findings.append(Finding(path, "no_label", "no label in its name or labels file"))
                 continue
-            symbols = tokens(label, mode)
-            unknown = sorted({s for s in symbols if allowed is not None and s not in allowed})
-            if unknown:
-                report.findings.append(Finding(path, "unknown_symbols", f"label {label!r} has {unknown}"))
+            problem = mode_cls.label_problem(label, settings, allowed)
+            if problem and problem[0] != "too_long":
+                report.findings.append(Finding(path, *problem))
                 continue
+            symbols = mode_cls.tokens(label)
             report.lengths[len(symbols)] += 1  # every label counts, so the suggestions cover them all
             report.symbols.update(symbols)
-            if mode_cls is not None and mode_cls.length_capped and len(symbols) > settings["CAPTCHA_LENGTH"]:
-                report.findings.append(Finding(
-                    path, "too_long", f"label {label!r} has {len(symbols)} > "
-                    f"CAPTCHA_LENGTH={settings['CAPTCHA_LENGTH']}; CAPTCHA_LENGTH = {len(symbols)} "
-                    "or more fits it"))
+            if problem:
+                report.findings.append(Finding(path, *problem))
                 continue
         digest = _pixel_hash(image)
         if digest in seen:
@@ -222,7 +174,8 @@ def inspect(workspace: Workspace, settings: Mapping[str, Any],
             report.findings.append(Finding(path, kind, detail))
             continue
         seen[digest] = (split, path, label)
-    report.suggestions, report.reasoning = suggest(report.sizes, report.symbols, report.lengths, mode, report.colour)
+    report.suggestions, report.reasoning = suggest(report.sizes, report.symbols, report.lengths, mode_cls.name,
+                                                   report.colour)
     if report.input_boxes:
         report.suggestions["ANCHOR_SCALE"] = suggest_anchor_scale(report.input_boxes, settings)
     return report

@@ -8,15 +8,20 @@ score (0 with no box), so MIN_CONFIDENCE gates detections as it gates text.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from capforge.data.images import Geometry
-from capforge.detection.anchors import IGNORED, anchors_for, decode_boxes
-from capforge.detection.metrics import Detection, average_precision
-from capforge.detection.nms import batched_nms
+from capforge.modes.efficientdet.clicks import ClickSpec
+from capforge.modes.efficientdet.anchors import IGNORED, anchors_for, decode_boxes
+from capforge.modes.efficientdet.metrics import Detection, average_precision
+from capforge.modes.efficientdet.nms import batched_nms
+from capforge.modes.efficientdet.order import detector_scores, order_clicks, prompt_targets, recognizer_scores
+from capforge.modes.efficientdet.evaluation import detection_summary, evaluate_detection
+from capforge.modes.efficientdet.pipeline import detection_dataset
 from capforge.modes.base import Mode, Prediction
 
 FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 1.5
@@ -24,8 +29,6 @@ HUBER_DELTA, BOX_WEIGHT = 0.1, 50.0  # as in EfficientDet
 MAP_THRESHOLD = 0.05  # scores kept when ranking for mAP (the serving threshold is a setting)
 MAX_DETECTIONS = 100
 LEGACY_ANCHOR_SCALE = 4.0  # what exports made before the ANCHOR_SCALE setting were trained with
-# Read from the workspace when serving (not frozen into the export): tuning them needs no retraining.
-SERVING_SETTINGS = ("DETECTION_THRESHOLD", "NMS_IOU")
 
 
 class EfficientDetMode(Mode):
@@ -35,6 +38,39 @@ class EfficientDetMode(Mode):
     monitor = "val_map50"
     length_capped = False
     colour_matters = True
+    labels_from_boxes = True
+    calibrated = False  # box scores are sigmoid per class; no softmax temperature
+    takes_prompt = True
+    # Read from the workspace when serving (not frozen into the export): tuning them needs no retraining.
+    serving_settings = ("DETECTION_THRESHOLD", "NMS_IOU")
+    # The whole colour picture at a size its five feature levels divide (multiples of 32), small
+    # batches at a higher rate (bench/results/detection.md).
+    defaults = {"IMAGE_HEIGHT": 128, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "BATCH_SIZE": 4,
+                "LR": 0.003, "EARLY_PATIENCE": 15}
+
+    @classmethod
+    def suggest_input(cls, sizes: Sequence[tuple[int, int]], lengths: Mapping[int, int],
+                      colourful: bool) -> tuple[dict[str, Any], str]:
+        def size(values: list[int]) -> int:
+            return int(min(640, max(64, 32 * round(statistics.median(values) / 32))))
+
+        return ({"IMAGE_HEIGHT": size([h for _, h in sizes]), "IMAGE_WIDTH": size([w for w, _ in sizes])},
+                "detectors see the whole picture at its median size, in multiples of 32")
+
+    @classmethod
+    def sample_spec(cls, settings: Mapping[str, Any], charset: str, lengths: tuple[int, int] | None,
+                    width: int | None, height: int | None, image_format: str) -> ClickSpec:
+        """Click captchas: 3-5 targets on a 320x160 picture, with VOC XML boxes."""
+        low, high = lengths or (3, 5)
+        return ClickSpec(charset, low, high, width or 320, height or 160, font_path=settings["FONT_PATH"])
+
+    @classmethod
+    def settings_problem(cls, values: Mapping[str, Any]) -> str | None:
+        for name in ("IMAGE_HEIGHT", "IMAGE_WIDTH"):
+            if values[name] % 32 or values[name] < 64:
+                return (f"MODE='EFFICIENTDET' needs {name} to be a multiple of 32 of at least 64 (its "
+                        f"feature levels halve the image five times); received {values[name]}")
+        return None
 
     @classmethod
     def label_width_for(cls, settings: Mapping[str, Any], labels: Sequence[Any]) -> int:
@@ -48,6 +84,28 @@ class EfficientDetMode(Mode):
     def plausible(self, text: str, lengths: Sequence[int] | None) -> bool:
         return True  # a detection answer is its boxes; with none its confidence is already 0
 
+    def place(self, prediction: Prediction, placed: Geometry) -> Prediction:
+        return place_boxes(prediction, placed)
+
+    def evaluate(self, workspace: Any, settings: Mapping[str, Any], predictor: Any, source: str, split: str,
+                 progress: bool) -> dict[str, Any]:
+        return evaluate_detection(workspace, settings, predictor, source, split, progress)
+
+    @classmethod
+    def summary(cls, report: Mapping[str, Any]) -> str:
+        return detection_summary(report)
+
+    def clicks(self, image: Any, boxes: list[dict[str, Any]], prompt: str | list[str],
+               recognizer: Any = None) -> list[dict[str, Any]]:
+        """Each prompted target's box, by the CLICK_RECOGNIZER model's reading of the crops (a
+        Predictor) or else the detector's own classes; raises TargetNotFound."""
+        scores = recognizer_scores(image, boxes, recognizer) if recognizer else detector_scores(boxes)
+        return order_clicks(prompt_targets(prompt), boxes, scores)
+
+    def dataset(self, records: Any, parse: Callable[[Any], Any], manifest: Mapping[str, Any], split: str,
+                augment: bool) -> tuple[Any, int]:
+        return detection_dataset(records, parse, manifest, split, self, augment)
+
     def accepts(self, label: Any) -> bool:
         known = set(self.charset.symbols)
         return all(t in known for t in self.tokens(label))
@@ -60,8 +118,9 @@ class EfficientDetMode(Mode):
     def anchor_scale(self) -> float:
         return float(self.settings.get("ANCHOR_SCALE", LEGACY_ANCHOR_SCALE))
 
-    def build(self, input_shape: tuple[int, int, int]) -> Any:
-        from capforge.models.efficientdet import build_efficientdet
+    def build(self, input_shape: tuple[int, int, int], backbone: Callable[[], Any] | None = None) -> Any:
+        """EfficientDet is backbone, neck and heads in one: BACKBONE and models.py do not apply."""
+        from capforge.modes.efficientdet.network import build_efficientdet  # lazily: it imports Keras
 
         return build_efficientdet(input_shape, len(self.charset.symbols), self.settings["PHI"],
                                   self.settings["PRETRAINED"])
@@ -151,5 +210,7 @@ def _placed(boxes: list[dict[str, Any]] | None, placed: Geometry) -> list[dict[s
 
 def place_boxes(prediction: Prediction, placed: Geometry) -> Prediction:
     """The prediction with its boxes mapped from model input back to the original image."""
+    if prediction.boxes is None:
+        return prediction
     return replace(prediction, boxes=_placed(prediction.boxes, placed),
                    candidates=_placed(prediction.candidates, placed))

@@ -5,7 +5,7 @@ feature levels P3-P7.
 ``PHI`` picks the size: EfficientNetB<PHI>, BiFPN width and depth, head depth (the paper's
 compound scaling; the input size is IMAGE_HEIGHT x IMAGE_WIDTH, since captchas are small).
 The model's one output is ``[batch, anchors, 4 + classes]``: box regression (see
-``capforge.detection.anchors``) then per-class sigmoid scores. Decoding and NMS happen in
+``capforge.modes.efficientdet.anchors``) then per-class sigmoid scores. Decoding and NMS happen in
 NumPy (``capforge.modes.efficientdet``), so the ONNX export is the network alone.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from capforge.detection.anchors import ANCHORS_PER_CELL
+from capforge.modes.efficientdet.anchors import ANCHORS_PER_CELL
 from capforge.errors import SettingsError
 from capforge.models.backbones import efficientnet_body
 

@@ -14,11 +14,11 @@ import requests
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-from capforge.detection.anchors import (anchors_for, best_anchor_scale, decode_boxes, encode_boxes, iou_matrix,
+from capforge.modes.efficientdet.anchors import (anchors_for, best_anchor_scale, decode_boxes, encode_boxes, iou_matrix,
                                        target_encoder)
-from capforge.detection.metrics import average_precision, coco_map, precision_recall
-from capforge.detection.nms import batched_nms, nms
-from capforge.detection.order import TargetNotFound, order_clicks, prompt_targets, recognizer_scores
+from capforge.modes.efficientdet.metrics import average_precision, coco_map, precision_recall
+from capforge.modes.efficientdet.nms import batched_nms, nms
+from capforge.modes.efficientdet.order import TargetNotFound, order_clicks, prompt_targets, recognizer_scores
 from capforge.serve.api import ServeOptions, create_app
 from capforge.serve.predictor import Predictor
 from capforge.serve.registry import ModelRegistry
@@ -87,7 +87,7 @@ def test_map_matches_hand_computed_cases() -> None:
 
 def test_decoding_keeps_weaker_boxes_as_click_candidates() -> None:
     from capforge.data.charset import Charset
-    from capforge.modes.efficientdet import EfficientDetMode
+    from capforge.modes.efficientdet.mode import EfficientDetMode
     from capforge.settings import load_settings
 
     settings = load_settings(None, ["MODE=EFFICIENTDET", "DETECTION_THRESHOLD=0.5"])
@@ -207,7 +207,7 @@ def test_acceptance_scaffold_to_boxes_over_http(tmp_path: Path) -> None:
 def test_augmentation_moves_boxes_with_the_picture() -> None:
     import tensorflow as tf
 
-    from capforge.data.detection_pipeline import _jitter_geometry
+    from capforge.modes.efficientdet.pipeline import _jitter_geometry
 
     tf.random.set_seed(5)
     image = np.ones((64, 128, 3), np.float32)

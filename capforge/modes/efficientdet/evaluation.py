@@ -10,37 +10,30 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from tqdm import tqdm
 
-from capforge.data.boxes import read_boxes
-from capforge.data.images import open_image
-from capforge.data.labels import iter_images
-from capforge.detection.metrics import Detection, Truth, coco_map, precision_recall
+from capforge.data.images import iter_images, open_image
 from capforge.errors import CapforgeError, DataError
-from capforge.evaluate import save_report
-from capforge.serve.predictor import Predictor
-from capforge.workspace import Workspace
+from capforge.modes.efficientdet.boxes import read_boxes
+from capforge.modes.efficientdet.metrics import Detection, Truth, coco_map, precision_recall
+from capforge.reports import image_grid, save_figure, save_report
+
+if TYPE_CHECKING:  # only for annotations
+    from capforge.serve.predictor import Predictor
+    from capforge.workspace import Workspace
 
 
 def _grid(rows: list[dict[str, Any]], path: Path, limit: int = 12) -> None:
     """Predictions (red, with label and score) over ground truth (green) on test images."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # lazily, like matplotlib everywhere: only reports draw
 
     shown = rows[:limit]
     if not shown:
         return
-    columns = 3
-    fig, axes = plt.subplots(-(-len(shown) // columns), columns, figsize=(12, 2.6 * -(-len(shown) // columns)),
-                             squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, row in zip(axes.flat, shown):
+    fig, panels = image_grid(len(shown), 3, 2.6)
+    for axis, row in zip(panels, shown):
         with open_image(row["path"]) as image:
             axis.imshow(image.convert("RGB"))
         for _, (x1, y1, x2, y2) in row["truth"]:
@@ -49,9 +42,7 @@ def _grid(rows: list[dict[str, Any]], path: Path, limit: int = 12) -> None:
             axis.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="red", linewidth=1))
             axis.text(x1, y1, f"{label} {score:.2f}", color="red", fontsize=7, va="bottom")
         axis.set_title(Path(row["path"]).name, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _detect(predictor: Predictor, path: Path) -> list[Detection]:
@@ -85,7 +76,7 @@ def evaluate_detection(workspace: Workspace, settings: Mapping[str, Any], predic
     threshold = settings["DETECTION_THRESHOLD"]
     served = [[d for d in r["found"] if d[1] >= threshold] for r in rows]
     report = {
-        "split": split, "model": source, "images": len(rows), "skipped": skipped,
+        "split": split, "mode": predictor.mode.name, "model": source, "images": len(rows), "skipped": skipped,
         "objects": sum(len(t) for t in truths),
         **coco_map(truths, [r["found"] for r in rows]),
         "serving_threshold": threshold, **precision_recall(truths, served),

@@ -6,12 +6,13 @@ the mode cannot learn (unknown symbols, too long) are filtered out and counted b
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from capforge.modes import Mode
-from capforge.workspace import Workspace
+if TYPE_CHECKING:  # only for annotations: the modes' own pipelines read records through this module
+    from capforge.modes import Mode
+    from capforge.workspace import Workspace
 
 
 SHIFT = 3  # augmentation: pixels an image may move each way
@@ -70,9 +71,7 @@ def _batch_decoder(manifest: Mapping[str, Any], mode: Mode) -> Any:
     def decode(records: Any) -> tuple[Any, Any]:
         example = tf.io.parse_example(records, _record_spec())
         images = tf.reshape(tf.io.decode_raw(example["image"], tf.uint8), (-1, p["height"], p["width"], p["channels"]))
-        labels = example["label"]
-        tokens = (tf.strings.unicode_split(labels, "UTF-8") if mode.uses_blank
-                  else tf.RaggedTensor.from_tensor(tf.reshape(labels, [-1, 1])))
+        tokens = mode.tf_tokens(example["label"])
         ids = tf.ragged.map_flat_values(table.lookup, tokens).to_tensor(0, shape=[None, width])
         return tf.cast(images, tf.float32) / 255.0, ids
 
@@ -89,7 +88,7 @@ def _usable_filter(mode: Mode) -> Any:
 
     def usable(record: Any) -> Any:
         label = tf.io.parse_single_example(record, spec)["label"]
-        tokens = tf.strings.unicode_split(label, "UTF-8") if mode.uses_blank else tf.reshape(label, [1])
+        tokens = mode.tf_tokens(label[None]).flat_values
         known = tf.reduce_all(table.lookup(tokens) >= 0)
         return tf.logical_and(known, tf.logical_and(tf.size(tokens) > 0, tf.size(tokens) <= width))
 
@@ -163,10 +162,9 @@ def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, 
     import tensorflow as tf
 
     ds = _records(workspace, manifest, split, training, seed)
-    if mode.feature_kind == "detection":
-        from capforge.data.detection_pipeline import detection_dataset
-
-        ds, count = detection_dataset(ds, _parse_fn(manifest, boxes=True), manifest, split, mode, training and augment)
+    own = mode.dataset(ds, _parse_fn(manifest, boxes=mode.labels_from_boxes), manifest, split, training and augment)
+    if own is not None:  # a mode with its own targets (detection: anchors)
+        ds, count = own
         return _batched(ds, batch_size, count).prefetch(tf.data.AUTOTUNE)
     labels = manifest["splits"][split]["labels"]
     count = sum(mode.accepts(label) for label in labels)
@@ -186,9 +184,12 @@ def load_arrays(workspace: Workspace, manifest: Mapping[str, Any], split: str,
 
     Labels are texts, or for detection lists of class names matching the boxes [M, 4].
     """
-    detection = mode.feature_kind == "detection"
+    from tqdm import tqdm
+
+    detection = mode.labels_from_boxes
     images, labels, boxes = [], [], []
-    for item in _records(workspace, manifest, split, False, 0).map(_parse_fn(manifest, detection)):
+    records = _records(workspace, manifest, split, False, 0).map(_parse_fn(manifest, detection))
+    for item in tqdm(records, desc=f"loading {split}", unit="img", total=manifest["splits"][split]["count"]):
         image, *rest = (x.numpy() for x in item)
         label = [c.decode("utf-8") for c in rest[-1]] if detection else rest[0].decode("utf-8")
         if mode.accepts(label):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from capforge.data.boxes import Box, read_boxes, read_voc, read_yolo, voc_xml
-from capforge.data.clicks import ClickSpec
+from capforge.modes.efficientdet.boxes import Box, read_boxes, read_voc, read_yolo, voc_xml
+from capforge.modes.efficientdet.clicks import ClickSpec
 from capforge.data.generate import generate
 from capforge.errors import DataError
 

@@ -17,13 +17,9 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from capforge.errors import CapforgeError
+from capforge.errors import TargetNotFound
 
 Scores = list[dict[str, float]]  # per box: candidate label -> score
-
-
-class TargetNotFound(CapforgeError):
-    """Raised when a prompted target matches none of the detected boxes."""
 
 
 def prompt_targets(prompt: str | Sequence[str]) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from capforge.detection.anchors import iou_matrix
+from capforge.modes.efficientdet.anchors import iou_matrix
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, limit: int = 100) -> np.ndarray:

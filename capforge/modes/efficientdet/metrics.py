@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from capforge.detection.anchors import iou_matrix
+from capforge.modes.efficientdet.anchors import iou_matrix
 
 Truth = tuple[str, Sequence[float]]  # (label, (x1, y1, x2, y2))
 Detection = tuple[str, float, Sequence[float]]  # (label, score, corners)

@@ -1,0 +1,64 @@
+"""Answering one image: decode and preprocess inline, batch through onnxruntime, decode, cache by
+content; for click captchas, the clicks a prompt asks for."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from capforge.data.images import open_image
+from capforge.errors import ImageError, ImageTooLargeError, TargetNotFound
+from capforge.modes import accepted
+from capforge.serve.inputs import RequestError
+from capforge.serve.registry import ServedModel
+
+# Cached with a detection answer, never sent: every box down to a low score, so a prompted
+# target that no box above DETECTION_THRESHOLD matches can still be clicked.
+CANDIDATES = "_candidates"
+
+
+def clicks_for(model: ServedModel, data: bytes, boxes: list[dict[str, Any]], prompt: Any) -> list[dict[str, Any]]:
+    """Click points for ``prompt`` in its order, chosen among ``boxes`` (detection models only)."""
+    if not model.predictor.mode.takes_prompt:
+        raise RequestError(400, "prompt_not_supported", f"'prompt' is for click-captcha (EFFICIENTDET) models; "
+                           f"{model.name} is {model.predictor.mode.name}")
+    if not (isinstance(prompt, str) or isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)) \
+            or not prompt or len(prompt) > 64:
+        raise RequestError(400, "invalid_prompt", "'prompt' must be the targets to click in order: a string "
+                           "('abc', or 'cat,dog') or a list of names, at most 64")
+    try:
+        return model.predictor.mode.clicks(open_image(data).convert("RGB"), boxes, prompt, model.recognizer)
+    except TargetNotFound as exc:
+        raise RequestError(422, "target_not_found", str(exc)) from None
+
+
+async def recognize(model: ServedModel, data: bytes, prompt: Any = None) -> dict[str, Any]:
+    """Decode and preprocess, batch through onnxruntime, decode; cached by content. With a
+    ``prompt`` (detection), add the click points in the prompt's order."""
+    started = time.perf_counter()
+    answer = model.cached(data)
+    if answer is None:
+        predictor = model.predictor
+        try:
+            # Inline: a captcha decodes and resizes in well under a millisecond, less than a thread hop.
+            array, placed = predictor.placed(data)
+        except ImageError as exc:
+            too_large = isinstance(exc, ImageTooLargeError)
+            raise RequestError(413 if too_large else 400, "image_too_large" if too_large else "invalid_image",
+                               str(exc).replace("image bytes: ", "")) from None
+        probs = await model.batcher.submit(array)
+        prediction = predictor.answer(probs, placed)
+        answer = {"model": model.name, **prediction.to_dict()}
+        if prediction.candidates is not None:
+            answer[CANDIDATES] = prediction.candidates
+        model.remember(data, answer)
+    candidates = answer.get(CANDIDATES, [])
+    if CANDIDATES in answer:  # detection only: text answers are not copied
+        answer = {k: v for k, v in answer.items() if k != CANDIDATES}
+    if prompt is not None:  # in a thread: a CLICK_RECOGNIZER runs a second model on the crops
+        # the detector's own classes may fall back on weaker boxes; a recogniser reads served boxes only
+        boxes = answer.get("boxes", []) if model.recognizer else candidates
+        answer["clicks"] = await asyncio.to_thread(clicks_for, model, data, boxes, prompt)
+    return {**answer, "accepted": accepted(answer["confidence"], model.settings.MIN_CONFIDENCE),
+            "time_ms": round((time.perf_counter() - started) * 1000, 3)}

@@ -1,0 +1,3 @@
+"""The API's routes, grouped by what they are for: recognise (JSON, multipart, the Bearcat
+form), admin (models, health, metrics), feedback, and demo (synthetic captchas). Each module's
+``router(registry, metrics)`` builds its FastAPI router for one app."""

@@ -1,0 +1,86 @@
+"""Recognition routes: base64 JSON, a multipart upload, and the Bearcat_captcha form protocol."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from capforge.serve.inputs import RequestError, checked_bytes, image_bytes, json_body, model_name, required
+from capforge.serve.metrics import Metrics
+from capforge.serve.recognition import recognize
+from capforge.serve.registry import ModelRegistry
+from capforge.serve.schemas import BearcatAnswer, RecognizeAnswer, RecognizeRequest, errors, form_body
+from capforge.serve.schemas import json_body as json_schema
+
+BEARCAT_OK, BEARCAT_NO_IMG, BEARCAT_BAD = "200", "5004", "5005"
+
+
+def router(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
+    """POST /api/v1/recognize, /api/v1/recognize/file and / (Bearcat)."""
+    routes = APIRouter(tags=["recognise"])
+
+    @routes.post("/api/v1/recognize", response_model=RecognizeAnswer, openapi_extra=json_schema(RecognizeRequest),
+                 responses=errors(400, 401, 404, 413, 415, 422))
+    async def recognize_json(request: Request) -> JSONResponse:
+        """Recognise a base64 image (or data URL): {"image": "...", "model": "site"}; click captchas
+        also take "prompt" (the targets to click, in order) and answer with "clicks"."""
+        metrics.requests.labels("recognize").inc()
+        with metrics.latency.time():
+            body = await json_body(request)
+            model = registry.resolve(model_name(body.get("model")))
+            image = required(body, "image")
+            if not isinstance(image, str):
+                raise RequestError(400, "invalid_base64", "'image' must be a base64 string")
+            return JSONResponse(await recognize(model, image_bytes(image, model.settings.MAX_IMAGE_BYTES),
+                                                body.get("prompt")))
+
+    @routes.post("/api/v1/recognize/file", response_model=RecognizeAnswer, responses=errors(400, 401, 404, 413, 415, 422),
+                 openapi_extra=form_body({"file": {"type": "string", "format": "binary"}, "model": {"type": "string"},
+                                          "prompt": {"type": "string"}}, ["file"]))
+    async def recognize_file(request: Request) -> JSONResponse:
+        """Recognise an uploaded file: multipart form with 'file' (and optional 'model')."""
+        metrics.requests.labels("recognize_file").inc()
+        if "multipart/form-data" not in request.headers.get("content-type", ""):
+            raise RequestError(415, "wrong_content_type", "send multipart/form-data with a 'file' field")
+        try:
+            form = await request.form()
+        except Exception:  # a malformed multipart body is the client's mistake
+            raise RequestError(400, "invalid_form", "the multipart body could not be parsed") from None
+        model = registry.resolve(model_name(form.get("model")))
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise RequestError(422, "missing_field", "the multipart field 'file' is required")
+        data = await upload.read(model.settings.MAX_IMAGE_BYTES + 1)
+        return JSONResponse(await recognize(model, checked_bytes(data, model.settings.MAX_IMAGE_BYTES),
+                                            form.get("prompt")))
+
+    @routes.post("/", response_model=BearcatAnswer, responses=errors(401, 413),
+                 openapi_extra=form_body({"img": {"type": "string", "description": "the image in base64"},
+                                          "model": {"type": "string"}}, ["img"]))
+    async def bearcat_compatible(request: Request) -> JSONResponse:
+        """The Bearcat_captcha protocol: form field 'img' (base64); answers with return_code."""
+        metrics.requests.labels("bearcat").inc()
+        started = time.perf_counter()
+        try:
+            form = await request.form()
+        except Exception:  # not a form at all: the same answer as a form without img
+            form = {}
+        img = form.get("img")
+        if not img or not isinstance(img, str):
+            metrics.errors.labels("bearcat_no_img").inc()
+            return JSONResponse({"return_code": BEARCAT_NO_IMG, "return_info": "参数错误，没有img属性",
+                                 "result": None, "recognition_rate": 0, "time": 0})
+        try:
+            model = registry.resolve(model_name(form.get("model")))
+            answer = await recognize(model, image_bytes(img, model.settings.MAX_IMAGE_BYTES))
+        except RequestError as exc:
+            metrics.errors.labels(exc.code).inc()
+            return JSONResponse({"return_code": BEARCAT_BAD, "return_info": exc.message, "result": None,
+                                 "recognition_rate": 0, "time": 0})
+        return JSONResponse({"return_code": BEARCAT_OK, "return_info": "处理成功", "result": answer["result"],
+                             "recognition_rate": answer["confidence"],
+                             "time": round((time.perf_counter() - started) * 1000, 3)})
+
+    return routes
