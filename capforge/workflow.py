@@ -1,8 +1,8 @@
-"""The workspace steps as Python functions, for notebooks and scripts.
+"""The workspace steps as Python functions, for notebooks and scripts::
 
->>> from capforge import workflow                          # doctest: +SKIP
->>> workflow.check("works/weibo").suggestions              # doctest: +SKIP
->>> workflow.train("works/weibo", minutes=5, LR=0.001)     # doctest: +SKIP
+    from capforge import workflow
+    workflow.check("works/weibo").suggestions
+    workflow.train("works/weibo", minutes=5, LR=0.001)
 
 Each takes the workspace folder and setting overrides as keywords (what ``--set`` does), and
 returns what its script prints a summary of. (They live here, not at ``capforge.train``: that
