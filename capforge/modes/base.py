@@ -1,5 +1,8 @@
-"""The Mode interface: one object per recognition mode owns its charset, label encoding, head,
-loss, decoding and metrics.
+"""The Mode contract: one class per recognition mode owns every decision that depends on the
+mode (its defaults and setting checks, how labels split into symbols and which it accepts, the
+suggested input, its records pipeline, network, loss, decoding, evaluation, calibration, serving
+settings and placing answers on the image). Code outside capforge/modes/ asks the mode; adding a
+mode is one module and one entry in the registry (capforge/modes/__init__.py).
 
 Decoding is NumPy only, so the server can decode without TensorFlow; building heads and losses
 imports Keras lazily.
