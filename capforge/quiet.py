@@ -23,7 +23,10 @@ NOISE = re.compile(
     r"cuInit|cpu_feature_guard\.cc|To enable the following instructions|rebuild TensorFlow with the "
     r"appropriate compiler flags|oneDNN supports DT_\w+ only on platforms|Unable to register cu\w+ "
     r"factory|computation placer already registered|Issue encountered when serializing "
-    r"table_initializer|TF-TRT Warning|op_level_cost_estimator\.cc"
+    r"table_initializer|TF-TRT Warning|op_level_cost_estimator\.cc|"
+    # the two lines that follow the table_initializer notice when a model is exported
+    r"^Type is unsupported, or the types of the items don't match field type in CollectionDef|"
+    r"^'NoneType' object has no attribute 'name'\s*$"
 )
 
 # Python warnings from libraries with nothing for a user to act on.
