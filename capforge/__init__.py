@@ -8,7 +8,6 @@ import os as _os
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-
 def __getattr__(name: str):  # noqa: ANN202 - PEP 562 module attribute hook
     """``capforge.Recognizer``, imported on first use so that ``import capforge`` stays light
     for the server and the workspace scripts (the steps as functions: capforge.workflow)."""

@@ -143,7 +143,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         f"{code}: {why}" for code, (s, why) in ERROR_CODES.items() if s == status)} for status in statuses}
 
 
-def json_body(model: type[BaseModel]) -> dict[str, Any]:
+def json_request(model: type[BaseModel]) -> dict[str, Any]:
     """``openapi_extra`` documenting a JSON request body of ``model`` (read by the handler itself)."""
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 

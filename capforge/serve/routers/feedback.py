@@ -14,15 +14,14 @@ from capforge.errors import ImageError
 from capforge.serve.inputs import RequestError, image_bytes, json_body, model_name, required
 from capforge.serve.metrics import Metrics
 from capforge.serve.registry import ModelRegistry
-from capforge.serve.schemas import FeedbackAnswer, FeedbackRequest, errors
-from capforge.serve.schemas import json_body as json_schema
+from capforge.serve.schemas import FeedbackAnswer, FeedbackRequest, errors, json_request
 
 
 def router(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
     """POST /api/v1/feedback (when the model's workspace sets FEEDBACK = True)."""
     routes = APIRouter(tags=["feedback"])
 
-    @routes.post("/api/v1/feedback", response_model=FeedbackAnswer, openapi_extra=json_schema(FeedbackRequest),
+    @routes.post("/api/v1/feedback", response_model=FeedbackAnswer, openapi_extra=json_request(FeedbackRequest),
                  responses=errors(400, 401, 403, 404, 409, 413, 415, 422))
     async def feedback(request: Request) -> dict[str, Any]:
         """Store a corrected sample as data/feedback/<label>_<hash>.png for the next training."""

@@ -11,8 +11,8 @@ from capforge.serve.inputs import RequestError, checked_bytes, image_bytes, json
 from capforge.serve.metrics import Metrics
 from capforge.serve.recognition import recognize
 from capforge.serve.registry import ModelRegistry
-from capforge.serve.schemas import BearcatAnswer, RecognizeAnswer, RecognizeRequest, errors, form_body
-from capforge.serve.schemas import json_body as json_schema
+from capforge.serve.schemas import BearcatAnswer, RecognizeAnswer, RecognizeRequest, errors, form_body, json_request
+
 
 BEARCAT_OK, BEARCAT_NO_IMG, BEARCAT_BAD = "200", "5004", "5005"
 
@@ -21,7 +21,7 @@ def router(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
     """POST /api/v1/recognize, /api/v1/recognize/file and / (Bearcat)."""
     routes = APIRouter(tags=["recognise"])
 
-    @routes.post("/api/v1/recognize", response_model=RecognizeAnswer, openapi_extra=json_schema(RecognizeRequest),
+    @routes.post("/api/v1/recognize", response_model=RecognizeAnswer, openapi_extra=json_request(RecognizeRequest),
                  responses=errors(400, 401, 404, 413, 415, 422))
     async def recognize_json(request: Request) -> JSONResponse:
         """Recognise a base64 image (or data URL): {"image": "...", "model": "site"}; click captchas
