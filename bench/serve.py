@@ -13,13 +13,16 @@ Every request loop is bounded in count; only 127.0.0.1 is contacted.
 generator that leaves more of the two cores to the server than Python's requests threads do;
 ``--floor`` (with ``--wrk``) also measures bare ASGI apps on the same uvicorn and worker count
 (``bench/http_floor.py``): HTTP alone, then with decoding and preprocessing, then with the model
-call, so the targets can be read against what serving costs before capforge's own code.
+call, so the targets can be read against what serving costs before capforge's own code;
+``--peers`` also starts ddddocr's own HTTP server (``ddddocr[api]``, its bundled model) with the
+same worker count and loads it the same way (capforge's server idles meanwhile).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import importlib.metadata
 import json
 import os
 import re
@@ -85,12 +88,16 @@ def raw_figures(export: Path, images: list[bytes], threads: int | None) -> tuple
     return statistics.median(single), 640 / (time.perf_counter() - started)
 
 
-def load(url: str, payloads: list[dict], concurrency: int) -> tuple[list[float], float, list[requests.Response]]:
+RECOGNIZE = "/api/v1/recognize"
+
+
+def load(url: str, payloads: list[dict], concurrency: int,
+         route: str = RECOGNIZE) -> tuple[list[float], float, list[requests.Response]]:
     sessions = [requests.Session() for _ in range(concurrency)]
 
     def one(i: int) -> tuple[float, requests.Response]:
         started = time.perf_counter()
-        response = sessions[i % concurrency].post(f"{url}/api/v1/recognize", json=payloads[i], timeout=30)
+        response = sessions[i % concurrency].post(url + route, json=payloads[i], timeout=30)
         return (time.perf_counter() - started) * 1000, response
 
     started = time.perf_counter()
@@ -100,7 +107,8 @@ def load(url: str, payloads: list[dict], concurrency: int) -> tuple[list[float],
     return [r[0] for r in results], len(payloads) / elapsed, [r[1] for r in results]
 
 
-def wrk_figures(url: str, payload: dict, concurrency: int, seconds: int = 15) -> tuple[str, float]:
+def wrk_figures(url: str, payload: dict, concurrency: int, seconds: int = 15,
+                route: str = RECOGNIZE) -> tuple[str, float]:
     """Median latency text and requests/s from wrk posting ``payload`` for ``seconds``."""
     body = json.dumps(payload).replace("\\", "\\\\").replace("'", "\\'")
     with tempfile.TemporaryDirectory() as folder:  # the floor calls this six times more: leave nothing behind
@@ -108,7 +116,7 @@ def wrk_figures(url: str, payload: dict, concurrency: int, seconds: int = 15) ->
         script.write_text(f"wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\n"
                           f"wrk.body = '{body}'\n")
         result = subprocess.run(["wrk", f"-t{min(2, concurrency)}", f"-c{concurrency}", f"-d{seconds}s", "--latency",
-                                 "-s", str(script), f"{url}/api/v1/recognize"],
+                                 "-s", str(script), url + route],
                                 capture_output=True, text=True, check=True).stdout
     median = re.search(r"50%\s+(\S+)", result).group(1)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", result)
@@ -123,14 +131,50 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(url: str) -> None:
+def wait_for(url: str, health: str = "/healthz") -> None:
     for _ in range(120):
         try:
-            requests.get(f"{url}/healthz", timeout=1)
+            requests.get(url + health, timeout=1)
             return
         except requests.ConnectionError:
             time.sleep(0.5)
-    raise RuntimeError(f"nothing answered at {url}/healthz within a minute")
+    raise RuntimeError(f"nothing answered at {url}{health} within a minute")
+
+
+def measure_levels(name: str, url: str, payloads: list[dict], wrk: bool, route: str = RECOGNIZE) -> None:
+    """Print latency and throughput at concurrency 1, 8 and 32 (and wrk's figures, if asked)."""
+    load(url, payloads[:50], 4, route)  # warm up
+    for concurrency in (1, 8, 32):
+        latencies, rate, responses = load(url, payloads, concurrency, route)
+        failed = sum(not r.ok for r in responses)
+        print(f"{name} concurrency {concurrency:>2}: median {statistics.median(latencies):6.2f} ms, "
+              f"p95 {np.percentile(latencies, 95):6.2f} ms, {rate:7.1f} requests/s"
+              + (f" ({failed} error answers)" if failed else ""), flush=True)
+        if wrk:
+            median, wrk_rate = wrk_figures(url, payloads[0], concurrency, route=route)
+            print(f"  with wrk:     median {median}, {wrk_rate:7.1f} requests/s", flush=True)
+
+
+def peer_figures(payloads: list[dict], workers: int, wrk: bool) -> None:
+    """The same load on ddddocr's own HTTP server (``ddddocr[api]``, its bundled model, POST /ocr)."""
+    try:
+        import ddddocr  # noqa: F401 - only to say clearly that it is missing
+    except ImportError:
+        print("peer ddddocr: not installed (pip install -r bench/requirements.txt); skipped")
+        return
+    port = free_port()
+    env = {**os.environ, "DDDDOCR_HOST": "127.0.0.1", "DDDDOCR_PORT": str(port), "DDDDOCR_WORKERS": str(workers)}
+    peer = subprocess.Popen([sys.executable, "-m", "ddddocr.api"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(url, "/health")
+        print(f"peer ddddocr {importlib.metadata.version('ddddocr')}: its own server, {workers} worker "
+              "process(es), its bundled model", flush=True)
+        measure_levels("ddddocr ", url, payloads, wrk, "/ocr")
+    finally:
+        peer.terminate()
+        peer.wait(timeout=10)
 
 
 def floor_figures(export: Path, payload: dict, workers: int) -> None:
@@ -161,6 +205,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="server processes (default: the server's own)")
     parser.add_argument("--wrk", action="store_true", help="also load the server with wrk")
     parser.add_argument("--floor", action="store_true", help="also measure bare apps on the same uvicorn (needs --wrk)")
+    parser.add_argument("--peers", action="store_true",
+                        help="also load ddddocr's own HTTP server the same way (bench/requirements.txt)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="a serving setting for the server, e.g. INFERENCE_THREADS=0")
     args = parser.parse_args()
@@ -185,21 +231,16 @@ def main() -> None:
                                *(a for o in overrides for a in ("--set", o))],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
+    payloads = [{"image": base64.b64encode(images[i % len(images)]).decode()} for i in range(args.requests)]
     try:
         wait_for(url)
-        payloads = [{"image": base64.b64encode(images[i % len(images)]).decode()} for i in range(args.requests)]
-        load(url, payloads[:50], 4)  # warm up
-        for concurrency in (1, 8, 32):
-            latencies, rate, _ = load(url, payloads, concurrency)
-            print(f"concurrency {concurrency:>2}: median {statistics.median(latencies):6.2f} ms, "
-                  f"p95 {np.percentile(latencies, 95):6.2f} ms, {rate:7.1f} requests/s")
-            if args.wrk:
-                median, wrk_rate = wrk_figures(url, payloads[0], concurrency)
-                print(f"  with wrk:     median {median}, {wrk_rate:7.1f} requests/s")
+        measure_levels("capforge", url, payloads, args.wrk)
         print(f"targets: median at concurrency 1 <= {2 * single_ms:.2f} ms (2 x raw); "
               f"throughput at 32 >= {0.8 * batched_rate:.0f} requests/s (80 % of raw batched)")
         if args.floor:
             floor_figures(root / "exports" / "current", payloads[0], workers)
+        if args.peers:
+            peer_figures(payloads, workers, args.wrk)
 
         good = {i: base64.b64encode(images[i]).decode() for i in range(min(200, len(images)))}
         expected = {i: requests.post(f"{url}/api/v1/recognize", json={"image": b}, timeout=30).json()["result"]

@@ -5,6 +5,17 @@ Every mistake a user can make (bad settings, a bad path, bad data) raises a subc
 without a traceback. Anything else is a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
+import contextlib
+import errno
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")  # TensorFlow's own file errors
+
 
 class CapforgeError(Exception):
     """Base class: a problem the user can fix, described in one line."""
@@ -46,3 +57,22 @@ class Aborted(CapforgeError):
 
 class TargetNotFound(CapforgeError):
     """Raised when a prompted click target matches none of the detected boxes."""
+
+
+class DiskFullError(CapforgeError):
+    """Raised when the disk fills up while a step writes; what was in use before stays in use."""
+
+
+@contextlib.contextmanager
+def disk_space(doing: str, kept: str, staging: Path) -> Iterator[None]:
+    """Write ``staging``: on any failure remove it (never a half-written folder left behind), and
+    turn a full disk while ``doing`` into a DiskFullError that says ``kept`` (what is still in use)."""
+    try:
+        yield
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if getattr(exc, "errno", None) not in DISK_FULL_ERRNOS and not any(t in str(exc) for t in DISK_FULL_TEXTS):
+            raise
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise DiskFullError(f"the disk is full: {doing} stopped{where}; {kept}. Free some space and run it "
+                            "again") from None

@@ -23,7 +23,7 @@ from capforge import __version__
 from capforge.calibration import fit_temperature
 from capforge.data.images import iter_images
 from capforge.data.labels import LabelReader
-from capforge.errors import CapforgeError, WorkspaceError
+from capforge.errors import CapforgeError, WorkspaceError, disk_space
 from capforge.onnx_export import export_onnx
 from capforge.serve.predictor import MANIFEST, Predictor
 from capforge.train import BEST, TRAINING_FILE, load_checkpoint
@@ -89,28 +89,30 @@ def export(workspace: Workspace, settings: Mapping[str, Any]) -> dict[str, Any]:
     model = load_checkpoint(best)
     staging = workspace.exports / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    shutil.copy2(best, staging / "model.keras")
-    print("converting to ONNX...", flush=True)  # one call, tens of seconds for a recurrent model
-    onnx_kind = export_onnx(model, staging / "model.onnx")
-    utils = workspace.root / "utils.py"
-    if utils.is_file():
-        shutil.copy2(utils, staging / "utils.py")  # the preprocess_image hook serves too
-    manifest = {
-        "schema": "capforge.export/1", "name": workspace.name, "mode": record["mode"],
-        "charset": record["charset"], "label_width": record["label_width"],
-        "label_lengths": record.get("label_lengths"),
-        "preprocessing": record["preprocessing"], "settings": record["settings"],
-        "capforge_version": __version__, "exported_at": _dt.datetime.now().isoformat(timespec="seconds"),
-        "onnx": "model.onnx", "onnx_export": onnx_kind, "keras": "model.keras",
-    }
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-    split, images = parity_images(workspace)
-    predictor = Predictor(staging)
-    manifest["parity"] = check_parity(model, predictor, images, settings["PARITY_TOLERANCE"])
-    manifest["calibration"] = calibrate(workspace, settings, predictor, split, images)
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
     current = workspace.exports / "current"
+    kept = f"{workspace.relative(current)} is still the one served" if current.exists() else "nothing was exported"
+    with disk_space(f"writing {workspace.relative(staging)}", kept, staging):
+        staging.mkdir(parents=True)
+        shutil.copy2(best, staging / "model.keras")
+        print("converting to ONNX...", flush=True)  # one call, tens of seconds for a recurrent model
+        onnx_kind = export_onnx(model, staging / "model.onnx")
+        utils = workspace.root / "utils.py"
+        if utils.is_file():
+            shutil.copy2(utils, staging / "utils.py")  # the preprocess_image hook serves too
+        manifest = {
+            "schema": "capforge.export/1", "name": workspace.name, "mode": record["mode"],
+            "charset": record["charset"], "label_width": record["label_width"],
+            "label_lengths": record.get("label_lengths"),
+            "preprocessing": record["preprocessing"], "settings": record["settings"],
+            "capforge_version": __version__, "exported_at": _dt.datetime.now().isoformat(timespec="seconds"),
+            "onnx": "model.onnx", "onnx_export": onnx_kind, "keras": "model.keras",
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+        split, images = parity_images(workspace)
+        predictor = Predictor(staging)
+        manifest["parity"] = check_parity(model, predictor, images, settings["PARITY_TOLERANCE"])
+        manifest["calibration"] = calibrate(workspace, settings, predictor, split, images)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
     if current.exists():
         os.replace(current, workspace.exports / f"previous-{_dt.datetime.now():%Y%m%d-%H%M%S}")
     os.replace(staging, current)

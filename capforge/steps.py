@@ -160,8 +160,13 @@ def cmd_train(ws: Workspace, settings: Settings, args: argparse.Namespace) -> in
 
 
 def cmd_export(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    from capforge.distribute import worker_role
     from capforge.export import export
 
+    role = worker_role(settings["DISTRIBUTE"])
+    if not role.chief:
+        print(f"{role} of the cluster: the chief writes the export; nothing to export here")
+        return 0
     manifest = export(ws, settings)
     parity = manifest["parity"]
     print(f"exported {ws.relative(ws.exports)}/current (model.onnx, model.keras, manifest.json); "
@@ -175,7 +180,8 @@ def _args_test(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_test(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    from capforge.evaluate import evaluate, summary_text
+    from capforge.evaluate import evaluate
+    from capforge.reports import summary_text
 
     report = evaluate(ws, settings, args.split)
     print(summary_text(report))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from capforge.data.charset import Charset
 from capforge.data.labels import configured_charset
 from capforge.data.pack import check_pack_matches, read_manifest
 from capforge.data.records import load_arrays, make_dataset
+from capforge.distribute import WorkerWorkspace, distribution_strategy, fit_across_machines, worker_role
 from capforge.errors import DataError, NotBuiltError, SettingsError, WorkspaceError
 from capforge.models.backbones import build_backbone
 from capforge.modes import MODE_CLASSES, Mode, make_mode
@@ -73,20 +75,6 @@ def build_model(workspace: Workspace | None, settings: Mapping[str, Any], mode: 
     return mode.build(shape, backbone)
 
 
-def distribution_strategy(name: str) -> Any:
-    """The tf.distribute strategy for DISTRIBUTE."""
-    import tensorflow as tf
-
-    if name == "mirrored":
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise SettingsError("DISTRIBUTE='multi_worker' needs the TF_CONFIG environment variable")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 def load_checkpoint(path: Path) -> Any:
     """A saved Keras model (EfficientDet's custom layer registered first)."""
     import keras
@@ -133,12 +121,23 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
           extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train; return a summary with the best validation sequence accuracy.
 
-    ``verbose="auto"``: Keras' progress bar on a terminal, else one line per epoch."""
+    ``verbose="auto"``: Keras' progress bar on a terminal, else one line per epoch. With
+    DISTRIBUTE='multi_worker' a worker other than the chief writes only to a scratch folder."""
+    role = worker_role(settings["DISTRIBUTE"])
+    if settings["DISTRIBUTE"] == "multi_worker" and minutes:
+        raise SettingsError("--minutes with DISTRIBUTE='multi_worker': each machine would stop on its own "
+                            "clock and leave the others waiting; set EPOCHS instead")
+    if not role.chief and not isinstance(workspace, WorkerWorkspace):
+        with tempfile.TemporaryDirectory(prefix="capforge-worker-") as scratch:
+            print(f"{role} of the cluster: training with the chief; its checkpoints and logs are the chief's")
+            return train(WorkerWorkspace.of(workspace, Path(scratch)), settings, minutes, continue_from_best,
+                         verbose, extra_callbacks)
     import keras
 
     from capforge import callbacks  # lazily: it imports TensorFlow, which test.py and export never need
 
     callbacks.lr_schedule(settings, minutes)  # a schedule without its budget is refused before any work
+    strategy = distribution_strategy(settings["DISTRIBUTE"])  # before any TensorFlow op: multi_worker needs it
     setup = prepare(workspace, settings)
     mode = setup.mode
     best_path = workspace.checkpoints / BEST
@@ -153,7 +152,7 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
     if not val[0].shape[0]:
         raise DataError("the validation split has no usable images; run split_dataset.py "
                         "(VALIDATION_SPLIT > 0) and pack_dataset.py")
-    with distribution_strategy(settings["DISTRIBUTE"]).scope():
+    with strategy.scope():
         train_ds = make_dataset(workspace, setup.manifest, "train", mode, settings["BATCH_SIZE"], True,
                                 settings["DATA_ENHANCEMENT"], settings["SEED"], settings["PHOTO_AUGMENT"])
         val_ds = make_dataset(workspace, setup.manifest, "validation", mode, settings["BATCH_SIZE"], False)
@@ -164,6 +163,7 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
         # Built here, eagerly, its slots are quick; left to the first traced step they made
         # EfficientDet's first step far slower (bench/results/defaults.md).
         model.optimizer.build(model.trainable_variables)
+        fit_across_machines(model, strategy)
     draw_model(model, workspace.logs / "model.png")
     record = {
         "capforge_version": __version__, "mode": mode.name, "charset": mode.charset.to_dict(),

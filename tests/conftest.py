@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -16,10 +17,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_script(workspace: Path, script: str, *args: str, cwd: Path | None = None,
-               stdin: str | None = None) -> subprocess.CompletedProcess:
-    """Run a workspace script with this Python, from ``cwd`` (default: inside the workspace)."""
+               stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a workspace script with this Python, from ``cwd`` (default: inside the workspace),
+    with ``env`` added to the environment."""
     return subprocess.run([sys.executable, str(workspace / script), *args], cwd=cwd or workspace,
-                          capture_output=True, text=True, input=stdin, timeout=600)
+                          capture_output=True, text=True, input=stdin, timeout=600, env={**os.environ, **(env or {})})
 
 
 def new_work(works: Path, site: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -50,18 +52,25 @@ def wait_until_answering(process: subprocess.Popen, url: str, what: str) -> None
 
 
 @contextlib.contextmanager
-def running_app(workspace: Path, *args: str) -> Iterator[str]:
-    """The workspace's app.py under uvicorn on a free loopback port; yields its URL."""
+def running_server(workspace: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The workspace's app.py under uvicorn on a free loopback port; yields its URL and process."""
     port = free_port()
     process = subprocess.Popen([sys.executable, str(workspace / "app.py"), "--port", str(port), *args],
                                cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_answering(process, f"{url}/healthz", "app.py")
-        yield url
+        yield url, process
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running_app(workspace: Path, *args: str) -> Iterator[str]:
+    """The workspace's app.py under uvicorn on a free loopback port; yields its URL."""
+    with running_server(workspace, *args) as (url, _):
+        yield url
 
 
 @pytest.fixture
@@ -77,7 +86,7 @@ def workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def served_works(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """works/digits: a CTC_TINY model trained on clean digits (it reads them) and exported."""
+    """works/digits: a CTC_TINY model trained on clean digits (it reads them), exported and tested."""
     from capforge.cli import invoke
     from capforge.workspace import create_workspace
 
@@ -91,6 +100,6 @@ def served_works(tmp_path_factory: pytest.TempPathFactory) -> Path:
         f.write("IMAGE_HEIGHT = 32\nIMAGE_WIDTH = 96\nCHARSET = '0123456789'\nEPOCHS = 12\n"
                 "BATCH_SIZE = 16\nLR = 0.003\nDATA_ENHANCEMENT = False\n")
     fill_pool(ws.pool, 400, lengths=(2, 4))
-    for step in ("split", "pack", "train", "export"):
+    for step in ("split", "pack", "train", "export", "test"):
         assert invoke(step, ws.root, []) == 0, step
     return works

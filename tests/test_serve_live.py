@@ -4,6 +4,7 @@ crawler, and the Gradio page in headless Chromium."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -18,6 +19,8 @@ import requests
 from conftest import free_port, run_script, running_app, wait_until_answering
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +111,7 @@ def answers_on_the_page(url: str, pictures: list[Path], expected: list[str], pag
 
     shown: list[str | None] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                  "--disable-component-update", "--disable-sync"])
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
         tabs = [browser.new_context().new_page() for _ in range(pages)]
         for tab in tabs:
             tab.goto(url + "/", wait_until="networkidle")
@@ -146,6 +146,27 @@ def test_gradio_page_in_headless_chromium(server: tuple[str, Path], tmp_path: Pa
     assert api_answer(url, picture) == label
     shown, info = answers_on_the_page(url, [picture], [label], screenshot=tmp_path.parent / "gradio_page.png")
     assert shown == [label] and "confidence" in info
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (./run test installs it)")
+def test_the_report_tab_shows_the_test_report_and_its_pictures(server: tuple[str, Path]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url, workspace = server
+    report = json.loads((workspace / "reports" / "test_report.json").read_text())
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        tab = browser.new_page()
+        tab.goto(url + "/ui/", wait_until="networkidle")
+        tab.get_by_role("tab", name="report: digits").click()
+        summary = tab.locator("#report-digits")
+        summary.get_by_text("sequence accuracy").wait_for(timeout=15000)
+        text = summary.inner_text()
+        tab.locator("#pictures-digits img").nth(3).wait_for(timeout=15000)
+        shown = tab.locator("#pictures-digits img").count()
+        browser.close()
+    assert f"sequence accuracy  {report['sequence_accuracy']:.4f}" in text and "calibration error" in text
+    assert shown == 4  # training curves, reliability, confusions, worst answers
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (./run test installs it)")

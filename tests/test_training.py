@@ -167,7 +167,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path: Path) -> None:
         "import sys, tensorflow as tf\n"
         "cpu = tf.config.list_physical_devices('CPU')[0]\n"
         "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
-        "from capforge.train import distribution_strategy, train\n"
+        "from capforge.distribute import distribution_strategy\nfrom capforge.train import train\n"
         "from capforge.settings import load_settings\n"
         "from capforge.workspace import Workspace\n"
         "assert distribution_strategy('mirrored').num_replicas_in_sync == 2\n"
@@ -177,6 +177,36 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "epochs 1" in result.stdout
+
+
+def test_two_workers_on_loopback_train_one_model_and_only_the_chief_writes(tmp_path: Path) -> None:
+    import shutil
+
+    from conftest import free_port, run_script
+
+    chief = prepared(tmp_path, "CTC_TINY", "EPOCHS = 1\nBATCH_SIZE = 16\nDISTRIBUTE = 'multi_worker'\n", count=60)
+    other = tmp_path / "second_machine" / "w"  # each machine holds its own copy of the workspace
+    shutil.copytree(chief.root, other)
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    workers = [subprocess.Popen([sys.executable, str(root / "train.py")], cwd=root, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env={**os.environ, "TF_CONFIG": json.dumps(
+                                    {"cluster": cluster, "task": {"type": "worker", "index": i}})})
+               for i, root in enumerate((chief.root, other))]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    assert "worker 1 of the cluster: training with the chief" in outputs[1]
+    for i, root in enumerate((chief.root, other)):
+        env = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+        result = run_script(root, "save_model.py", env=env)
+        assert result.returncode == 0, result.stderr
+    assert (chief.checkpoints / "best.keras").is_file() and (chief.logs / "training.csv").is_file()
+    assert (chief.exports / "current" / "model.onnx").is_file()
+    written = [p for folder in ("checkpoints", "logs", "exports") for p in (other / folder).rglob("*") if p.is_file()]
+    assert written == []
+    assert "the chief writes the export" in result.stdout
+    minutes = run_script(other, "train.py", "--minutes", "1", env=env)
+    assert minutes.returncode == 2 and "set EPOCHS instead" in minutes.stderr
 
 
 def test_pack_without_training_images_is_a_clear_error(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from capforge import __version__
 from capforge.data.images import Preprocessing, geometry, iter_images, open_image, preprocess_to_uint8
 from capforge.data.labels import LabelReader
-from capforge.errors import CapforgeError, DataError
+from capforge.errors import CapforgeError, DataError, disk_space
 from capforge.modes import MODE_CLASSES
 from capforge.modes.efficientdet.boxes import read_boxes
 from capforge.workspace import SPLITS, Workspace, hook
@@ -144,17 +144,15 @@ def pack(workspace: Workspace, settings: Mapping[str, Any], workers: int | None 
         "compression": settings["PACK_COMPRESSION"],
         "splits": {}, "skipped": {},
     }
-    try:
+    kept = f"{workspace.relative(workspace.packed)}/ is still the one in use" if workspace.packed.exists() \
+        else "nothing was packed"
+    with disk_space("writing packed.tmp/", kept, staging):
         _pack_splits(workspace, preprocessing, reader, settings, staging, manifest, workers, progress)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # never leave a half pack behind
-        raise
-    if not manifest["splits"]["train"]["count"]:
-        shutil.rmtree(staging)
-        raise DataError("data/train has no usable images; run split_dataset.py first")
-    partial = staging / (MANIFEST + ".part")
-    partial.write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(partial, staging / MANIFEST)
+        if not manifest["splits"]["train"]["count"]:
+            raise DataError("data/train has no usable images; run split_dataset.py first")
+        partial = staging / (MANIFEST + ".part")
+        partial.write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+        os.replace(partial, staging / MANIFEST)
     old = workspace.root / "packed.old"
     shutil.rmtree(old, ignore_errors=True)
     if workspace.packed.exists():

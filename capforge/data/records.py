@@ -165,7 +165,7 @@ def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, 
     own = mode.dataset(ds, _parse_fn(manifest, boxes=mode.labels_from_boxes), manifest, split, training and augment)
     if own is not None:  # a mode with its own targets (detection: anchors)
         ds, count = own
-        return _batched(ds, batch_size, count).prefetch(tf.data.AUTOTUNE)
+        return _shared_out(_batched(ds, batch_size, count).prefetch(tf.data.AUTOTUNE))
     labels = manifest["splits"][split]["labels"]
     count = sum(mode.accepts(label) for label in labels)
     if count < len(labels):  # only then pay for a per-record check
@@ -175,7 +175,17 @@ def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, 
         ds = ds.map(lambda images, ids: (_augment(images), ids), num_parallel_calls=tf.data.AUTOTUNE)
         if photos and mode.colour_matters:
             ds = ds.map(lambda images, ids: (_mirror_and_zoom(images), ids), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _shared_out(ds.prefetch(tf.data.AUTOTUNE))
+
+
+def _shared_out(ds: Any) -> Any:
+    """Split by element, not by file, between the machines of DISTRIBUTE='multi_worker': a small
+    split may have fewer shard files than there are machines."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
 
 
 def load_arrays(workspace: Workspace, manifest: Mapping[str, Any], split: str,
