@@ -155,26 +155,43 @@ def measure_levels(name: str, url: str, payloads: list[dict], wrk: bool, route: 
             print(f"  with wrk:     median {median}, {wrk_rate:7.1f} requests/s", flush=True)
 
 
+# ddddocr's servers: its documented one (``python -m ddddocr api``), and the second one its
+# package holds (ddddocr.api.server), one process, which needs POST /initialize first.
+PEERS = {
+    "documented": ["-m", "ddddocr", "api", "--host", "127.0.0.1", "--port", "{port}", "--workers", "{workers}"],
+    "api.server": ["-c", "import sys; from ddddocr.api.server import run_server; "
+                   "run_server('127.0.0.1', int(sys.argv[1]), log_level='warning')", "{port}"],
+}
+
+
 def peer_figures(payloads: list[dict], workers: int, wrk: bool) -> None:
-    """The same load on ddddocr's own HTTP server (``ddddocr[api]``, its bundled model, POST /ocr)."""
+    """The same load on ddddocr's own HTTP servers (``ddddocr[api]``, its bundled model, POST /ocr),
+    each checked with one request first: one that answers errors is reported, not measured."""
     try:
-        import ddddocr  # noqa: F401 - only to say clearly that it is missing
-    except ImportError:
+        version = importlib.metadata.version("ddddocr")
+    except importlib.metadata.PackageNotFoundError:
         print("peer ddddocr: not installed (pip install -r bench/requirements.txt); skipped")
         return
-    port = free_port()
-    env = {**os.environ, "DDDDOCR_HOST": "127.0.0.1", "DDDDOCR_PORT": str(port), "DDDDOCR_WORKERS": str(workers)}
-    peer = subprocess.Popen([sys.executable, "-m", "ddddocr.api"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(url, "/health")
-        print(f"peer ddddocr {importlib.metadata.version('ddddocr')}: its own server, {workers} worker "
-              "process(es), its bundled model", flush=True)
-        measure_levels("ddddocr ", url, payloads, wrk, "/ocr")
-    finally:
-        peer.terminate()
-        peer.wait(timeout=10)
+    for name, argv in PEERS.items():
+        port = free_port()
+        peer = subprocess.Popen([sys.executable, *(a.format(port=port, workers=workers) for a in argv)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(url, "/docs")
+            if name == "api.server":
+                requests.post(f"{url}/initialize", json={"ocr": True, "det": False}, timeout=60).raise_for_status()
+            first = requests.post(f"{url}/ocr", json=payloads[0], timeout=60)
+            processes = workers if name == "documented" else 1
+            label = f"peer ddddocr {version}, {name} server ({processes} process(es), its bundled model)"
+            if not first.ok:
+                print(f"{label}: answers {first.status_code} {first.text[:160]}; not measured", flush=True)
+                continue
+            print(f"{label}: answered {first.json()}", flush=True)
+            measure_levels(f"ddddocr {name}", url, payloads, wrk, "/ocr")
+        finally:
+            peer.terminate()
+            peer.wait(timeout=10)
 
 
 def floor_figures(export: Path, payload: dict, workers: int) -> None:

@@ -76,3 +76,11 @@ def disk_space(doing: str, kept: str, staging: Path) -> Iterator[None]:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         raise DiskFullError(f"the disk is full: {doing} stopped{where}; {kept}. Free some space and run it "
                             "again") from None
+
+
+class ReviewError(CapforgeError):
+    """Raised when a review answer cannot be applied; ``code`` says why (the API's error code)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -71,14 +71,10 @@ def calibration_error(rows: list[dict[str, Any]]) -> float:
     return sum(row["count"] * abs(row["accuracy"] - row["mean_confidence"]) for row in rows if row["count"]) / total
 
 
-def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "test",
-             progress: bool = True) -> dict[str, Any]:
-    """Evaluate every image of ``split``; write reports/<split>_report.json and a PNG grid."""
-    predictor, source = load_predictor(workspace)
-    mode = predictor.mode
-    own = mode.evaluate(workspace, settings, predictor, source, split, progress)
-    if own is not None:  # a mode with its own measures (detection: mAP)
-        return own
+def answer_split(workspace: Workspace, settings: Mapping[str, Any], predictor: Predictor, split: str,
+                 progress: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
+    """``predictor``'s answer to every labelled image of ``split``: rows of path, label,
+    prediction, confidence and correct; and the images skipped (unlabelled or unreadable)."""
     folder = workspace.split_dir(split)
     reader = LabelReader(settings, hook(workspace, "utils", "label_from_path"))
     items = [(p, reader.label(p, folder)) for p in iter_images(folder)]
@@ -87,7 +83,6 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
     if not items:
         raise DataError(f"no labelled images in {workspace.relative(folder)}; run split_dataset.py")
     rows: list[dict[str, Any]] = []
-    started = time.perf_counter()
     for start in tqdm(range(0, len(items), 64), desc=f"testing {split}", unit="batch", disable=not progress):
         chunk, images = [], []
         for path, label in items[start:start + 64]:
@@ -101,6 +96,19 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
         for (path, label), answer in zip(chunk, predictor.decode(predictor.probabilities(np.stack(images)))):
             rows.append({"path": str(path), "label": label, "prediction": answer.text,
                          "confidence": answer.confidence, "correct": answer.text == label})
+    return rows, skipped
+
+
+def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "test",
+             progress: bool = True) -> dict[str, Any]:
+    """Evaluate every image of ``split``; write reports/<split>_report.json and a PNG grid."""
+    predictor, source = load_predictor(workspace)
+    mode = predictor.mode
+    own = mode.evaluate(workspace, settings, predictor, source, split, progress)
+    if own is not None:  # a mode with its own measures (detection: mAP)
+        return own
+    started = time.perf_counter()
+    rows, skipped = answer_split(workspace, settings, predictor, split, progress)
     seconds = time.perf_counter() - started
     edits = Counter()
     confusions: Counter = Counter()

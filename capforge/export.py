@@ -79,8 +79,9 @@ def check_parity(keras_model: Any, predictor: Predictor, images: list[Path], tol
     return {"images": len(images), "max_abs_diff": worst}
 
 
-def export(workspace: Workspace, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Export the best checkpoint to ``exports/current``; return the manifest."""
+def export(workspace: Workspace, settings: Mapping[str, Any], name: str = "current") -> dict[str, Any]:
+    """Export the best checkpoint to ``exports/<name>`` (``current``: the served one, whose
+    predecessor is kept as ``previous-<time>``); return the manifest."""
     best = workspace.checkpoints / BEST
     record_path = workspace.checkpoints / TRAINING_FILE
     if not best.is_file() or not record_path.is_file():
@@ -89,8 +90,8 @@ def export(workspace: Workspace, settings: Mapping[str, Any]) -> dict[str, Any]:
     model = load_checkpoint(best)
     staging = workspace.exports / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
-    current = workspace.exports / "current"
-    kept = f"{workspace.relative(current)} is still the one served" if current.exists() else "nothing was exported"
+    current = workspace.exports / name
+    kept = f"{workspace.relative(current)} is still the one in use" if current.exists() else "nothing was exported"
     with disk_space(f"writing {workspace.relative(staging)}", kept, staging):
         staging.mkdir(parents=True)
         shutil.copy2(best, staging / "model.keras")
@@ -114,6 +115,16 @@ def export(workspace: Workspace, settings: Mapping[str, Any]) -> dict[str, Any]:
         manifest["calibration"] = calibrate(workspace, settings, predictor, split, images)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
     if current.exists():
-        os.replace(current, workspace.exports / f"previous-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+        if name == "current":
+            retire(workspace)
+        else:
+            shutil.rmtree(current)  # an earlier candidate, never served
     os.replace(staging, current)
     return manifest
+
+
+def retire(workspace: Workspace) -> Path:
+    """Move the served export aside to ``exports/previous-<time>`` (kept, never deleted)."""
+    previous = workspace.exports / f"previous-{_dt.datetime.now():%Y%m%d-%H%M%S-%f}"
+    os.replace(workspace.exports / "current", previous)
+    return previous

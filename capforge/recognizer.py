@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image
 
 from capforge.errors import WorkspaceError
+from capforge.inbox import content_key
 from capforge.modes import accepted
 from capforge.serve.inputs import image_bytes
 from capforge.serve.predictor import MANIFEST, Predictor
@@ -46,12 +47,14 @@ class Recognizer:
 
     def recognize(self, image: bytes | str | Path | Image.Image) -> dict[str, Any]:
         """The answer the HTTP API gives: result, confidence, chars (boxes for click captchas),
-        accepted and time_ms. ``image``: file bytes, a path, a PIL image or base64 text (or a
+        accepted, request_id (None for a PIL image: it has no file bytes) and time_ms. ``image``: file bytes, a path, a PIL image or base64 text (or a
         data URL)."""
         started = time.perf_counter()
         if isinstance(image, str) and not Path(image).is_file():
             image = image_bytes(image, MAX_TEXT_IMAGE_BYTES)
         prediction = self.predictor.predict([image])[0]
+        data = image if isinstance(image, bytes) else None if isinstance(image, Image.Image) else Path(image).read_bytes()
         return {"model": self.name, **prediction.to_dict(),
                 "accepted": accepted(prediction.confidence, self.min_confidence),
+                "request_id": content_key(data) if data is not None else None,
                 "time_ms": round((time.perf_counter() - started) * 1000, 3)}

@@ -90,6 +90,7 @@ def _is_kind(value: Any, kind: type) -> bool:
 
 
 _DATA, _MODEL, _TRAIN, _SERVE = "Data and labels", "Model", "Training", "Serving"
+_LOOP = "Review and retrain"
 
 OPTIONS: tuple[Option, ...] = (
     Option("MODE", "CTC", str, "recognition mode", _MODEL, choices=MODES),
@@ -172,8 +173,21 @@ OPTIONS: tuple[Option, ...] = (
            _SERVE, minimum=0, maximum=256),
     Option("CACHE_SIZE", 2048, int, "answers kept for identical images (0 turns the cache off)",
            _SERVE, minimum=0),
-    Option("FEEDBACK", False, bool, "accept corrected labels at POST /api/v1/feedback", _SERVE),
-    Option("FEEDBACK_MAX_FILES", 10000, int, "feedback images kept at most", _SERVE, minimum=1),
+    Option("FEEDBACK", False, bool, "accept corrected labels at POST /api/v1/feedback (into data/inbox "
+           "for review)", _LOOP),
+    Option("CAPTURE", "off", str, "which answered images the server keeps in data/inbox for review: "
+           "'doubtful' (below CAPTURE_BELOW or not accepted), 'all', or 'off'", _LOOP,
+           choices=("off", "doubtful", "all")),
+    Option("CAPTURE_BELOW", 0.9, float, "with CAPTURE = 'doubtful', answers below this confidence are "
+           "kept", _LOOP, minimum=0.0, maximum=1.0),
+    Option("OUTCOME_WINDOW", 0, int, "the newest answers kept (image and answer) so that crawlers can "
+           "report them right or wrong at POST /api/v1/report; 0: only captured ones can be reported",
+           _LOOP, minimum=0, maximum=1_000_000),
+    Option("INBOX_MAX_FILES", 10000, int, "images data/inbox holds at most (captured, fed back, "
+           "pre-labelled); beyond it nothing more is kept", _LOOP, minimum=1),
+    Option("INBOX_MAX_MB", 500.0, float, "megabytes data/inbox holds at most", _LOOP, minimum=0.1),
+    Option("RECENT_SPLIT", 0.2, float, "share of newly labelled images capforge retrain holds out as "
+           "data/recent, the split a candidate must improve on", _LOOP, minimum=0.05, maximum=0.5),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

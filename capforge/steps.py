@@ -204,6 +204,53 @@ def cmd_predict(ws: Workspace, settings: Settings, args: argparse.Namespace) -> 
     return 0
 
 
+def _args_prelabel(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", type=Path, help="the folder of unlabelled images (sub-folders too)")
+
+
+def cmd_prelabel(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    from capforge.predict import prelabel_folder
+
+    counts = prelabel_folder(ws, settings, args.folder)
+    print(f"pre-labelled {counts['images']} images with the {counts['model']}: answers in {counts['csv']} "
+          f"(least confident first); {counts['inbox']} added to {ws.relative(ws.inbox)} for review"
+          + (f", {counts['inbox_full']} not (the inbox is full: INBOX_MAX_FILES, INBOX_MAX_MB)"
+             if counts["inbox_full"] else "")
+          + (f", {counts['unreadable']} unreadable" if counts["unreadable"] else "")
+          + "; next: capforge review " + str(ws.root))
+    return 0
+
+
+def cmd_review(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    from capforge.evaluate import load_predictor
+    from capforge.inbox import Inbox, Review
+    from capforge.terminal_review import review_in_terminal
+
+    try:
+        predictor, source = load_predictor(ws)
+        version = predictor.manifest.get("exported_at", source)
+
+        def answers(paths: list[Path]) -> list[tuple[str, float]]:
+            return [(p.text, p.confidence) for p in predictor.predict(paths)]
+    except CapforgeError:  # no model yet: images dropped in by hand are reviewed without a pre-filled answer
+        answers, version = None, ""
+    review_in_terminal(Review(Inbox(ws, settings), answers, version), pictures=sys.stdout.isatty())
+    return 0
+
+
+def _args_retrain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--minutes", type=float, help="training budget (default: EPOCHS with early stopping)")
+
+
+def cmd_retrain(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    from capforge.retrain import report_text, retrain
+
+    report = retrain(ws, settings, args.minutes)
+    print(report_text(report))
+    print(f"report: {report['report_path']}")
+    return 0
+
+
 def _args_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -250,6 +297,10 @@ STEPS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, Ha
     "test": ("evaluate on the test split", _args_test, cmd_test),
     "export": ("export .keras and ONNX", None, cmd_export),
     "predict": ("read every image of a folder into a CSV of answers", _args_predict, cmd_predict),
+    "prelabel": ("pre-label a folder of unlabelled images into the review inbox", _args_prelabel, cmd_prelabel),
+    "review": ("review the inbox in the terminal: accept, correct, skip, unreadable", None, cmd_review),
+    "retrain": ("learn from newly labelled images; promote the model only if it is better", _args_retrain,
+                cmd_retrain),
     "serve": ("serve exported models over HTTP", _args_serve, cmd_serve),
     "settings": ("print the resolved settings", None, cmd_settings),
 }

@@ -27,6 +27,7 @@ from capforge.settings import MODES, OPTIONS_BY_NAME, render_settings_file
 TEMPLATES = Path(__file__).parent / "templates" / "workspace"
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 SPLITS = ("train", "validation", "test")
+RECENT = "recent"  # newly labelled images held out by capforge retrain (capforge.retrain)
 RECORD_FILE = "capforge.json"
 
 # script in the workspace -> (capforge sub-command, what it does)
@@ -41,6 +42,9 @@ STEP_SCRIPTS: dict[str, tuple[str, str]] = {
     "save_model.py": ("export", "Export the best checkpoint to .keras and ONNX under exports/."),
     "predict.py": ("predict", "Read every image of a folder (python predict.py FOLDER) into a CSV of answers."),
     "app.py": ("serve", "Serve the exported model: a Gradio page and a base64 POST API."),
+    "prelabel.py": ("prelabel", "Pre-label a folder of unlabelled images (python prelabel.py FOLDER) into data/inbox."),
+    "review.py": ("review", "Review data/inbox in the terminal: accept, correct, skip or mark unreadable."),
+    "retrain.py": ("retrain", "Learn from newly labelled images; serve the new model only if it is better."),
 }
 # Files copied as they are: the example crawler is meant to be read and adapted.
 PLAIN_FILES = ("models.py", "utils.py", "spider_example.py")
@@ -73,8 +77,9 @@ class Workspace:
         return self.data / "quarantine"
 
     @property
-    def feedback(self) -> Path:
-        return self.data / "feedback"
+    def inbox(self) -> Path:
+        """Images waiting for a person's label (capforge.inbox)."""
+        return self.data / "inbox"
 
     @property
     def packed(self) -> Path:
@@ -93,7 +98,7 @@ class Workspace:
         return self.root / "exports"
 
     def folders(self) -> list[Path]:
-        return [self.pool, *(self.split_dir(s) for s in SPLITS), self.quarantine, self.feedback,
+        return [self.pool, *(self.split_dir(s) for s in SPLITS), self.quarantine, self.inbox,
                 self.packed, self.checkpoints, self.logs, self.exports]
 
     def data_splits(self) -> Iterator[tuple[str, Path]]:
@@ -102,8 +107,8 @@ class Workspace:
             yield split, self.pool if split == "pool" else self.split_dir(split)
 
     def split_of(self, path: Path) -> str:
-        """Which of pool / train / validation / test holds ``path``."""
-        for split, folder in self.data_splits():
+        """Which of pool / train / validation / test / inbox holds ``path``."""
+        for split, folder in (*self.data_splits(), ("inbox", self.inbox)):
             if folder in path.parents:
                 return split
         return "other"

@@ -103,3 +103,13 @@ def served_works(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for step in ("split", "pack", "train", "export", "test"):
         assert invoke(step, ws.root, []) == 0, step
     return works
+
+
+@pytest.fixture
+def own_works(served_works: Path, tmp_path: Path) -> Path:
+    """A copy of ``served_works`` that a test may change (inbox, pool, exports)."""
+    import shutil
+
+    works = tmp_path / "works"
+    shutil.copytree(served_works, works, symlinks=True)
+    return works

@@ -122,7 +122,7 @@ def test_a_full_disk_during_pack_or_export_keeps_the_previous_one_in_use(tmp_pat
 
         export = run_script(ws.root, "save_model.py")
         assert export.returncode != 0 and "Traceback" not in export.stderr
-        assert "disk is full" in export.stderr and "exports/current is still the one served" in export.stderr
+        assert "disk is full" in export.stderr and "exports/current is still the one in use" in export.stderr
         assert json.loads((ws.exports / "current" / "manifest.json").read_text()) == exported
         assert not (ws.exports / ".staging").exists()
 

@@ -28,6 +28,7 @@ def test_recognizer_answers_like_the_http_api_from_any_kind_of_image(served_work
         answer = recognizer.recognize(image)
         assert {k: answer[k] for k in ("model", "result", "confidence", "chars", "accepted")} == \
             {k: http[k] for k in ("model", "result", "confidence", "chars", "accepted")}, type(image)
+        assert answer["request_id"] == (None if isinstance(image, Image.Image) else http["request_id"])
         assert answer["time_ms"] > 0
     exported = Recognizer(served_works / "digits" / "exports" / "current")  # an export folder alone
     assert exported.recognize(data)["result"] == http["result"] and exported.name == "digits"

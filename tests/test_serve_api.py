@@ -211,20 +211,26 @@ def test_an_answer_that_cannot_be_right_is_never_accepted(works: Path) -> None:
         assert body["result"] == "" and body["confidence"] == 0.0 and body["accepted"] is False, body
 
 
-def test_feedback_is_off_by_default_then_stored_safely(works: Path) -> None:
+def test_feedback_is_off_by_default_then_kept_in_the_inbox_labelled(own_works: Path) -> None:
+    works = own_works
     image = b64(sample(works))
     off = client(works).post("/api/v1/feedback", json={"image": image, "label": "1234"})
     assert off.status_code == 403 and off.json()["error"]["code"] == "feedback_disabled"
     api = client(works, "FEEDBACK=True")
     stored = api.post("/api/v1/feedback", json={"image": image, "label": "1234"})
     assert stored.status_code == 200
-    name = stored.json()["stored"]
-    assert name.startswith("1234_") and (works / "digits" / "data" / "feedback" / name).is_file()
-    bad = api.post("/api/v1/feedback", json={"image": image, "label": "../../evil"})
-    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_label"
-    full = client(works, "FEEDBACK=True", "FEEDBACK_MAX_FILES=1").post(
+    path = works / "digits" / stored.json()["stored"]
+    assert path.parent.name == "inbox" and path.read_bytes() == base64.b64decode(image)
+    assert json.loads(path.with_suffix(".json").read_text())["label"] == "1234"
+    again = api.post("/api/v1/feedback", json={"image": image, "label": "1234"})  # one copy per image
+    assert again.json()["stored"] == stored.json()["stored"] and len(list(path.parent.glob("*.png"))) == 1
+    for label in ("../../evil", "12a4", ""):  # CHARSET is digits
+        bad = api.post("/api/v1/feedback", json={"image": image, "label": label})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_label", label
+    assert "'0123456789'" in api.post("/api/v1/feedback", json={"image": image, "label": "12a4"}).text
+    full = client(works, "FEEDBACK=True", "INBOX_MAX_FILES=1").post(
         "/api/v1/feedback", json={"image": b64(png(Image.new("L", (40, 20)))), "label": "9"})
-    assert full.status_code == 409
+    assert full.status_code == 409 and full.json()["error"]["code"] == "inbox_full"
 
 
 def test_api_key_and_body_limit(works: Path) -> None:

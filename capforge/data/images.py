@@ -59,6 +59,16 @@ class Preprocessing:
         return asdict(self)
 
 
+def image_suffix(data: bytes) -> str:
+    """The file suffix for an image's bytes, from its header (``.png`` when Pillow cannot tell)."""
+    try:
+        kind = (Image.open(io.BytesIO(data)).format or "png").lower()
+    except (OSError, ValueError, SyntaxError):
+        kind = "png"
+    suffix = {"jpeg": ".jpg", "tiff": ".tif"}.get(kind, f".{kind}")
+    return suffix if suffix in IMAGE_SUFFIXES else ".png"
+
+
 def open_image(source: bytes | str | Path | Image.Image) -> Image.Image:
     """Open and fully decode an image (first frame of an animation); raise ImageError if bad."""
     if isinstance(source, Image.Image):

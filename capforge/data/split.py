@@ -22,7 +22,7 @@ from capforge.modes.efficientdet.boxes import CLASSES_FILE, label_file_of
 from capforge.data.images import iter_images
 from capforge.data.labels import LABEL_FILES, read_label_file
 from capforge.errors import DataError
-from capforge.workspace import SPLITS, Workspace
+from capforge.workspace import RECENT, SPLITS, Workspace
 
 
 @dataclass
@@ -35,12 +35,16 @@ def _digest(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
-def plan(workspace: Workspace, settings: Mapping[str, Any], source: Path) -> SplitPlan:
-    """Decide where each image of ``source`` goes; raise DataError if anything is in the way."""
+def plan(workspace: Workspace, settings: Mapping[str, Any], source: Path,
+         shares: Mapping[str, float] | None = None) -> SplitPlan:
+    """Decide where each image of ``source`` goes; raise DataError if anything is in the way.
+    ``shares``: the held-out splits and their shares (default: TEST_SPLIT and VALIDATION_SPLIT);
+    the rest goes to train."""
     from tqdm import tqdm
 
+    shares = shares or {"test": settings["TEST_SPLIT"], "validation": settings["VALIDATION_SPLIT"]}
     images = list(iter_images(source))
-    placed = [(p, split) for split in SPLITS for p in iter_images(workspace.split_dir(split))]
+    placed = [(p, split) for split in (*SPLITS, RECENT) for p in iter_images(workspace.split_dir(split))]
     # Every file is hashed (duplicates stay together): seconds for tens of thousands of images.
     digests = [_digest(p) for p in tqdm([*images, *(p for p, _ in placed)], desc="hashing", unit="img")]
     already = {digest: split for digest, (_, split) in zip(digests[len(images):], placed)}
@@ -57,11 +61,10 @@ def plan(workspace: Workspace, settings: Mapping[str, Any], source: Path) -> Spl
             fresh.append((hashlib.sha1(f"{settings['SEED']}:{digest}".encode()).hexdigest(), paths))
     fresh.sort()
     total = sum(len(paths) for _, paths in fresh)
-    quota = {"test": round(total * settings["TEST_SPLIT"]),
-             "validation": round(total * settings["VALIDATION_SPLIT"])}
+    quota = {name: round(total * share) for name, share in shares.items()}
     assigned: Counter = Counter()
     for _, paths in fresh:
-        split = next((s for s in ("test", "validation") if assigned[s] < quota[s]), "train")
+        split = next((s for s in quota if assigned[s] < quota[s]), "train")
         assigned[split] += len(paths)
         result.counts[split] += len(paths)
         result.moves += [(p, workspace.split_dir(split)) for p in paths]
@@ -96,16 +99,18 @@ def _carry_labels(source_file: Path, labels: dict[str, str], dest: Path) -> None
             out.write(f"{name}\t{label}\n")
 
 
-def split(workspace: Workspace, settings: Mapping[str, Any], source: Path | None = None) -> SplitPlan:
-    """Move (from the pool) or copy (from any other ``source``) images into the splits."""
+def split(workspace: Workspace, settings: Mapping[str, Any], source: Path | None = None,
+          shares: Mapping[str, float] | None = None) -> SplitPlan:
+    """Move (from the pool) or copy (from any other ``source``) images into the splits
+    (``shares``: see :func:`plan`)."""
     source = (source or workspace.pool).resolve()
     if not source.is_dir():
         raise DataError(f"{source} is not a folder")
     copying = source != workspace.pool.resolve()
-    result = plan(workspace, settings, source)
+    result = plan(workspace, settings, source, shares)
     label_files: dict[Path, dict[str, str]] = {}
     classes = source / CLASSES_FILE
-    for split_name in SPLITS:
+    for split_name in (*SPLITS, *((RECENT,) if result.counts[RECENT] else ())):
         if classes.is_file() and not (workspace.split_dir(split_name) / CLASSES_FILE).exists():
             workspace.split_dir(split_name).mkdir(parents=True, exist_ok=True)
             shutil.copy2(classes, workspace.split_dir(split_name) / CLASSES_FILE)

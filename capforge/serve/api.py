@@ -1,4 +1,4 @@
-"""The HTTP API: the routers of capforge.serve.routers (recognise, admin, feedback, demo)
+"""The HTTP API: the routers of capforge.serve.routers (recognise, admin, feedback, review, demo)
 behind one guard (body size, API key) and one error format. Every bad request gets a 4xx JSON
 error with a stable code (404 and 405 included); nothing a client sends produces a 500.
 """
@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from capforge.serve.inputs import RequestError, error_body
 from capforge.serve.metrics import MULTIPROCESS_DIR, Metrics
 from capforge.serve.registry import ModelRegistry
-from capforge.serve.routers import admin, demo, feedback, recognise
+from capforge.serve.routers import admin, demo, feedback, recognise, review
 
 __all__ = ["MULTIPROCESS_DIR", "ServeOptions", "create_app"]
 
@@ -91,6 +91,6 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None) -> 
         return JSONResponse(error_body("invalid_parameter", problems), status_code=422)
 
     app.add_middleware(Guard, options=options, metrics=metrics, registry=registry)
-    for module in (recognise, admin, feedback, *((demo,) if options.demo_captcha else ())):
+    for module in (recognise, admin, feedback, review, *((demo,) if options.demo_captcha else ())):
         app.include_router(module.router(registry, metrics))
     return app

@@ -1,4 +1,6 @@
-"""The server's Prometheus metrics: requests by route, errors by code, latency, batch sizes."""
+"""The server's Prometheus metrics: requests by route, errors by code, latency, batch sizes, and
+per model the answers given and the outcomes crawlers reported (right, wrong; the rest are
+unreported): the accuracy the sites themselves measure."""
 
 from __future__ import annotations
 
@@ -19,6 +21,11 @@ class Metrics:
         self.errors = Counter("capforge_errors", "Error answers by code", ["code"], registry=self.registry)
         self.latency = Histogram("capforge_latency_seconds", "Recognition latency", registry=self.registry,
                                  buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2))
+        self.answers = Counter("capforge_answers", "Answers given, by model", ["model"], registry=self.registry)
+        self.outcomes = Counter("capforge_outcomes", "Outcomes crawlers reported, by model and outcome",
+                                ["model", "outcome"], registry=self.registry)
+        self.kept = Counter("capforge_kept_images", "Answered images kept in data/inbox, by model and why",
+                            ["model", "why"], registry=self.registry)
         self.batch = Histogram("capforge_batch_size", "Images per model call", registry=self.registry,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 

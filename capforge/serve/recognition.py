@@ -1,16 +1,19 @@
 """Answering one image: decode and preprocess inline, batch through onnxruntime, decode, cache by
-content; for click captchas, the clicks a prompt asks for."""
+content; for click captchas, the clicks a prompt asks for; keep the image for review or for an
+outcome report where the workspace asks for it."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Mapping
 
-from capforge.data.images import open_image
+from capforge.data.images import image_suffix, open_image
 from capforge.errors import ImageError, ImageTooLargeError, TargetNotFound
+from capforge.inbox import content_key
 from capforge.modes import accepted
 from capforge.serve.inputs import RequestError
+from capforge.serve.metrics import Metrics
 from capforge.serve.registry import ServedModel
 
 # Cached with a detection answer, never sent: every box down to a low score, so a prompted
@@ -33,9 +36,24 @@ def clicks_for(model: ServedModel, data: bytes, boxes: list[dict[str, Any]], pro
         raise RequestError(422, "target_not_found", str(exc)) from None
 
 
-async def recognize(model: ServedModel, data: bytes, prompt: Any = None) -> dict[str, Any]:
+def keep(model: ServedModel, data: bytes, answer: Mapping[str, Any]) -> str | None:
+    """Keep the image of ``answer`` in the inbox when the workspace asks for it: for review
+    (CAPTURE), or only for a crawler's outcome report (OUTCOME_WINDOW). Returns why it was kept."""
+    settings = model.settings
+    doubtful = not answer["accepted"] or answer["confidence"] < settings.CAPTURE_BELOW
+    review = settings.CAPTURE == "all" or (settings.CAPTURE == "doubtful" and doubtful)
+    if not review and not settings.OUTCOME_WINDOW:
+        return None
+    record = {"source": "capture", "answer": answer["result"], "confidence": answer["confidence"],
+              "accepted": answer["accepted"], "model": model.name, "model_version": model.version}
+    kept = model.inbox.add(data, image_suffix(data), record, awaiting=not review)
+    return None if kept is None else "review" if review else "awaiting_report"
+
+
+async def recognize(model: ServedModel, data: bytes, prompt: Any = None, metrics: Metrics | None = None) -> dict[str, Any]:
     """Decode and preprocess, batch through onnxruntime, decode; cached by content. With a
-    ``prompt`` (detection), add the click points in the prompt's order."""
+    ``prompt`` (detection), add the click points in the prompt's order. The answer carries the
+    image's ``request_id`` (its content key), which outcome reports name."""
     started = time.perf_counter()
     answer = model.cached(data)
     if answer is None:
@@ -60,5 +78,13 @@ async def recognize(model: ServedModel, data: bytes, prompt: Any = None) -> dict
         # the detector's own classes may fall back on weaker boxes; a recogniser reads served boxes only
         boxes = answer.get("boxes", []) if model.recognizer else candidates
         answer["clicks"] = await asyncio.to_thread(clicks_for, model, data, boxes, prompt)
-    return {**answer, "accepted": accepted(answer["confidence"], model.settings.MIN_CONFIDENCE),
-            "time_ms": round((time.perf_counter() - started) * 1000, 3)}
+    answer = {**answer, "accepted": accepted(answer["confidence"], model.settings.MIN_CONFIDENCE),
+              "request_id": content_key(data)}
+    if model.settings.CAPTURE != "off" or model.settings.OUTCOME_WINDOW:  # file writes: off the event loop
+        why = await asyncio.to_thread(keep, model, data, answer)
+        if why and metrics:
+            metrics.kept.labels(model.name, why).inc()
+    if metrics:
+        metrics.answers.labels(model.name).inc()
+    answer["time_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    return answer

@@ -13,7 +13,8 @@ from typing import Any
 from capforge.serve.batching import MicroBatcher
 from capforge.serve.inputs import RequestError
 from capforge.serve.predictor import MANIFEST, Predictor
-from capforge.errors import WorkspaceError
+from capforge.errors import ImageError, WorkspaceError
+from capforge.inbox import Inbox, Review
 from capforge.modes import MODE_CLASSES
 from capforge.settings import Settings, load_settings
 from capforge.workspace import SITE_NAME, Workspace
@@ -33,6 +34,35 @@ class ServedModel:
     batcher: MicroBatcher
     recognizer: Predictor | None = None  # CLICK_RECOGNIZER's export, reading detected boxes
     cache: OrderedDict = field(default_factory=OrderedDict)
+
+    @property
+    def version(self) -> str:
+        """The export's time: which model gave an answer (kept with captured images)."""
+        return self.predictor.manifest["exported_at"]
+
+    @property
+    def inbox(self) -> Inbox:
+        """The workspace's review inbox (capforge.inbox), checked against the workspace's settings."""
+        if self._inbox is None:
+            self._inbox = Inbox(self.workspace, self.settings)
+        return self._inbox
+
+    _inbox: Inbox | None = None
+
+    def answers(self, paths: list[Path]) -> list[tuple[str, float]]:
+        """This model's (answer, confidence) for image files; ('', 0) for one it cannot read."""
+        found = []
+        for path in paths:
+            try:
+                prediction = self.predictor.predict([path])[0]
+                found.append((prediction.text, prediction.confidence))
+            except ImageError:
+                found.append(("", 0.0))
+        return found
+
+    def review(self) -> Review:
+        """A review pass over this workspace's inbox, pre-filled by this model."""
+        return Review(self.inbox, self.answers, self.version)
 
     def cached(self, data: bytes) -> dict[str, Any] | None:
         if not self.settings.CACHE_SIZE:

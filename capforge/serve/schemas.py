@@ -24,13 +24,18 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "invalid_prompt": (400, "'prompt' is not a string or a list of names"),
     "prompt_not_supported": (400, "'prompt' sent to a model that is not a click-captcha model"),
     "invalid_form": (400, "the multipart body cannot be parsed"),
-    "invalid_label": (400, "the feedback label is empty, too long or holds a separator"),
+    "invalid_label": (400, "the label is empty, too long, or breaks the workspace's CHARSET or length rules"),
+    "invalid_outcome": (400, "'outcome' is not 'right' or 'wrong'"),
+    "invalid_action": (400, "a review 'action' other than 'label', 'skip' or 'unreadable'"),
     "unauthorized": (401, "the X-API-Key header is missing or wrong"),
     "feedback_disabled": (403, "the model's workspace does not set FEEDBACK = True"),
+    "reports_disabled": (403, "the model's workspace keeps no answers to report on (CAPTURE, OUTCOME_WINDOW)"),
     "unknown_model": (404, "no served model has that name"),
     "not_found": (404, "no route at that path"),
+    "unknown_request": (404, "no kept image has that request_id (never kept, no longer kept, or reported already)"),
+    "unknown_item": (404, "the inbox holds no image with that key (reviewed already?)"),
     "method_not_allowed": (405, "the route exists for another HTTP method"),
-    "feedback_full": (409, "FEEDBACK_MAX_FILES images are stored already"),
+    "inbox_full": (409, "data/inbox holds INBOX_MAX_FILES images or INBOX_MAX_MB already"),
     "body_too_large": (413, "the request body is over the limit"),
     "image_too_large": (413, "the image is over MAX_IMAGE_BYTES or has too many pixels"),
     "wrong_content_type": (415, "the body is not the content type the route reads"),
@@ -101,6 +106,8 @@ class RecognizeAnswer(BaseModel):
     boxes: list[Box] | None = Field(None, description="click captchas: boxes in the image's pixels")
     clicks: list[Click] | None = Field(None, description="click captchas with a prompt: where to click, in order")
     accepted: bool = Field(description="confidence > 0 and at least the workspace's MIN_CONFIDENCE")
+    request_id: str = Field(description="the image's content key: name it in POST /api/v1/report once the "
+                            "site said whether the answer was right", examples=["3f2a9c0d4b5e6f708192"])
     time_ms: float = Field(examples=[1.9])
 
 
@@ -134,7 +141,48 @@ class FeedbackRequest(BaseModel):
 
 
 class FeedbackAnswer(BaseModel):
-    stored: str = Field(description="the file written into data/feedback/", examples=["x7k2_0a1b2c3d4e5f.png"])
+    stored: str = Field(description="the image in the review inbox, with its label",
+                        examples=["data/inbox/3f2a9c0d4b5e6f708192.png"])
+
+
+class ReportRequest(BaseModel):
+    request_id: str = Field(description="from the answer being reported", examples=["3f2a9c0d4b5e6f708192"])
+    outcome: str = Field(description="what the site said: 'right' or 'wrong'", examples=["right"])
+    model: str | None = None
+
+
+class ReportAnswer(BaseModel):
+    outcome: str = Field(examples=["right"])
+    stored: str = Field(description="right: the labelled training image; wrong: the image, now first in "
+                        "the review queue", examples=["data/pool/x7k2_3f2a9c0d4b5e6f708192.png"])
+
+
+class ReviewItem(BaseModel):
+    """The next image to review (null when the inbox is empty) and how many are left."""
+
+    left: int = Field(examples=[12])
+    key: str | None = Field(None, examples=["3f2a9c0d4b5e6f708192"])
+    answer: str | None = Field(None, description="pre-filled: the sender's label, else the model's answer")
+    confidence: float | None = None
+    wrong: bool = Field(False, description="a crawler reported the model's answer wrong")
+    about: str | None = Field(None, description="where it came from, in words")
+    image: str | None = Field(None, description="the image in base64")
+
+
+class ReviewRequest(BaseModel):
+    key: str = Field(examples=["3f2a9c0d4b5e6f708192"])
+    action: str = Field(description="'label' (with 'label'), 'skip', or 'unreadable' (with an optional "
+                        "'reason')", examples=["label"])
+    label: str | None = Field(None, examples=["x7k2"])
+    reason: str | None = None
+    model: str | None = None
+
+
+class ReviewAnswer(BaseModel):
+    action: str = Field(examples=["label"])
+    stored: str | None = Field(None, description="where the image went (the pool or quarantine)",
+                               examples=["data/pool/x7k2_3f2a9c0d4b5e6f708192.png"])
+    left: int = Field(description="images still waiting for review", examples=[11])
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -30,7 +30,7 @@ def build_app(config: dict[str, Any]) -> Any:
     """The full app (API + Gradio page at /ui) from a JSON-able config."""
     import gradio as gr
 
-    from capforge.serve.ui import build_ui  # lazily, like Gradio itself: the API alone starts faster
+    from capforge.serve.ui import REVIEW_KEYS, build_ui  # lazily, like Gradio: the API alone starts faster
 
     registry = ModelRegistry(Path(config["works"]), config.get("models"), config.get("overrides"))
     if not registry.models:
@@ -40,7 +40,7 @@ def build_app(config: dict[str, Any]) -> Any:
     options = ServeOptions(api_key=config.get("api_key", ""), demo_captcha=config.get("demo_captcha", False))
     app = create_app(registry, options)
     page = build_ui(registry)
-    app = gr.mount_gradio_app(app, page, path="/ui", allowed_paths=[str(config["works"])])
+    app = gr.mount_gradio_app(app, page, path="/ui", allowed_paths=[str(config["works"])], head=REVIEW_KEYS)
     slow_down_idle_polling(page)
     return app
 

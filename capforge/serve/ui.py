@@ -1,7 +1,8 @@
 """The Gradio page: pick a model, upload or paste an image, read the text, per-character
 confidence and time; a click-captcha model's boxes are drawn on the image. It calls the same
 predictors as the API. A tab per served model shows how good it is: its test report, training
-curves, confusions, reliability diagram and worst answers (read afresh when the page loads)."""
+curves, confusions, reliability diagram and worst answers (read afresh when the page loads); and
+a review tab per workspace works through its inbox (capforge.inbox), keyboard first."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from typing import Any
 
 from capforge.data.images import iter_images
+from capforge.errors import ReviewError
 from capforge.modes import accepted
 from capforge.reports import summary_text
 from capforge.serve.registry import ModelRegistry, ServedModel
@@ -19,6 +21,36 @@ REPORT_PICTURES = (("logs", "training_curves.png", "training curves"),
                    ("reports", "test_reliability.png", "confidence against accuracy (reliability)"),
                    ("reports", "test_confusions.png", "most confused symbols"),
                    ("reports", "test_worst.png", "worst answers"))
+
+
+# Keys of the review tabs: Enter accepts the label typed (a Textbox submit); these two are added.
+REVIEW_KEYS = """<script>
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape") return;
+  const kind = event.shiftKey ? "unreadable" : "skip";
+  const button = [...document.querySelectorAll(`button[id^="review-${kind}-"]`)].find((b) => b.offsetParent !== null);
+  if (button) { event.preventDefault(); button.click(); }
+});
+</script>"""
+
+
+def review_view(model: ServedModel, note: str = "") -> tuple[str, str | None, str, str]:
+    """The review tab's status (Markdown), image, pre-filled label and the image's key."""
+    item, left = model.review().next()
+    if item is None:
+        return f"{note}\n\nThe inbox is empty: nothing to review.".strip(), None, "", ""
+    status = f"{note}\n\n**{left} left.** {item.describe()}".strip()
+    return status, str(item.image), item.answer, item.key
+
+
+def review_act(model: ServedModel, key: str, action: str, label: str, reason: str = "") -> tuple[str, str | None, str, str]:
+    """Apply a person's answer, then show the next image (or say why it was not written)."""
+    try:
+        stored = model.review().act(key, action, (label or "").strip(), reason)
+    except ReviewError as exc:
+        status, image, _, key = review_view(model)
+        return f"**Not written:** {exc}\n\n{status}", image, label, key
+    return review_view(model, f"{action}: {model.workspace.relative(stored)}" if stored else f"{action}")
 
 
 def report_view(model: ServedModel) -> tuple[str, list[tuple[str, str]]]:
@@ -93,4 +125,31 @@ def build_ui(registry: ModelRegistry) -> Any:
                 pictures = gr.Gallery(label="pictures", columns=2, height="auto", elem_id=f"pictures-{name}")
             page.load(lambda name=name: report_view(registry.resolve(name)), None, [summary, pictures],
                       queue=False)
+            review_tab(gr, page, registry, name)
     return page
+
+
+def review_tab(gr: Any, page: Any, registry: ModelRegistry, name: str) -> None:
+    """The review tab of one workspace: its inbox, least confident first, keyboard first."""
+    with gr.Tab(f"review: {name}"):
+        gr.Markdown("Type to correct, **Enter** to accept, **Esc** to skip, **Shift+Esc** for unreadable.")
+        status = gr.Markdown(elem_id=f"review-status-{name}")
+        with gr.Row():
+            image = gr.Image(type="filepath", label="captcha", interactive=False, elem_id=f"review-image-{name}")
+            with gr.Column():
+                label = gr.Textbox(label="label", elem_id=f"review-label-{name}")
+                reason = gr.Textbox(label="why unreadable (optional)", elem_id=f"review-reason-{name}")
+                with gr.Row():
+                    accept = gr.Button("Accept", variant="primary", elem_id=f"review-accept-{name}")
+                    skip = gr.Button("Skip", elem_id=f"review-skip-{name}")
+                    unreadable = gr.Button("Unreadable", elem_id=f"review-unreadable-{name}")
+        key = gr.State("")
+        shown = [status, image, label, key]
+        page.load(lambda: review_view(registry.resolve(name)), None, shown, queue=False)
+        for trigger in (label.submit, accept.click):
+            trigger(lambda k, text: review_act(registry.resolve(name), k, "label", text), [key, label], shown,
+                    queue=False)
+        skip.click(lambda k, text: review_act(registry.resolve(name), k, "skip", text), [key, label], shown,
+                   queue=False)
+        unreadable.click(lambda k, text, why: review_act(registry.resolve(name), k, "unreadable", text, why),
+                         [key, label, reason], shown, queue=False)

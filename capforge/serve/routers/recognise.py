@@ -34,7 +34,7 @@ def router(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
             if not isinstance(image, str):
                 raise RequestError(400, "invalid_base64", "'image' must be a base64 string")
             return JSONResponse(await recognize(model, image_bytes(image, model.settings.MAX_IMAGE_BYTES),
-                                                body.get("prompt")))
+                                                body.get("prompt"), metrics))
 
     @routes.post("/api/v1/recognize/file", response_model=RecognizeAnswer, responses=errors(400, 401, 404, 413, 415, 422),
                  openapi_extra=form_body({"file": {"type": "string", "format": "binary"}, "model": {"type": "string"},
@@ -54,7 +54,7 @@ def router(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
             raise RequestError(422, "missing_field", "the multipart field 'file' is required")
         data = await upload.read(model.settings.MAX_IMAGE_BYTES + 1)
         return JSONResponse(await recognize(model, checked_bytes(data, model.settings.MAX_IMAGE_BYTES),
-                                            form.get("prompt")))
+                                            form.get("prompt"), metrics))
 
     @routes.post("/", response_model=BearcatAnswer, responses=errors(401, 413),
                  openapi_extra=form_body({"img": {"type": "string", "description": "the image in base64"},
@@ -74,7 +74,7 @@ def router(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
                                  "result": None, "recognition_rate": 0, "time": 0})
         try:
             model = registry.resolve(model_name(form.get("model")))
-            answer = await recognize(model, image_bytes(img, model.settings.MAX_IMAGE_BYTES))
+            answer = await recognize(model, image_bytes(img, model.settings.MAX_IMAGE_BYTES), metrics=metrics)
         except RequestError as exc:
             metrics.errors.labels(exc.code).inc()
             return JSONResponse({"return_code": BEARCAT_BAD, "return_info": exc.message, "result": None,

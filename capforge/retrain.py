@@ -1,0 +1,150 @@
+"""``capforge retrain``: learn from newly labelled images, and serve the result only if it is better.
+
+The new images in ``data/pool`` (reviewed, reported right, or dropped in) are split into train,
+validation and a held-out ``data/recent`` (RECENT_SPLIT of them); the test split never changes.
+Training continues from the current best weights; the candidate is exported beside the served
+model and both are read through the serving path on the fixed test split and on the recent one.
+The gate promotes the candidate only when it is not worse on the test split beyond sampling
+noise (McNemar's test on the images one gets right and the other wrong) and is better on the
+recent split; otherwise the served export and the checkpoint it came from stay, and the report
+says why. A running server picks up a promoted export by itself (it watches exports/current).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from capforge.data.images import iter_images
+from capforge.errors import DataError, WorkspaceError
+from capforge.workspace import RECENT, Workspace
+
+CANDIDATE = "candidate"
+BEFORE = "best.before-retrain.keras"
+NOISE_Z = 1.96  # two-sided 5 %: a drop smaller than this many standard errors is sampling noise
+
+
+@dataclass
+class Figures:
+    """One model on one split: images, how many it reads right, and which."""
+
+    images: int
+    right: int
+    correct: list[bool] = field(repr=False)
+
+    @property
+    def accuracy(self) -> float:
+        return self.right / self.images if self.images else 0.0
+
+
+@dataclass
+class Verdict:
+    promote: bool
+    reasons: list[str]
+
+
+def decide(test_current: Sequence[bool], test_candidate: Sequence[bool],
+           recent_current: Sequence[bool], recent_candidate: Sequence[bool]) -> Verdict:
+    """The promotion gate, on per-image correctness (same images, same order, for both models)."""
+    lost = sum(c and not n for c, n in zip(test_current, test_candidate))  # current right, candidate wrong
+    won = sum(n and not c for c, n in zip(test_current, test_candidate))
+    noise = NOISE_Z * math.sqrt(lost + won)
+    worse = lost - won > noise
+    reasons = [f"test split: the candidate reads {won} image(s) the current model misses and misses {lost} it "
+               f"reads; {'worse beyond' if worse else 'within'} sampling noise (a net loss over "
+               f"{noise:.1f} counts as worse)"]
+    better = sum(recent_candidate) > sum(recent_current)
+    reasons.append(f"recent split: {sum(recent_candidate)} of {len(recent_candidate)} right against "
+                   f"{sum(recent_current)} for the current model; {'better' if better else 'not better'}")
+    return Verdict(not worse and better, reasons)
+
+
+def figures(workspace: Workspace, settings: Mapping[str, Any], export: Path, split: str) -> Figures:
+    """``export``'s answers on ``split`` through the serving path (onnxruntime, calibrated)."""
+    from capforge.evaluate import answer_split
+    from capforge.serve.predictor import Predictor
+
+    rows, _ = answer_split(workspace, settings, Predictor(export), split, progress=False)
+    rows.sort(key=lambda row: row["path"])
+    correct = [row["correct"] for row in rows]
+    return Figures(len(correct), sum(correct), correct)
+
+
+def retrain(workspace: Workspace, settings: Mapping[str, Any], minutes: float | None) -> dict[str, Any]:
+    """Split and pack what is new, train on from the best weights, gate, promote or keep; return
+    the report (also written to reports/retrain_<time>.json and .txt)."""
+    from capforge.data.pack import pack
+    from capforge.data.split import split
+    from capforge.export import export, retire
+    from capforge.train import BEST, train
+
+    current, best = workspace.exports / "current", workspace.checkpoints / BEST
+    if not (current / "manifest.json").is_file() or not best.is_file():
+        raise WorkspaceError("retrain improves a trained and exported model: run train.py and save_model.py first")
+    if not any(iter_images(workspace.pool)):
+        raise DataError("nothing new to learn from: data/pool holds no images; review the inbox "
+                        "(capforge review) or drop labelled images into data/pool")
+    started = _dt.datetime.now()
+    counts = split(workspace, settings, shares={RECENT: settings["RECENT_SPLIT"],
+                                                "validation": settings["VALIDATION_SPLIT"]}).counts
+    print(f"new images: train +{counts['train']}, validation +{counts['validation']}, recent +{counts[RECENT]}",
+          flush=True)
+    if not any(iter_images(workspace.split_dir(RECENT))):
+        raise DataError("data/recent is empty: too few new images to hold any out (RECENT_SPLIT="
+                        f"{settings['RECENT_SPLIT']}); label more and run retrain again (they stay in train)")
+    pack(workspace, settings)
+    shutil.copy2(best, workspace.checkpoints / BEFORE)
+    summary = train(workspace, settings, minutes, continue_from_best=True)
+    export(workspace, settings, CANDIDATE)
+    candidate = workspace.exports / CANDIDATE
+    measured = {split_name: {"current": figures(workspace, settings, current, split_name),
+                             "candidate": figures(workspace, settings, candidate, split_name)}
+                for split_name in ("test", RECENT)}
+    verdict = decide(measured["test"]["current"].correct, measured["test"]["candidate"].correct,
+                     measured[RECENT]["current"].correct, measured[RECENT]["candidate"].correct)
+    if verdict.promote:
+        previous = retire(workspace)
+        os.replace(candidate, current)
+        (workspace.checkpoints / BEFORE).unlink()
+        outcome = f"promoted: exports/current is the new model; the old one is {workspace.relative(previous)}"
+    else:
+        os.replace(workspace.checkpoints / BEFORE, best)  # the checkpoint matches the served export again
+        outcome = ("refused: exports/current is unchanged; the candidate stays in exports/candidate "
+                   "for a look, and checkpoints/best.keras is the served model's again")
+    report = {
+        "started": started.isoformat(timespec="seconds"), "minutes": minutes, "new_images": dict(counts),
+        "training": summary, "promoted": verdict.promote, "reasons": verdict.reasons, "outcome": outcome,
+        "figures": {s: {m: {k: v for k, v in asdict(f).items() if k != "correct"} | {"accuracy": f.accuracy}
+                        for m, f in by_model.items()} for s, by_model in measured.items()},
+    }
+    report["report_path"] = write_report(workspace, report, started)
+    return report
+
+
+def report_text(report: Mapping[str, Any]) -> str:
+    """The readable form of a retrain report."""
+    lines = [f"retrain of {report['started']}: {report['outcome']}"]
+    for split_name, by_model in report["figures"].items():
+        lines.append(f"{split_name:>6}: " + "; ".join(
+            f"{model} {f['right']}/{f['images']} = {f['accuracy']:.4f}" for model, f in by_model.items()))
+    lines += [f"  - {reason}" for reason in report["reasons"]]
+    return "\n".join(lines)
+
+
+def write_report(workspace: Workspace, report: dict[str, Any], started: _dt.datetime) -> str:
+    """reports/retrain_<time>.json and .txt, each complete or absent; returns the JSON's path."""
+    folder = workspace.root / "reports"
+    folder.mkdir(exist_ok=True)
+    target = folder / f"retrain_{started:%Y%m%d-%H%M%S}.json"
+    for path, text in ((target, json.dumps(report, indent=1, ensure_ascii=False, default=str)),
+                       (target.with_suffix(".txt"), report_text(report) + "\n")):
+        partial = path.with_name(path.name + ".part")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    return workspace.relative(target)

@@ -1,0 +1,147 @@
+"""The review-and-retrain loop: capture doubtful answers, outcome reports, review (HTTP API and
+terminal), pre-labelling, and retraining behind a promotion gate."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from capforge.retrain import decide
+from capforge.serve.api import create_app
+from capforge.serve.registry import ModelRegistry
+
+from conftest import run_script
+
+
+def client(works: Path, *overrides: str) -> TestClient:
+    return TestClient(create_app(ModelRegistry(works, None, list(overrides))))
+
+
+def recognize(api: TestClient, path: Path) -> dict:
+    answer = api.post("/api/v1/recognize", json={"image": base64.b64encode(path.read_bytes()).decode()})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def truth(path: Path) -> str:
+    return path.name.split("_")[0]
+
+
+def test_capture_reports_and_review_over_http(own_works: Path) -> None:
+    ws = own_works / "digits"
+    inbox, pool = ws / "data" / "inbox", ws / "data" / "pool"
+    images = sorted((ws / "data" / "test").glob("*.png"))[:8]
+    off = client(own_works)
+    assert recognize(off, images[0])["request_id"]
+    assert not inbox.exists() or not list(inbox.iterdir())  # capture is off by default
+    refused = off.post("/api/v1/report", json={"request_id": "x", "outcome": "right"})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "reports_disabled"
+
+    api = client(own_works, "CAPTURE=doubtful", "CAPTURE_BELOW=1.0")  # every answer below 1.0 is doubtful
+    answers = {path: recognize(api, path) for path in images}
+    kept = sorted(inbox.glob("*.png"))
+    assert len(kept) == len(images)
+    record = json.loads(kept[0].with_suffix(".json").read_text())
+    assert {"answer", "confidence", "model_version", "time"} <= set(record) and record["source"] == "capture"
+    right = [p for p, a in answers.items() if a["result"] == truth(p)][:2]
+    wrong = next(p for p in images if p not in right)
+    for path in right:
+        report = api.post("/api/v1/report", json={"request_id": answers[path]["request_id"], "outcome": "right"})
+        assert report.status_code == 200, report.text
+        labelled = ws / report.json()["stored"]
+        assert labelled.parent == pool and labelled.name.startswith(f"{truth(path)}_")
+        assert labelled.read_bytes() == path.read_bytes()
+    report = api.post("/api/v1/report", json={"request_id": answers[wrong]["request_id"], "outcome": "wrong"})
+    assert report.status_code == 200 and report.json()["stored"].startswith("data/inbox/")
+    provenance = [json.loads(line) for line in (ws / "data" / "provenance.jsonl").read_text().splitlines()]
+    assert [p["labelled_by"] for p in provenance] == ["site", "site"]
+    again = api.post("/api/v1/report", json={"request_id": answers[right[0]]["request_id"], "outcome": "right"})
+    assert again.status_code == 404 and again.json()["error"]["code"] == "unknown_request"
+    bad = api.post("/api/v1/report", json={"request_id": answers[wrong]["request_id"], "outcome": "maybe"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_outcome"
+    assert api.post("/api/v1/report", json={"outcome": "right"}).json()["error"]["code"] == "missing_field"
+    metrics = api.get("/metrics").text
+    assert re.search(r'capforge_outcomes_total\{model="digits",outcome="right"\} 2\.0', metrics)
+    assert re.search(r'capforge_answers_total\{model="digits"\} 8\.0', metrics)
+
+    first = api.get("/api/v1/review").json()  # the answer the site called wrong comes first
+    assert first["left"] == len(images) - 2 and first["wrong"] is True
+    assert first["key"] == answers[wrong]["request_id"] and base64.b64decode(first["image"]) == wrong.read_bytes()
+    bad_label = api.post("/api/v1/review", json={"key": first["key"], "action": "label", "label": "12a4"})
+    assert bad_label.status_code == 400 and bad_label.json()["error"]["code"] == "invalid_label"
+    assert "CHARSET '0123456789'" in bad_label.json()["error"]["message"]
+    done = api.post("/api/v1/review", json={"key": first["key"], "action": "label", "label": truth(wrong)})
+    assert done.status_code == 200 and (ws / done.json()["stored"]).read_bytes() == wrong.read_bytes()
+    nxt = api.get("/api/v1/review").json()
+    confidences = [json.loads(p.read_text())["confidence"] for p in inbox.glob("*.json")]
+    assert nxt["confidence"] == min(confidences)  # then the least confident
+    skipped = api.post("/api/v1/review", json={"key": nxt["key"], "action": "skip"})
+    assert skipped.status_code == 200 and api.get("/api/v1/review").json()["key"] != nxt["key"]
+    gone = api.post("/api/v1/review", json={"key": nxt["key"], "action": "unreadable", "reason": "smudged"})
+    assert gone.json()["stored"].startswith("data/quarantine/")
+    assert "smudged" in (ws / "data" / "quarantine" / "REASONS.tsv").read_text()
+    assert api.post("/api/v1/review", json={"key": nxt["key"], "action": "skip"}).status_code == 404
+    assert api.post("/api/v1/review", json={"key": "k", "action": "x"}).json()["error"]["code"] == "invalid_action"
+
+    window = client(own_works, "OUTCOME_WINDOW=10")  # only kept for a report: not in the review queue
+    extra = sorted((ws / "data" / "validation").glob("*.png"))[0]
+    answer = recognize(window, extra)
+    assert (inbox / "awaiting" / f"{answer['request_id']}.png").is_file()
+    assert window.get("/api/v1/review").json()["left"] == len(images) - 4
+    outcome = window.post("/api/v1/report", json={"request_id": answer["request_id"], "outcome": "wrong"})
+    assert outcome.status_code == 200 and window.get("/api/v1/review").json()["key"] == answer["request_id"]
+
+
+def test_prelabel_then_review_in_the_terminal(own_works: Path, tmp_path: Path) -> None:
+    ws = own_works / "digits"
+    scraped = tmp_path / "scraped"
+    scraped.mkdir()
+    originals = sorted((ws / "data" / "test").glob("*.png"))[:5]
+    for i, path in enumerate(originals):
+        shutil.copy(path, scraped / f"img{i}.png")
+    (scraped / "broken.png").write_bytes(b"not an image")
+    result = run_script(ws, "prelabel.py", str(scraped))
+    assert result.returncode == 0, result.stderr
+    assert "5 added to data/inbox for review" in result.stdout and "1 unreadable" in result.stdout
+    rows = (scraped / "prelabels.csv").read_text().splitlines()
+    confidences = [float(r.split(",")[2]) for r in rows[1:6]]
+    assert rows[0] == "file,answer,confidence,problem" and confidences == sorted(confidences)
+    assert rows[-1].startswith("broken.png,")
+    # a person at the terminal: accept, skip, mark unreadable, correct, then a bad label, then stop
+    items = sorted(((json.loads(p.read_text()), p) for p in (ws / "data" / "inbox").glob("*.json")),
+                   key=lambda r: (r[0]["confidence"], r[0]["time"], r[0]["key"]))
+    keys = [record["key"] for record, _ in items]
+    script = "\n/s\n/u too dark\n9876\n12345\n/q\n"
+    review = run_script(ws, "review.py", stdin=script)
+    assert review.returncode == 0, review.stderr
+    pool = ws / "data" / "pool"
+    assert (pool / f"{items[0][0]['answer']}_{keys[0]}.png").is_file()  # Enter accepted the answer shown
+    assert (pool / f"9876_{keys[3]}.png").is_file()  # typed: corrected
+    assert "too dark" in (ws / "data" / "quarantine" / "REASONS.tsv").read_text()
+    assert "not written" in review.stdout and "at most CAPTCHA_LENGTH=4" in review.stdout  # 12345
+    assert "1 label" not in review.stdout and "2 label" in review.stdout and "1 skip" in review.stdout
+    left = {p.stem for p in (ws / "data" / "inbox").glob("*.png")}
+    assert left == {keys[1], keys[4]}  # the skipped one and the one the bad label left waiting
+
+
+@pytest.mark.parametrize(("lost", "won", "recent", "promote"), [
+    (0, 0, (5, 6), True),   # same on test, better on recent
+    (3, 0, (5, 9), True),   # a net loss of 3 images is within noise (1.96 * sqrt(3) = 3.4)
+    (5, 0, (5, 9), False),  # a net loss of 5 is not (1.96 * sqrt(5) = 4.4)
+    (6, 1, (5, 9), True),   # nor is a net loss of 5 among 7 changed answers (1.96 * sqrt(7) = 5.2)
+    (0, 2, (6, 6), False),  # better on test, but not on recent
+])
+def test_the_gate_follows_the_figures(lost: int, won: int, recent: tuple[int, int], promote: bool) -> None:
+    test_current = [True] * lost + [False] * won + [True] * 20
+    test_candidate = [False] * lost + [True] * won + [True] * 20
+    recent_current = [True] * recent[0] + [False] * (10 - recent[0])
+    recent_candidate = [True] * recent[1] + [False] * (10 - recent[1])
+    verdict = decide(test_current, test_candidate, recent_current, recent_candidate)
+    assert verdict.promote is promote, verdict.reasons
