@@ -47,6 +47,8 @@ class Figures:
 class Verdict:
     promote: bool
     reasons: list[str]
+    won: int  # test images only the candidate reads
+    lost: int  # test images only the current model reads
 
 
 def decide(test_current: Sequence[bool], test_candidate: Sequence[bool],
@@ -62,7 +64,7 @@ def decide(test_current: Sequence[bool], test_candidate: Sequence[bool],
     better = sum(recent_candidate) > sum(recent_current)
     reasons.append(f"recent split: {sum(recent_candidate)} of {len(recent_candidate)} right against "
                    f"{sum(recent_current)} for the current model; {'better' if better else 'not better'}")
-    return Verdict(not worse and better, reasons)
+    return Verdict(not worse and better, reasons, won, lost)
 
 
 def figures(workspace: Workspace, settings: Mapping[str, Any], export: Path, split: str) -> Figures:
@@ -120,6 +122,7 @@ def retrain(workspace: Workspace, settings: Mapping[str, Any], minutes: float | 
     report = {
         "started": started.isoformat(timespec="seconds"), "minutes": minutes, "new_images": dict(counts),
         "training": summary, "promoted": verdict.promote, "reasons": verdict.reasons, "outcome": outcome,
+        "test_changes": {"won": verdict.won, "lost": verdict.lost},
         "figures": {s: {m: {k: v for k, v in asdict(f).items() if k != "correct"} | {"accuracy": f.accuracy}
                         for m, f in by_model.items()} for s, by_model in measured.items()},
     }

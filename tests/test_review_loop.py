@@ -11,13 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from fastapi.testclient import TestClient
 
 from capforge.retrain import decide
 from capforge.serve.api import create_app
 from capforge.serve.registry import ModelRegistry
 
-from conftest import run_script
+from conftest import run_script, running_app
+from test_serve_live import BROWSER_ARGS, CHROMIUM
 
 
 def client(works: Path, *overrides: str) -> TestClient:
@@ -145,3 +147,103 @@ def test_the_gate_follows_the_figures(lost: int, won: int, recent: tuple[int, in
     recent_candidate = [True] * recent[1] + [False] * (10 - recent[1])
     verdict = decide(test_current, test_candidate, recent_current, recent_candidate)
     assert verdict.promote is promote, verdict.reasons
+
+
+def drifted(pool: Path, count: int, seed: int) -> None:
+    """New captchas in a style the served model never saw (light digits on dark): the drift a
+    site's captchas go through."""
+    import random
+
+    from PIL import ImageOps
+
+    from clean_data import render
+
+    rng = random.Random(seed)
+    pool.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        label = "".join(rng.choice("0123456789") for _ in range(rng.randint(2, 4)))
+        ImageOps.invert(render(label, 96, 32, rng)).save(pool / f"{label}_drift{seed}-{i}.png")
+
+
+def test_retrain_promotes_a_better_model_and_refuses_a_worse_one(own_works: Path) -> None:
+    ws = own_works / "digits"
+    api = client(own_works)
+    served = api.get("/api/v1/models").json()[0]["exported_at"]
+    test_split = sorted(p.name for p in (ws / "data" / "test").iterdir())
+    drifted(ws / "data" / "pool", 200, seed=1)
+    result = run_script(ws, "retrain.py", "--minutes", "0.5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((ws / re.search(r"report: (\S+)", result.stdout).group(1)).read_text())
+    figures = report["figures"]
+    assert sorted(p.name for p in (ws / "data" / "test").iterdir()) == test_split  # the test split never changes
+    assert figures["recent"]["current"]["images"] == report["new_images"]["recent"] == 40
+    changes = report["test_changes"]
+    within_noise = changes["lost"] - changes["won"] <= 1.96 * (changes["lost"] + changes["won"]) ** 0.5
+    better = figures["recent"]["candidate"]["right"] > figures["recent"]["current"]["right"]
+    assert report["promoted"] is (within_noise and better), report
+    assert report["promoted"], report  # the drifted style is learned: the candidate reads what the old one cannot
+    assert "promoted" in result.stdout and list((ws / "exports").glob("previous-*"))
+    time.sleep(1.1)  # the server looks for a new export at most once a second
+    assert api.get("/api/v1/models").json()[0]["exported_at"] != served  # the running server serves it
+
+    served = (ws / "exports" / "current" / "manifest.json").read_bytes()
+    best = (ws / "checkpoints" / "best.keras").read_bytes()
+    drifted(ws / "data" / "pool", 100, seed=2)
+    worse = run_script(ws, "retrain.py", "--minutes", "0.2", "--set", "LR=1.0")  # ruined on purpose
+    assert worse.returncode == 0, worse.stderr[-3000:]
+    assert "refused" in worse.stdout and "worse beyond sampling noise" in worse.stdout
+    assert (ws / "exports" / "current" / "manifest.json").read_bytes() == served
+    assert (ws / "checkpoints" / "best.keras").read_bytes() == best  # the served model's checkpoint again
+    assert (ws / "exports" / "candidate" / "model.onnx").is_file()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (./run test installs it)")
+def test_the_loop_over_a_live_server_the_crawler_and_the_review_tab(own_works: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    ws = own_works / "digits"
+    pool = ws / "data" / "pool"
+    settings = ["--set", "CAPTURE=doubtful", "--set", "CAPTURE_BELOW=0.5", "--set", "OUTCOME_WINDOW=50"]
+    with running_app(ws, "--demo-captcha", "--workers", "1", *settings) as url:
+        images = sorted((ws / "data" / "test").glob("*.png"))
+        answers = [(p, requests.post(f"{url}/api/v1/recognize", timeout=10,
+                                     json={"image": base64.b64encode(p.read_bytes()).decode()}).json()) for p in images]
+        right = [(p, a) for p, a in answers if a["result"] == truth(p) and a["confidence"] >= 0.5][:2]
+        for path, answer in right:  # confident answers wait for a report, outside the review queue
+            assert (ws / "data" / "inbox" / "awaiting" / f"{answer['request_id']}.png").is_file()
+            reply = requests.post(f"{url}/api/v1/report", json={"request_id": answer["request_id"], "outcome": "right"},
+                                  timeout=10)
+            assert reply.status_code == 200 and (ws / reply.json()["stored"]).parent == pool
+        crawler = run_script(ws, "spider_example.py", "--url", url, "--count", "1", "--attempts", "3")
+        # the demo route's captchas are a style this model never learned: read wrong, and reported
+        wrong = crawler.stdout.count("reported wrong: kept as data/inbox/")
+        assert wrong >= 1 and wrong == crawler.stdout.count("  wrong (was "), crawler.stdout
+        metrics = requests.get(f"{url}/metrics", timeout=10).text
+        assert f'capforge_outcomes_total{{model="digits",outcome="wrong"}} {wrong}.0' in metrics
+        assert 'capforge_outcomes_total{model="digits",outcome="right"} 2.0' in metrics
+        first = requests.get(f"{url}/api/v1/review", timeout=10).json()
+        assert first["wrong"] is True
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+            tab = browser.new_page()
+            tab.goto(url + "/ui/", wait_until="networkidle")
+            tab.get_by_role("tab", name="review: digits").click()
+            box = tab.locator("#review-label-digits textarea")
+            tab.wait_for_function("a => document.querySelector('#review-label-digits textarea')?.value === a",
+                                  arg=first["answer"], timeout=15000)  # the model's answer, pre-filled
+            box.fill("4321")
+            box.press("Enter")
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not (pool / f"4321_{first['key']}.png").is_file():
+                time.sleep(0.2)
+            assert (pool / f"4321_{first['key']}.png").is_file()
+            second = requests.get(f"{url}/api/v1/review", timeout=10).json()
+            tab.wait_for_function("a => document.querySelector('#review-label-digits textarea')?.value === a",
+                                  arg=second["answer"], timeout=15000)
+            tab.locator("body").press("Escape")  # Esc skips
+            record = ws / "data" / "inbox" / f"{second['key']}.json"
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and json.loads(record.read_text()).get("skipped") != 1:
+                time.sleep(0.2)
+            browser.close()
+        assert json.loads(record.read_text()).get("skipped") == 1

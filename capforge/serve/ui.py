@@ -143,7 +143,9 @@ def review_tab(gr: Any, page: Any, registry: ModelRegistry, name: str) -> None:
                     accept = gr.Button("Accept", variant="primary", elem_id=f"review-accept-{name}")
                     skip = gr.Button("Skip", elem_id=f"review-skip-{name}")
                     unreadable = gr.Button("Unreadable", elem_id=f"review-unreadable-{name}")
-        key = gr.State("")
+        # The key travels with the page (a hidden field), not as gr.State: session state would live in
+        # one worker process, and it makes Gradio hold a heartbeat connection open.
+        key = gr.Textbox(visible=False)
         shown = [status, image, label, key]
         page.load(lambda: review_view(registry.resolve(name)), None, shown, queue=False)
         for trigger in (label.submit, accept.click):

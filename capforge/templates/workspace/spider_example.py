@@ -8,6 +8,12 @@ It needs only `requests`. Start the server first (python app.py --demo-captcha),
 
 When the answer is not `accepted` (confidence below MIN_CONFIDENCE) the crawler fetches a
 fresh captcha instead of submitting a likely wrong answer.
+
+Once the site says whether an answer was right (the login worked, or "wrong captcha"), report it:
+POST /api/v1/report with the answer's request_id and "right" or "wrong". Right answers become
+training images with no person involved; wrong ones go first in the review queue (the server
+keeps answers for reports when its settings set OUTCOME_WINDOW or CAPTURE). The demo route knows
+the truth, so against it every answer is reported.
 """
 
 import argparse
@@ -33,9 +39,23 @@ def solve(session: requests.Session, api: str, captcha_url: str, model: str, att
         check = "" if truth is None else ("  correct" if truth == body["result"] else f"  wrong (was {truth})")
         print(f"attempt {attempt}: {body['result']!r} confidence {body['confidence']:.3f} "
               f"in {body['time_ms']:.1f} ms{'' if body['accepted'] else '  not accepted: fetching another'}{check}")
+        if truth is not None:  # a real crawler reports once the site has answered its submission
+            report(session, api, body, truth == body["result"], model)
         if body["accepted"]:
             return body["result"]
     raise SystemExit(f"no answer was accepted in {attempts} attempts")
+
+
+def report(session: requests.Session, api: str, answer: dict, right: bool, model: str) -> None:
+    """Tell the server what the site said about ``answer``."""
+    payload = {"request_id": answer["request_id"], "outcome": "right" if right else "wrong"}
+    if model:
+        payload["model"] = model
+    reply = session.post(f"{api}/api/v1/report", json=payload, timeout=10)
+    if reply.status_code == 200:
+        print(f"  reported {payload['outcome']}: kept as {reply.json()['stored']}")
+    else:  # reports off, or the answer no longer kept: the crawl goes on
+        print(f"  report not kept: {reply.json()['error']['message']}")
 
 
 def main() -> None:
