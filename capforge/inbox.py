@@ -38,7 +38,7 @@ AWAITING = "awaiting"
 PROVENANCE = "provenance.jsonl"
 REVIEWED = "reviewed"  # the pool sub-folder whose labels.csv holds labels that cannot be file names
 MAX_LABEL = 64
-KEY = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+KEY = re.compile(r"^[^./\\\x00][^/\\\x00]{0,199}$")  # a file stem in the inbox: never a path
 
 
 def content_key(data: bytes) -> str:
@@ -127,9 +127,9 @@ class Inbox:
         write_atomically(image.with_suffix(".json"), json.dumps(full, ensure_ascii=False).encode())
         if self._tally is not None and not awaiting:
             self._tally = (self._tally[0], self._tally[1] + 1, self._tally[2] + len(data))
-        if awaiting:
+        if awaiting:  # counting the folder is the cost: every tenth of the window (at most 100) writes
             self._awaiting_written += 1
-            if self._awaiting_written % 100 == 1:
+            if self._awaiting_written % min(100, max(1, self.settings["OUTCOME_WINDOW"] // 10)) == 0:
                 self.prune_awaiting()
         return Item(key, image, full)
 
@@ -192,6 +192,8 @@ class Inbox:
             return "the label is empty"
         if len(label) > MAX_LABEL or not label.isprintable() or label != label.strip():
             return f"label {label[:80]!r} must be 1-{MAX_LABEL} printable characters without surrounding spaces"
+        if self.mode.labels_by_folder and (label.startswith(".") or any(c in label for c in "/\\")):
+            return f"class {label!r} would be a folder name: no '/', '\\' or leading '.'"
         problem = self.mode.label_problem(label, self.settings, self.allowed)
         if problem is None:
             return None

@@ -54,3 +54,17 @@ def test_scaffold_to_report(tmp_path: Path, mode: str) -> None:
     assert (root / "reports" / "test_worst.png").is_file() or report["sequence_accuracy"] == 1.0
     for picture in ("test_confusions.png", "test_reliability.png", "../logs/training_curves.png"):
         assert (root / "reports" / picture).read_bytes()[:4] == b"\x89PNG", picture
+    # the page builds for this mode, and its review tab pre-fills an image dropped into the inbox
+    import shutil
+
+    from capforge.serve.registry import ModelRegistry
+    from capforge.serve.ui import build_ui, review_view
+
+    registry = ModelRegistry(tmp_path / "works")
+    assert build_ui(registry) is not None
+    dropped = next((root / "data" / "test").rglob("*.png"))
+    (root / "data" / "inbox").mkdir(exist_ok=True)
+    shutil.copy(dropped, root / "data" / "inbox" / "dropped.png")
+    status, image, answer, key = review_view(registry.resolve("site"))
+    assert key == "dropped" and image.endswith("dropped.png") and "1 left" in status
+    assert answer == registry.resolve("site").answers([dropped])[0][0]

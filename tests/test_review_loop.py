@@ -9,17 +9,19 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import requests
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from capforge.retrain import decide
 from capforge.serve.api import create_app
 from capforge.serve.registry import ModelRegistry
 
 from conftest import run_script, running_app
-from test_serve_live import BROWSER_ARGS, CHROMIUM
+from test_serve_live import CHROMIUM, page_tab
 
 
 def client(works: Path, *overrides: str) -> TestClient:
@@ -30,6 +32,16 @@ def recognize(api: TestClient, path: Path) -> dict:
     answer = api.post("/api/v1/recognize", json={"image": base64.b64encode(path.read_bytes()).decode()})
     assert answer.status_code == 200, answer.text
     return answer.json()
+
+
+def eventually(check: Callable[[], bool], seconds: float = 15.0) -> bool:
+    """Whether ``check`` comes true within ``seconds`` (the page answers asynchronously)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def truth(path: Path) -> str:
@@ -92,10 +104,11 @@ def test_capture_reports_and_review_over_http(own_works: Path) -> None:
     assert api.post("/api/v1/review", json={"key": nxt["key"], "action": "skip"}).status_code == 404
     assert api.post("/api/v1/review", json={"key": "k", "action": "x"}).json()["error"]["code"] == "invalid_action"
 
-    window = client(own_works, "OUTCOME_WINDOW=10")  # only kept for a report: not in the review queue
-    extra = sorted((ws / "data" / "validation").glob("*.png"))[0]
-    answer = recognize(window, extra)
+    window = client(own_works, "OUTCOME_WINDOW=3")  # only kept for a report: not in the review queue
+    for extra in sorted((ws / "data" / "validation").glob("*.png"))[:6]:
+        answer = recognize(window, extra)
     assert (inbox / "awaiting" / f"{answer['request_id']}.png").is_file()
+    assert len(list((inbox / "awaiting").glob("*.png"))) == 3  # the newest OUTCOME_WINDOW answers
     assert window.get("/api/v1/review").json()["left"] == len(images) - 4
     outcome = window.post("/api/v1/report", json={"request_id": answer["request_id"], "outcome": "wrong"})
     assert outcome.status_code == 200 and window.get("/api/v1/review").json()["key"] == answer["request_id"]
@@ -199,8 +212,6 @@ def test_retrain_promotes_a_better_model_and_refuses_a_worse_one(own_works: Path
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (./run test installs it)")
 def test_the_loop_over_a_live_server_the_crawler_and_the_review_tab(own_works: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     ws = own_works / "digits"
     pool = ws / "data" / "pool"
     settings = ["--set", "CAPTURE=doubtful", "--set", "CAPTURE_BELOW=0.5", "--set", "OUTCOME_WINDOW=50"]
@@ -223,27 +234,33 @@ def test_the_loop_over_a_live_server_the_crawler_and_the_review_tab(own_works: P
         assert 'capforge_outcomes_total{model="digits",outcome="right"} 2.0' in metrics
         first = requests.get(f"{url}/api/v1/review", timeout=10).json()
         assert first["wrong"] is True
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-            tab = browser.new_page()
-            tab.goto(url + "/ui/", wait_until="networkidle")
-            tab.get_by_role("tab", name="review: digits").click()
+        with page_tab(url, "review: digits") as tab:
             box = tab.locator("#review-label-digits textarea")
             tab.wait_for_function("a => document.querySelector('#review-label-digits textarea')?.value === a",
                                   arg=first["answer"], timeout=15000)  # the model's answer, pre-filled
             box.fill("4321")
             box.press("Enter")
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and not (pool / f"4321_{first['key']}.png").is_file():
-                time.sleep(0.2)
-            assert (pool / f"4321_{first['key']}.png").is_file()
+            assert eventually(lambda: (pool / f"4321_{first['key']}.png").is_file())
             second = requests.get(f"{url}/api/v1/review", timeout=10).json()
             tab.wait_for_function("a => document.querySelector('#review-label-digits textarea')?.value === a",
                                   arg=second["answer"], timeout=15000)
             tab.locator("body").press("Escape")  # Esc skips
             record = ws / "data" / "inbox" / f"{second['key']}.json"
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and json.loads(record.read_text()).get("skipped") != 1:
-                time.sleep(0.2)
-            browser.close()
-        assert json.loads(record.read_text()).get("skipped") == 1
+            assert eventually(lambda: json.loads(record.read_text()).get("skipped") == 1)
+
+
+def test_a_class_label_is_a_folder_and_never_a_path(tmp_path: Path) -> None:
+    from capforge.inbox import Inbox
+    from capforge.settings import load_settings
+    from capforge.workspace import create_workspace
+
+    ws = create_workspace(tmp_path / "works", "tiles", "NUM_CLASSES")
+    inbox = Inbox(ws, load_settings(ws.root))
+    image = tmp_path / "tile.png"
+    Image.new("RGB", (20, 20), "red").save(image)
+    item = inbox.add(image.read_bytes(), ".png", {"source": "test", "answer": "cat", "confidence": 0.3})
+    for bad in ("../evil", "a/b", ".hidden"):
+        assert "would be a folder name" in inbox.label_problem(bad)
+    stored = inbox.label(item, "cat", "person")
+    assert stored == ws.pool / "cat" / f"{item.key}.png" and stored.read_bytes() == image.read_bytes()
+    assert not list(ws.inbox.glob("*.png")) and not list(ws.inbox.glob("*.json"))

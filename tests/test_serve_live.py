@@ -4,6 +4,7 @@ crawler, and the Gradio page in headless Chromium."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import shutil
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import requests
@@ -133,6 +134,22 @@ def answers_on_the_page(url: str, pictures: list[Path], expected: list[str], pag
     return shown, info
 
 
+@contextlib.contextmanager
+def page_tab(url: str, name: str) -> Iterator[Any]:
+    """A headless Chromium page of the server's UI with the tab ``name`` open."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        try:
+            tab = browser.new_page()
+            tab.goto(url + "/ui/", wait_until="networkidle")
+            tab.get_by_role("tab", name=name).click()
+            yield tab
+        finally:
+            browser.close()
+
+
 def api_answer(url: str, picture: Path) -> str:
     return requests.post(f"{url}/api/v1/recognize", timeout=10,
                          json={"image": base64.b64encode(picture.read_bytes()).decode()}).json()["result"]
@@ -150,21 +167,14 @@ def test_gradio_page_in_headless_chromium(server: tuple[str, Path], tmp_path: Pa
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (./run test installs it)")
 def test_the_report_tab_shows_the_test_report_and_its_pictures(server: tuple[str, Path]) -> None:
-    from playwright.sync_api import sync_playwright
-
     url, workspace = server
     report = json.loads((workspace / "reports" / "test_report.json").read_text())
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-        tab = browser.new_page()
-        tab.goto(url + "/ui/", wait_until="networkidle")
-        tab.get_by_role("tab", name="report: digits").click()
+    with page_tab(url, "report: digits") as tab:
         summary = tab.locator("#report-digits")
         summary.get_by_text("sequence accuracy").wait_for(timeout=15000)
         text = summary.inner_text()
         tab.locator("#pictures-digits img").nth(3).wait_for(timeout=15000)
         shown = tab.locator("#pictures-digits img").count()
-        browser.close()
     assert f"sequence accuracy  {report['sequence_accuracy']:.4f}" in text and "calibration error" in text
     assert shown == 4  # training curves, reliability, confusions, worst answers
 

@@ -132,12 +132,17 @@ def build_ui(registry: ModelRegistry) -> Any:
 def review_tab(gr: Any, page: Any, registry: ModelRegistry, name: str) -> None:
     """The review tab of one workspace: its inbox, least confident first, keyboard first."""
     with gr.Tab(f"review: {name}"):
-        gr.Markdown("Type to correct, **Enter** to accept, **Esc** to skip, **Shift+Esc** for unreadable.")
+        gr.Markdown("Type (or pick the class) to correct, **Enter** to accept, **Esc** to skip, **Shift+Esc** "
+                    "for unreadable.")
         status = gr.Markdown(elem_id=f"review-status-{name}")
         with gr.Row():
             image = gr.Image(type="filepath", label="captcha", interactive=False, elem_id=f"review-image-{name}")
             with gr.Column():
-                label = gr.Textbox(label="label", elem_id=f"review-label-{name}")
+                mode = registry.models[name].predictor.mode
+                if mode.labels_by_folder:  # whole-image classes: pick one
+                    label = gr.Dropdown(list(mode.charset.symbols), label="class", elem_id=f"review-label-{name}")
+                else:
+                    label = gr.Textbox(label="label", elem_id=f"review-label-{name}")
                 reason = gr.Textbox(label="why unreadable (optional)", elem_id=f"review-reason-{name}")
                 with gr.Row():
                     accept = gr.Button("Accept", variant="primary", elem_id=f"review-accept-{name}")
@@ -148,7 +153,7 @@ def review_tab(gr: Any, page: Any, registry: ModelRegistry, name: str) -> None:
         key = gr.Textbox(visible=False)
         shown = [status, image, label, key]
         page.load(lambda: review_view(registry.resolve(name)), None, shown, queue=False)
-        for trigger in (label.submit, accept.click):
+        for trigger in (accept.click, *((label.submit,) if isinstance(label, gr.Textbox) else ())):
             trigger(lambda k, text: review_act(registry.resolve(name), k, "label", text), [key, label], shown,
                     queue=False)
         skip.click(lambda k, text: review_act(registry.resolve(name), k, "skip", text), [key, label], shown,
