@@ -10,7 +10,9 @@ reviewed unless reported wrong.
 A reviewed image becomes a labelled file in the pool (``<label>_<key>.<ext>``, or a row of
 ``data/pool/reviewed/labels.csv`` when the label cannot be a file name), its provenance appended
 to ``data/provenance.jsonl``; an unreadable one goes to quarantine with the reason. Nothing is
-deleted, and every file is written under a temporary name first.
+deleted, and every file is written under a temporary name first. (The inbox and the review pass
+over it are one concept, used alike by the server, the page, the terminal and prelabel: hence
+this module's length.)
 """
 
 from __future__ import annotations
@@ -137,8 +139,14 @@ class Inbox:
         """Drop the answers older than the newest OUTCOME_WINDOW: like a cache's entries, they hold
         no label, only what a report on them would need."""
         folder = self.folder / AWAITING
-        images = sorted((p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES),
-                        key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+        dated = []
+        for path in folder.glob("*") if folder.is_dir() else []:
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                try:
+                    dated.append((path.stat().st_mtime, path))
+                except FileNotFoundError:  # another server process pruned it meanwhile
+                    continue
+        images = [path for _, path in sorted(dated)]
         for image in images[:max(0, len(images) - self.settings["OUTCOME_WINDOW"])]:
             for path in (image, image.with_suffix(".json")):
                 path.unlink(missing_ok=True)

@@ -6,8 +6,10 @@ Training continues from the current best weights; the candidate is exported besi
 model and both are read through the serving path on the fixed test split and on the recent one.
 The gate promotes the candidate only when it is not worse on the test split beyond sampling
 noise (McNemar's test on the images one gets right and the other wrong) and is better on the
-recent split; otherwise the served export and the checkpoint it came from stay, and the report
-says why. A running server picks up a promoted export by itself (it watches exports/current).
+recent split; otherwise the served export stays, and the report says why. A candidate worse on
+the test split is dropped (the checkpoint goes back to the served model's); one that is only not
+better yet is kept as the starting point of the next retrain, so a young model's training adds up
+over rounds instead of starting again from the served weights each time. A running server picks up a promoted export by itself (it watches exports/current).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Verdict:
     reasons: list[str]
     won: int  # test images only the candidate reads
     lost: int  # test images only the current model reads
+    worse: bool  # worse on the test split beyond sampling noise
 
 
 def decide(test_current: Sequence[bool], test_candidate: Sequence[bool],
@@ -64,7 +67,7 @@ def decide(test_current: Sequence[bool], test_candidate: Sequence[bool],
     better = sum(recent_candidate) > sum(recent_current)
     reasons.append(f"recent split: {sum(recent_candidate)} of {len(recent_candidate)} right against "
                    f"{sum(recent_current)} for the current model; {'better' if better else 'not better'}")
-    return Verdict(not worse and better, reasons, won, lost)
+    return Verdict(not worse and better, reasons, won, lost, worse)
 
 
 def figures(workspace: Workspace, settings: Mapping[str, Any], export: Path, split: str) -> Figures:
@@ -115,10 +118,15 @@ def retrain(workspace: Workspace, settings: Mapping[str, Any], minutes: float | 
         os.replace(candidate, current)
         (workspace.checkpoints / BEFORE).unlink()
         outcome = f"promoted: exports/current is the new model; the old one is {workspace.relative(previous)}"
-    else:
+    elif verdict.worse:
         os.replace(workspace.checkpoints / BEFORE, best)  # the checkpoint matches the served export again
         outcome = ("refused: exports/current is unchanged; the candidate stays in exports/candidate "
                    "for a look, and checkpoints/best.keras is the served model's again")
+    else:  # not worse, only not better yet: the next retrain goes on from here, not from the start
+        (workspace.checkpoints / BEFORE).unlink()
+        outcome = ("refused: exports/current is unchanged; the candidate, no worse on the test split but not "
+                   "better on the recent one, stays in exports/candidate, and the next retrain continues from "
+                   "its weights (checkpoints/best.keras)")
     report = {
         "started": started.isoformat(timespec="seconds"), "minutes": minutes, "new_images": dict(counts),
         "training": summary, "promoted": verdict.promote, "reasons": verdict.reasons, "outcome": outcome,

@@ -3,7 +3,8 @@
 Each workspace script calls :func:`run_step`, which parses the same options as the matching
 ``capforge`` sub-command. A :class:`CapforgeError` is caught here, once: its message is printed
 on one line and the process exits non-zero, with no traceback. Each step imports what it runs
-when it runs, so ``--help`` and the server start without loading TensorFlow.
+when it runs, so ``--help`` and the server start without loading TensorFlow. (One handler and
+its options per step, in one table: that table is this module's length.)
 """
 
 from __future__ import annotations

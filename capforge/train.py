@@ -127,11 +127,19 @@ def train(workspace: Workspace, settings: Mapping[str, Any], minutes: float | No
     if settings["DISTRIBUTE"] == "multi_worker" and minutes:
         raise SettingsError("--minutes with DISTRIBUTE='multi_worker': each machine would stop on its own "
                             "clock and leave the others waiting; set EPOCHS instead")
-    if not role.chief and not isinstance(workspace, WorkerWorkspace):
-        with tempfile.TemporaryDirectory(prefix="capforge-worker-") as scratch:
-            print(f"{role} of the cluster: training with the chief; its checkpoints and logs are the chief's")
-            return train(WorkerWorkspace.of(workspace, Path(scratch)), settings, minutes, continue_from_best,
-                         verbose, extra_callbacks)
+    if role.chief:
+        return _train_here(workspace, settings, minutes, continue_from_best, verbose, extra_callbacks)
+    with tempfile.TemporaryDirectory(prefix="capforge-worker-") as scratch:
+        print(f"{role} of the cluster: training with the chief; its checkpoints and logs are the chief's")
+        return _train_here(WorkerWorkspace.of(workspace, Path(scratch)), settings, minutes, continue_from_best,
+                           verbose, extra_callbacks)
+
+
+def _train_here(workspace: Workspace, settings: Mapping[str, Any], minutes: float | None,
+                continue_from_best: bool, verbose: int | str, extra_callbacks: Sequence[Any]) -> dict[str, Any]:
+    """The training run of this process, writing into ``workspace`` (see :func:`train`). One
+    function, a little over 60 lines: its steps run in an order that the strategy, the checkpoint
+    record and the callbacks depend on."""
     import keras
 
     from capforge import callbacks  # lazily: it imports TensorFlow, which test.py and export never need

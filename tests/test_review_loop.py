@@ -264,3 +264,13 @@ def test_a_class_label_is_a_folder_and_never_a_path(tmp_path: Path) -> None:
     stored = inbox.label(item, "cat", "person")
     assert stored == ws.pool / "cat" / f"{item.key}.png" and stored.read_bytes() == image.read_bytes()
     assert not list(ws.inbox.glob("*.png")) and not list(ws.inbox.glob("*.json"))
+
+
+def test_a_capture_that_cannot_be_written_costs_the_capture_not_the_answer(own_works: Path) -> None:
+    inbox = own_works / "digits" / "data" / "inbox"
+    shutil.rmtree(inbox, ignore_errors=True)
+    inbox.write_text("a file where the inbox folder should be")
+    api = client(own_works, "CAPTURE=all")
+    answer = recognize(api, sorted((own_works / "digits" / "data" / "test").glob("*.png"))[0])
+    assert answer["result"] and answer["request_id"]
+    assert re.search(r'capforge_kept_images_total\{model="digits",why="failed"\} 1\.0', api.get("/metrics").text)

@@ -117,6 +117,16 @@ def _pixel_hash(image: Any) -> str:
     return digest.hexdigest()
 
 
+def _same_image(first: tuple[str, Path, str | None], split: str, path: Path, label: str | None) -> Finding:
+    """The finding for an image whose pixels ``first`` (split, path, label) already has."""
+    first_split, first_path, first_label = first
+    if first_label != label:
+        return Finding(path, "label_conflict", f"{first_path.name} has label {first_label!r}, this has {label!r}")
+    if first_split != split:
+        return Finding(path, "cross_split", f"same image as {first_split}/{first_path.name}")
+    return Finding(path, "duplicate", f"same image as {first_path.name}")
+
+
 def check(workspace: Workspace, settings: Mapping[str, Any],
             label_hook: Any = None, image_hook: ImageHook | None = None,
             progress: bool = True) -> Report:
@@ -164,14 +174,7 @@ def check(workspace: Workspace, settings: Mapping[str, Any],
                 continue
         digest = _pixel_hash(image)
         if digest in seen:
-            first_split, first_path, first_label = seen[digest]
-            if first_label != label:
-                kind, detail = "label_conflict", f"{first_path.name} has label {first_label!r}, this has {label!r}"
-            elif first_split != split:
-                kind, detail = "cross_split", f"same image as {first_split}/{first_path.name}"
-            else:
-                kind, detail = "duplicate", f"same image as {first_path.name}"
-            report.findings.append(Finding(path, kind, detail))
+            report.findings.append(_same_image(seen[digest], split, path, label))
             continue
         seen[digest] = (split, path, label)
     report.suggestions, report.reasoning = suggest(report.sizes, report.symbols, report.lengths, mode_cls.name,

@@ -5,6 +5,7 @@ outcome report where the workspace asks for it."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from typing import Any, Mapping
 
@@ -81,7 +82,11 @@ async def recognize(model: ServedModel, data: bytes, prompt: Any = None, metrics
     answer = {**answer, "accepted": accepted(answer["confidence"], model.settings.MIN_CONFIDENCE),
               "request_id": content_key(data)}
     if model.settings.CAPTURE != "off" or model.settings.OUTCOME_WINDOW:  # file writes: off the event loop
-        why = await asyncio.to_thread(keep, model, data, answer)
+        try:
+            why = await asyncio.to_thread(keep, model, data, answer)
+        except OSError as exc:  # a full or read-only disk costs the capture, never the answer
+            print(f"warning: {model.name}: could not keep an answered image in data/inbox: {exc}", file=sys.stderr)
+            why = "failed"
         if why and metrics:
             metrics.kept.labels(model.name, why).inc()
     if metrics:

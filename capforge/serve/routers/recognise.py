@@ -18,7 +18,8 @@ BEARCAT_OK, BEARCAT_NO_IMG, BEARCAT_BAD = "200", "5004", "5005"
 
 
 def router(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
-    """POST /api/v1/recognize, /api/v1/recognize/file and / (Bearcat)."""
+    """POST /api/v1/recognize, /api/v1/recognize/file and / (Bearcat) (one function: the
+    handlers are closures over ``registry`` and ``metrics``)."""
     routes = APIRouter(tags=["recognise"])
 
     @routes.post("/api/v1/recognize", response_model=RecognizeAnswer, openapi_extra=json_request(RecognizeRequest),

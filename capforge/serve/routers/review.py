@@ -24,7 +24,8 @@ REVIEW_STATUS = {"invalid_action": 400, "invalid_label": 400, "unknown_item": 40
 
 
 def router(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
-    """POST /api/v1/report; GET and POST /api/v1/review."""
+    """POST /api/v1/report; GET and POST /api/v1/review (one function: the handlers are closures
+    over ``registry`` and ``metrics``)."""
     routes = APIRouter(tags=["review loop"])
 
     @routes.post("/api/v1/report", response_model=ReportAnswer, openapi_extra=json_request(ReportRequest),
