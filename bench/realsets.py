@@ -281,16 +281,17 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(rows: list[dict[str, Any]], budget: float, command: str) -> None:
-    shown = [r for r in rows if r["budget"] == budget]
-    text = (f"# Real captcha sets: capforge against the reference CRNN and ddddocr\n\n"
-            "Commands of the rows shown: " + ", ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in shown))
-            + (f", then `{command}`" if command not in {r["command"] for r in shown} else "")
-            + f"  \nBudget: `--minutes {budget:g}` per training run (from pack to the test "
-            f"report for capforge; training alone for the reference).  \nMachine of each row: see "
-            f"realsets.json; the last run: {describe()}.  \n`run` is the date each row was measured "
-            "(`--contenders reuse` keeps the contenders' earlier rows).\n\n" + table(shown) + "\n")
-    (RESULTS / "realsets.md").write_text(text)
+def write_markdown(rows: list[dict[str, Any]]) -> None:
+    """bench/results/realsets.md: one table per budget measured, each with the commands of its rows."""
+    parts = ["# Real captcha sets: capforge against the reference CRNN and ddddocr\n\n"
+             f"Machine of each row: see realsets.json; the last run: {describe()}.  \n`run` is the date each "
+             "row was measured (`--contenders reuse` keeps the contenders' earlier rows). Each budget is per "
+             "training run: from pack to the test report for capforge, training alone for the reference.\n"]
+    for budget in sorted({r["budget"] for r in rows}):
+        shown = [r for r in rows if r["budget"] == budget]
+        commands = ", ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in shown))
+        parts.append(f"\n## `--minutes {budget:g}`\n\nCommands of these rows: {commands}\n\n{table(shown)}\n")
+    (RESULTS / "realsets.md").write_text("".join(parts))
 
 
 def main() -> None:
@@ -362,7 +363,7 @@ def main() -> None:
             record("rkn6", args.train_limit, f"capforge{tag}", lambda: run_capforge(
                 "rkn6", SETS["rkn6"], args.datasets / "rkn6", args.train_limit, args.minutes, args.works,
                 [*args.overrides, f"BACKBONE={backbone}"], tag.replace("/", "_")))
-    write_markdown(rows, args.minutes, command)
+    write_markdown(rows)
     print(table([r for r in rows if r["budget"] == args.minutes and (r["set"], r["train"] if r["train"] != "all"
                  else None) in runs]))
 
