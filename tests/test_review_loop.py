@@ -21,7 +21,7 @@ from capforge.serve.api import create_app
 from capforge.serve.registry import ModelRegistry
 
 from conftest import run_script, running_app
-from test_serve_live import CHROMIUM, page_tab
+from test_serve_live import CHROMIUM, loaded, page_tab
 
 
 def client(works: Path, *overrides: str) -> TestClient:
@@ -238,6 +238,7 @@ def test_the_loop_over_a_live_server_the_crawler_and_the_review_tab(own_works: P
             box = tab.locator("#review-label-digits textarea")
             tab.wait_for_function("a => document.querySelector('#review-label-digits textarea')?.value === a",
                                   arg=first["answer"], timeout=15000)  # the model's answer, pre-filled
+            assert eventually(lambda: loaded(tab, "#review-image-digits"))  # the captcha itself is shown
             box.fill("4321")
             box.press("Enter")
             assert eventually(lambda: (pool / f"4321_{first['key']}.png").is_file())

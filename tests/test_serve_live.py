@@ -134,6 +134,11 @@ def answers_on_the_page(url: str, pictures: list[Path], expected: list[str], pag
     return shown, info
 
 
+def loaded(tab: Any, selector: str) -> bool:
+    """Whether the first image under ``selector`` has loaded (a broken link has no width)."""
+    return tab.evaluate(f"document.querySelector('{selector} img')?.naturalWidth > 0")
+
+
 @contextlib.contextmanager
 def page_tab(url: str, name: str) -> Iterator[Any]:
     """A headless Chromium page of the server's UI with the tab ``name`` open."""
@@ -174,9 +179,9 @@ def test_the_report_tab_shows_the_test_report_and_its_pictures(server: tuple[str
         summary.get_by_text("sequence accuracy").wait_for(timeout=15000)
         text = summary.inner_text()
         tab.locator("#pictures-digits img").nth(3).wait_for(timeout=15000)
-        shown = tab.locator("#pictures-digits img").count()
+        shown = tab.evaluate("[...document.querySelectorAll('#pictures-digits img')].map(i => i.complete && i.naturalWidth)")
     assert f"sequence accuracy  {report['sequence_accuracy']:.4f}" in text and "calibration error" in text
-    assert shown == 4  # training curves, reliability, confusions, worst answers
+    assert len(shown) == 4 and all(shown), shown  # curves, reliability, confusions, worst answers: all loaded
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (./run test installs it)")

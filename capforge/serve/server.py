@@ -40,7 +40,10 @@ def build_app(config: dict[str, Any]) -> Any:
     options = ServeOptions(api_key=config.get("api_key", ""), demo_captcha=config.get("demo_captcha", False))
     app = create_app(registry, options)
     page = build_ui(registry)
-    app = gr.mount_gradio_app(app, page, path="/ui", allowed_paths=[str(config["works"])], head=REVIEW_KEYS)
+    # root_path: without it the files that unqueued events return (report pictures, the captcha
+    # under review) are linked without the /ui prefix and do not load.
+    app = gr.mount_gradio_app(app, page, path="/ui", allowed_paths=[str(config["works"])], head=REVIEW_KEYS,
+                              root_path="/ui")
     slow_down_idle_polling(page)
     return app
 
