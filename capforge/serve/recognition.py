@@ -56,7 +56,8 @@ async def recognize(model: ServedModel, data: bytes, prompt: Any = None, metrics
     ``prompt`` (detection), add the click points in the prompt's order. The answer carries the
     image's ``request_id`` (its content key), which outcome reports name."""
     started = time.perf_counter()
-    answer = model.cached(data)
+    key = content_key(data)  # the cache's key and the answer's request_id
+    answer = model.cached(key)
     if answer is None:
         predictor = model.predictor
         try:
@@ -71,7 +72,7 @@ async def recognize(model: ServedModel, data: bytes, prompt: Any = None, metrics
         answer = {"model": model.name, **prediction.to_dict()}
         if prediction.candidates is not None:
             answer[CANDIDATES] = prediction.candidates
-        model.remember(data, answer)
+        model.remember(key, answer)
     candidates = answer.get(CANDIDATES, [])
     if CANDIDATES in answer:  # detection only: text answers are not copied
         answer = {k: v for k, v in answer.items() if k != CANDIDATES}
@@ -80,7 +81,7 @@ async def recognize(model: ServedModel, data: bytes, prompt: Any = None, metrics
         boxes = answer.get("boxes", []) if model.recognizer else candidates
         answer["clicks"] = await asyncio.to_thread(clicks_for, model, data, boxes, prompt)
     answer = {**answer, "accepted": accepted(answer["confidence"], model.settings.MIN_CONFIDENCE),
-              "request_id": content_key(data)}
+              "request_id": key}
     if model.settings.CAPTURE != "off" or model.settings.OUTCOME_WINDOW:  # file writes: off the event loop
         try:
             why = await asyncio.to_thread(keep, model, data, answer)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from collections import OrderedDict
@@ -64,19 +63,19 @@ class ServedModel:
         """A review pass over this workspace's inbox, pre-filled by this model."""
         return Review(self.inbox, self.answers, self.version)
 
-    def cached(self, data: bytes) -> dict[str, Any] | None:
+    def cached(self, key: str) -> dict[str, Any] | None:
+        """The answer kept for the image whose content key is ``key`` (capforge.inbox.content_key)."""
         if not self.settings.CACHE_SIZE:
             return None
-        key = hashlib.sha256(data).digest()
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key]
         return None
 
-    def remember(self, data: bytes, answer: dict[str, Any]) -> None:
+    def remember(self, key: str, answer: dict[str, Any]) -> None:
         limit = self.settings.CACHE_SIZE
         if limit:
-            self.cache[hashlib.sha256(data).digest()] = answer
+            self.cache[key] = answer
             while len(self.cache) > limit:
                 self.cache.popitem(last=False)
 
