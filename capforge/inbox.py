@@ -40,6 +40,7 @@ AWAITING = "awaiting"
 PROVENANCE = "provenance.jsonl"
 REVIEWED = "reviewed"  # the pool sub-folder whose labels.csv holds labels that cannot be file names
 MAX_LABEL = 64
+Answers = Callable[[list[Path]], list[tuple[str, float]]]  # image files -> (answer, confidence) each
 KEY = re.compile(r"^[^./\\\x00][^/\\\x00]{0,199}$")  # a file stem in the inbox: never a path
 
 
@@ -178,7 +179,7 @@ class Inbox:
                     return self._item(folder / f"{key}{suffix}")
         return None
 
-    def fill_answers(self, items: list[Item], predict: Callable[[list[Path]], list[tuple[str, float]]],
+    def fill_answers(self, items: list[Item], predict: Answers,
                      version: str) -> list[Item]:
         """Give items without an answer (dropped in by hand) the model's, saved with them; re-sorted."""
         missing = [item for item in items if "answer" not in item.record and "label" not in item.record]
@@ -281,7 +282,6 @@ class Inbox:
         return None
 
 
-Answers = Callable[[list[Path]], list[tuple[str, float]]]  # image files -> (answer, confidence) each
 ACTIONS = ("label", "skip", "unreadable")
 
 

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 from capforge.data.images import iter_images
 from capforge.errors import DataError, WorkspaceError
+from capforge.inbox import write_atomically
 from capforge.workspace import RECENT, Workspace
 
 CANDIDATE = "candidate"
@@ -153,9 +154,6 @@ def write_report(workspace: Workspace, report: dict[str, Any], started: _dt.date
     folder = workspace.root / "reports"
     folder.mkdir(exist_ok=True)
     target = folder / f"retrain_{started:%Y%m%d-%H%M%S}.json"
-    for path, text in ((target, json.dumps(report, indent=1, ensure_ascii=False, default=str)),
-                       (target.with_suffix(".txt"), report_text(report) + "\n")):
-        partial = path.with_name(path.name + ".part")
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
+    write_atomically(target, json.dumps(report, indent=1, ensure_ascii=False, default=str).encode())
+    write_atomically(target.with_suffix(".txt"), (report_text(report) + "\n").encode())
     return workspace.relative(target)
