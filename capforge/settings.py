@@ -131,8 +131,7 @@ OPTIONS: tuple[Option, ...] = (
            minimum=1, maximum=100000),
     Option("LR", 2e-3, float, "initial learning rate", _TRAIN, minimum=1e-7, maximum=1.0),
     Option("EARLY_PATIENCE", 10, int, "epochs in which neither the validation score rose nor its "
-           "loss fell before training stops (with --minutes: counted from the decay on, and spanning at "
-           "least a tenth of the budget)",
+           "loss fell before training stops (not with --minutes: a budgeted run finishes its decay)",
            _TRAIN, minimum=1),
     Option("LR_PATIENCE", 4, int, "epochs without improvement before the learning rate drops",
            _TRAIN, minimum=1),
@@ -145,8 +144,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("LABEL_SMOOTHING", 0.0, float, "label smoothing for softmax modes", _TRAIN,
            minimum=0.0, maximum=0.5),
     Option("DATA_ENHANCEMENT", True, bool, "random augmentation of training images", _TRAIN),
-    Option("PHOTO_AUGMENT", False, bool, "with DATA_ENHANCEMENT, also mirror and zoom whole-image "
-           "classes (photos look the same mirrored; text does not); check_file.py suggests it for "
+    Option("PHOTO_AUGMENT", False, bool, "with DATA_ENHANCEMENT, also mirror, zoom and blend (mixup) "
+           "whole-image classes (photos look the same mirrored; text does not); check_file.py suggests it for "
            "colour photo tiles", _TRAIN),
     Option("DISTRIBUTE", "none", str, "'mirrored': all local GPUs (or CPUs); 'multi_worker': "
            "machines listed in TF_CONFIG", _TRAIN, choices=("none", "mirrored", "multi_worker")),

@@ -30,3 +30,25 @@ def fill_pool(pool: Path, count: int, lengths: tuple[int, int] = (3, 4), classes
         else:
             render(label, width, height, rng).save(pool / f"{label}_{i}.png")
     return labels
+
+
+PHOTO_CLASSES = {"red_disc": ((200, 40, 40), "disc"), "red_box": ((200, 40, 40), "box"),
+                 "blue_disc": ((40, 60, 200), "disc"), "blue_box": ((40, 60, 200), "box")}
+
+
+def fill_photo_pool(pool: Path, count: int, size: int = 32, seed: int = 0) -> None:
+    """Write ``count`` colour "photos" into one folder per class: a red or blue disc or box,
+    placed and sized at random on a noisy background (each class looks the same mirrored)."""
+    rng = random.Random(seed)
+    names = sorted(PHOTO_CLASSES)
+    for i in range(count):
+        name = names[i % len(names)]
+        colour, shape = PHOTO_CLASSES[name]
+        image = Image.new("RGB", (size, size), tuple(rng.randint(150, 255) for _ in range(3)))
+        radius = rng.randint(size // 5, size // 3)
+        cx, cy = (rng.randint(radius, size - radius) for _ in range(2))
+        draw = ImageDraw.Draw(image)
+        (draw.ellipse if shape == "disc" else draw.rectangle)((cx - radius, cy - radius, cx + radius, cy + radius),
+                                                               fill=colour)
+        (pool / name).mkdir(parents=True, exist_ok=True)
+        image.save(pool / name / f"photo{i}.png")

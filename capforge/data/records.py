@@ -157,8 +157,8 @@ def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, 
                  photos: bool = False) -> Any:
     """Prefetched batches of (float32 images in [0, 1], int32 label ids) from one packed split.
 
-    ``augment`` turns on the glyph-safe augmentation; ``photos`` adds mirroring and zooming for
-    modes whose images may be photos (``Mode.colour_matters``)."""
+    ``augment`` turns on the glyph-safe augmentation; ``photos`` adds mirroring, zooming and the
+    mode's blending (``Mode.blend``) for modes whose images may be photos (``Mode.colour_matters``)."""
     import tensorflow as tf
 
     ds = _records(workspace, manifest, split, training, seed)
@@ -174,7 +174,8 @@ def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, 
     if training and augment:
         ds = ds.map(lambda images, ids: (_augment(images), ids), num_parallel_calls=tf.data.AUTOTUNE)
         if photos and mode.colour_matters:
-            ds = ds.map(lambda images, ids: (_mirror_and_zoom(images), ids), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.map(lambda images, ids: mode.blend(_mirror_and_zoom(images), ids),
+                        num_parallel_calls=tf.data.AUTOTUNE)
     return _shared_out(ds.prefetch(tf.data.AUTOTUNE))
 
 

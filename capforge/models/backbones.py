@@ -4,6 +4,7 @@ Every backbone maps images [B, H, W, C] in [0, 1] to a feature map [B, H', W', C
 read along the width (``kind="sequence"``), ``keras.applications`` networks are cut at their
 last layer that keeps at least W/8 columns, so CTC has enough time steps; ``small_cnn`` keeps
 W/8 too and is the CPU default (``tiny_cnn``, the same with half the filters, is CTC_TINY's).
+Whole-image classes (``kind="classes"``) get the small CNNs at CLASSES_WIDENING times the width.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from capforge.errors import SettingsError
 
 
 CNN_WIDTHS = {"small_cnn": (32, 64, 128, 160), "tiny_cnn": (16, 32, 64, 96)}
+# A class rests on everything the pooled features hold at once, not on a glyph read by GRUs
+# along the width: photo tiles need more filters (bench/results/realsets.md, tiles12306).
+CLASSES_WIDENING = 2
 
 
 def _small_cnn(inputs: Any, widths: tuple[int, int, int, int]) -> Any:
@@ -134,6 +138,7 @@ def build_backbone(name: str, input_shape: tuple[int, int, int], kind: str = "se
     inputs = keras.Input(input_shape, name="image")
     builder = BACKBONES[name]
     if builder is None:
-        return keras.Model(inputs, _small_cnn(inputs, CNN_WIDTHS[name]), name=name)
+        widening = CLASSES_WIDENING if kind == "classes" else 1
+        return keras.Model(inputs, _small_cnn(inputs, tuple(widening * w for w in CNN_WIDTHS[name])), name=name)
     network, x = builder(inputs, pretrained, kind)
     return keras.Model(inputs, network(x), name=name)

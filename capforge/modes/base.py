@@ -65,7 +65,8 @@ class Mode:
 
     name = ""
     uses_blank = True
-    # Backbone features for text read along the width ("sequence") or for the whole image.
+    # Backbone features for text read along the width ("sequence"), for the whole image
+    # ("global"), or for whole-image classes ("classes": global, from a wider small CNN).
     feature_kind = "sequence"
     # What checkpoints, early stopping and the curves follow, computed on the whole validation set.
     monitor = "val_seq_acc"
@@ -192,6 +193,11 @@ class Mode:
         """This mode's own tf.data pipeline over the serialized ``records`` of ``split``, unbatched,
         with its example count; None: the shared one (image, padded label ids) of data.records."""
         return None
+
+    def blend(self, images: Any, ids: Any) -> tuple[Any, Any]:
+        """Training batches of photos mixed with each other, and their targets (PHOTO_AUGMENT);
+        by default unchanged: a text's symbols cannot be blended."""
+        return images, ids
 
     def evaluate(self, workspace: Any, settings: Mapping[str, Any], predictor: Any, source: str, split: str,
                  progress: bool) -> dict[str, Any] | None:
