@@ -18,6 +18,15 @@ def test_every_backbone_builds_with_enough_time_steps(name: str) -> None:
     assert len(features.shape) == 4 and features.shape[2] >= 96 // 8
 
 
+def test_whole_image_classes_get_a_wider_square_small_cnn() -> None:
+    from capforge.models.backbones import CLASSES_WIDENING
+
+    text = build_backbone("small_cnn", (64, 64, 3), "sequence").output.shape
+    classes = build_backbone("small_cnn", (64, 64, 3), "classes").output.shape
+    assert text[1:] == (4, 8, 160)  # text keeps W/8 columns for CTC
+    assert classes[1:] == (4, 4, CLASSES_WIDENING * 160)  # a photo is pooled alike both ways
+
+
 def test_unknown_backbone_lists_the_valid_ones() -> None:
     with pytest.raises(SettingsError, match="allowed: small_cnn, tiny_cnn, densenet121"):
         build_backbone("resnet9000", (32, 96, 1))

@@ -4,7 +4,8 @@ Every backbone maps images [B, H, W, C] in [0, 1] to a feature map [B, H', W', C
 read along the width (``kind="sequence"``), ``keras.applications`` networks are cut at their
 last layer that keeps at least W/8 columns, so CTC has enough time steps; ``small_cnn`` keeps
 W/8 too and is the CPU default (``tiny_cnn``, the same with half the filters, is CTC_TINY's).
-Whole-image classes (``kind="classes"``) get the small CNNs at CLASSES_WIDENING times the width.
+Whole-image classes (``kind="classes"``) get the small CNNs with CLASSES_WIDENING times the
+filters and square pooling.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from capforge.errors import SettingsError
 
 
 CNN_WIDTHS = {"small_cnn": (32, 64, 128, 160), "tiny_cnn": (16, 32, 64, 96)}
-# A class rests on everything the pooled features hold at once, not on a glyph read by GRUs
-# along the width: photo tiles need more filters (bench/results/realsets.md, tiles12306).
-CLASSES_WIDENING = 2
+# A class rests on everything the pooled features hold at once, not on glyphs read by GRUs
+# along the width: photo tiles need more filters, and square pooling (a photo is not read
+# along its width). Figures: bench/results/defaults.md, "Photo classes".
+CLASSES_WIDENING = 3
 
 
-def _small_cnn(inputs: Any, widths: tuple[int, int, int, int]) -> Any:
+def _small_cnn(inputs: Any, widths: tuple[int, int, int, int], square: bool = False) -> Any:
     """A strided stem and three separable blocks: cheap enough to train on two CPU cores.
 
     Height /16, width /8: 16 CTC time steps for a 128-pixel width, room for labels of about
@@ -28,7 +30,8 @@ def _small_cnn(inputs: Any, widths: tuple[int, int, int, int]) -> Any:
     pools between its depthwise and pointwise convolutions, so no map is widened at full size:
     on a CPU the elementwise work on large maps (normalisation, activation) costs more than the
     convolutions. Figures: bench/results/defaults.md.
-    ``widths``: the stem's and each block's filters (``tiny_cnn`` halves ``small_cnn``'s).
+    ``widths``: the stem's and each block's filters (``tiny_cnn`` halves ``small_cnn``'s);
+    ``square``: halve the width as often as the height (/16 both), for whole-image classes.
     """
     from keras import layers
 
@@ -36,7 +39,7 @@ def _small_cnn(inputs: Any, widths: tuple[int, int, int, int]) -> Any:
         return layers.Activation("relu")(layers.BatchNormalization(momentum=0.9)(x))
 
     x = normalised(layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False)(inputs))
-    for filters, step in zip(widths[1:], ((2, 2), (2, 1), (2, 2))):
+    for filters, step in zip(widths[1:], ((2, 2), (2, 2) if square else (2, 1), (2, 2))):
         x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
         x = layers.MaxPooling2D(step, padding="same")(x)
         x = normalised(layers.Conv2D(filters, 1, use_bias=False)(x))
@@ -139,6 +142,7 @@ def build_backbone(name: str, input_shape: tuple[int, int, int], kind: str = "se
     builder = BACKBONES[name]
     if builder is None:
         widening = CLASSES_WIDENING if kind == "classes" else 1
-        return keras.Model(inputs, _small_cnn(inputs, tuple(widening * w for w in CNN_WIDTHS[name])), name=name)
+        widths = tuple(widening * w for w in CNN_WIDTHS[name])
+        return keras.Model(inputs, _small_cnn(inputs, widths, kind == "classes"), name=name)
     network, x = builder(inputs, pretrained, kind)
     return keras.Model(inputs, network(x), name=name)
