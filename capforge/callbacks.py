@@ -123,8 +123,8 @@ class EarlyStop(keras.callbacks.Callback):
     """Stop after ``patience`` epochs in which neither the score rose nor the validation loss
     fell: a CTC model on its all-blank plateau scores 0 for many epochs while its loss still
     falls. Only without a budget: a --minutes run always finishes its decay, since the small
-    steps at its end are where a flat validation score still turns into test accuracy (a photo
-    set stopped here at 72 % of the rate scored 0.37; bench/results/realsets.md)."""
+    steps at its end are where a flat validation score still turns into test accuracy
+    (figures: bench/results/defaults.md, "Photo classes")."""
 
     def __init__(self, monitor: str, patience: int) -> None:
         super().__init__()

@@ -141,8 +141,8 @@ def build_backbone(name: str, input_shape: tuple[int, int, int], kind: str = "se
     inputs = keras.Input(input_shape, name="image")
     builder = BACKBONES[name]
     if builder is None:
-        widening = CLASSES_WIDENING if kind == "classes" else 1
-        widths = tuple(widening * w for w in CNN_WIDTHS[name])
-        return keras.Model(inputs, _small_cnn(inputs, widths, kind == "classes"), name=name)
+        classes = kind == "classes"
+        widths = tuple((CLASSES_WIDENING if classes else 1) * w for w in CNN_WIDTHS[name])
+        return keras.Model(inputs, _small_cnn(inputs, widths, square=classes), name=name)
     network, x = builder(inputs, pretrained, kind)
     return keras.Model(inputs, network(x), name=name)
