@@ -46,7 +46,7 @@ class Prediction:
 
 
 TEXT_HEIGHT = 48  # the text backbones divide the height by 16: 48 leaves 3 rows of features
-COLUMNS_PER_SYMBOL = (24, 40)  # input columns per character of the longest label: 3 to 5 CTC steps
+COLUMNS_PER_SYMBOL = (32, 48)  # input columns per character of the longest label: 4 to 6 CTC steps
 
 
 def round8(value: float, low: int, high: int) -> int:
@@ -114,20 +114,22 @@ class Mode:
         (length -> count), with one line of reasoning.
 
         Text is read along the width: the height is the backbone's (TEXT_HEIGHT), and the width
-        gives each character of the longest label 24-40 columns (3-5 CTC steps), following the
-        images' aspect ratio inside that band: enough time steps, none paid for empty."""
+        gives each character of the longest label 32-48 columns (4-6 CTC steps), following the
+        images' aspect ratio inside that band: enough time steps, none paid for empty. Text is
+        stretched to that width when padding would leave a fifth of it empty or shrink it."""
         aspect = statistics.median(w / h for w, h in sizes)
         longest = max(lengths) if lengths else 4
         low, high = (c * longest for c in COLUMNS_PER_SYMBOL)
         width = round8(min(high, max(low, TEXT_HEIGHT * aspect)), 32, 2048)
-        stretch = width < 0.8 * TEXT_HEIGHT * aspect
+        stretch = not 0.8 <= width / (TEXT_HEIGHT * aspect) <= 1.25
         out: dict[str, Any] = {"IMAGE_HEIGHT": TEXT_HEIGHT, "IMAGE_WIDTH": width}
         if stretch:
             out["RESIZE"] = "stretch"
         reason = (f"text: height {TEXT_HEIGHT} suits the backbone (it divides by 16); width {width} gives the "
                   f"longest label ({longest}) {width // longest} columns a character ({low}-{high} wanted; the "
                   f"images' aspect alone would give {TEXT_HEIGHT * aspect:.0f})"
-                  + ("; stretched, since padding would shrink the text" if stretch else ""))
+                  + ("; stretched to fill it, since padding would shrink the text or leave columns empty"
+                     if stretch else ""))
         return out, reason
 
     @classmethod
