@@ -120,8 +120,12 @@ def test_size_suggestion_fits_the_backbone_and_the_longest_label() -> None:
         assert out["IMAGE_WIDTH"] <= COLUMNS_PER_SYMBOL[1] * longest + 8, (size, out)  # no empty steps paid for
         assert f"width {out['IMAGE_WIDTH']}" in reason and "CAPTCHA_LENGTH" not in out
         assert "PHOTO_AUGMENT" not in out  # text is never mirrored
-    wide, _ = suggest([(700, 80)] * 20, symbols, Counter({8: 20}), "CTC")
-    assert wide["RESIZE"] == "stretch"  # padding 700x80 into 48x320 would shrink the text to 22 px
+    wide, _ = suggest([(700, 80)] * 20, symbols, Counter({4: 20}), "CTC")
+    assert wide["RESIZE"] == "stretch"  # padding 700x80 into 48x192 would shrink the text to 22 px
+    short, reason = suggest([(200, 80)] * 20, symbols, Counter({6: 20}), "CTC")
+    assert short["IMAGE_WIDTH"] >= 6 * COLUMNS_PER_SYMBOL[0] and short["RESIZE"] == "stretch", reason  # no empty fifth
+    fitting, _ = suggest([(250, 80)] * 20, symbols, Counter({4: 20}), "CTC")
+    assert "RESIZE" not in fitting  # the aspect's own width is in the band: padding keeps the glyphs' shape
 
 
 def test_colour_is_suggested_for_colourful_tiles(tmp_path: Path) -> None:
