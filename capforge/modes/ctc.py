@@ -1,4 +1,4 @@
-"""CTC: width as the time axis, bidirectional recurrent layers, CTC loss, any label length.
+"""CTC: width as the time axis, a bidirectional GRU, CTC loss, any label length.
 
 Greedy decoding takes the best symbol per step, merges repeats, then drops the blank; a
 symbol's confidence is its best probability over the steps it spans, and the answer's
@@ -79,13 +79,13 @@ class CTCMode(Mode):
         return layers.Reshape((width, height * channels))(x)
 
     def head(self, features: Any) -> Any:
+        """One bidirectional GRU straight on the backbone's columns: a dense bottleneck with dropout
+        before two narrower GRUs left CTC on its all-blank plateau twice as long
+        (bench/results/defaults.md, "CTC head and time steps")."""
         from keras import layers
 
         x = self.sequence(features)
-        x = layers.Dense(128, activation="relu")(x)
-        x = layers.Dropout(0.2)(x)
-        x = layers.Bidirectional(layers.GRU(64, return_sequences=True))(x)
-        x = layers.Bidirectional(layers.GRU(64, return_sequences=True))(x)
+        x = layers.Bidirectional(layers.GRU(128, return_sequences=True))(x)
         return layers.Dense(self.charset.size, activation="softmax", name="probs")(x)
 
     def build(self, input_shape: tuple[int, int, int], backbone: Callable[[], Any]) -> Any:
