@@ -138,7 +138,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("LR_SCHEDULE", "auto", str, "'plateau': halve the rate after LR_PATIENCE flat epochs; "
            "'budget': LR for 60 % of the --minutes budget, then a cosine down to 1 % of it; 'auto': budget "
            "when train.py has --minutes, else plateau", _TRAIN, choices=("auto", "plateau", "budget")),
-    Option("WEIGHT_AVERAGE", 0.998, float, "momentum of the moving average of the weights that "
+    Option("WEIGHT_AVERAGE", 0.99, float, "momentum of the moving average of the weights that "
            "validation, checkpoints and the export use (0: the last step's weights)", _TRAIN,
            minimum=0.0, maximum=0.99999),
     Option("LABEL_SMOOTHING", 0.0, float, "label smoothing for softmax modes", _TRAIN,

@@ -44,9 +44,10 @@ class EfficientDetMode(Mode):
     # Read from the workspace when serving (not frozen into the export): tuning them needs no retraining.
     serving_settings = ("DETECTION_THRESHOLD", "NMS_IOU")
     # The whole colour picture at a size its five feature levels divide (multiples of 32), small
-    # batches at a higher rate (bench/results/detection.md).
+    # batches at a higher rate, averaged over the 500 steps they were measured with
+    # (bench/results/detection.md).
     defaults = {"IMAGE_HEIGHT": 128, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "BATCH_SIZE": 4,
-                "LR": 0.003, "EARLY_PATIENCE": 15}
+                "LR": 0.003, "EARLY_PATIENCE": 15, "WEIGHT_AVERAGE": 0.998}
 
     @classmethod
     def suggest_input(cls, sizes: Sequence[tuple[int, int]], lengths: Mapping[int, int],
