@@ -84,7 +84,7 @@ class CTCMode(Mode):
         """One bidirectional GRU straight on the backbone's columns, which it reads through
         COLUMN_DROPOUT: a dense bottleneck with dropout before two narrower GRUs left CTC on its
         all-blank plateau twice as long; without the dropout the GRU over-fitted a set of 3,400
-        images (bench/results/defaults.md, "CTC head and time steps")."""
+        images (bench/results/defaults.md, "CTC head and time steps", "Dropout on the columns")."""
         from keras import layers
 
         x = layers.Dropout(COLUMN_DROPOUT)(self.sequence(features))
