@@ -76,10 +76,13 @@ def build_model(workspace: Workspace | None, settings: Mapping[str, Any], mode: 
 
 
 def load_checkpoint(path: Path) -> Any:
-    """A saved Keras model (EfficientDet's custom layer registered first)."""
+    """A saved Keras model (capforge's custom layers registered first)."""
     import keras
 
     import capforge.modes.efficientdet.network  # noqa: F401 - registers WeightedFusion for loading
+    from capforge.models.backbones import fused_batch_normalization
+
+    fused_batch_normalization()  # registers FusedBatchNormalization for loading
 
     return keras.models.load_model(path, compile=False)
 

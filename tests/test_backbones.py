@@ -19,12 +19,13 @@ def test_every_backbone_builds_with_enough_time_steps(name: str) -> None:
 
 
 def test_whole_image_classes_get_a_wider_square_small_cnn() -> None:
-    from capforge.models.backbones import CLASSES_WIDENING
+    from capforge.models.backbones import CLASSES_WIDENING, CNN_WIDTHS
 
     text = build_backbone("small_cnn", (64, 64, 3), "sequence").output.shape
     classes = build_backbone("small_cnn", (64, 64, 3), "classes").output.shape
-    assert text[1:] == (4, 8, 160)  # text keeps W/8 columns for CTC
-    assert classes[1:] == (4, 4, CLASSES_WIDENING * 160)  # a photo is pooled alike both ways
+    last = CNN_WIDTHS["small_cnn"][-1]
+    assert text[1:] == (4, 8, last)  # text keeps W/8 columns for CTC
+    assert classes[1:] == (4, 4, CLASSES_WIDENING * last)  # a photo is pooled alike both ways
 
 
 def test_unknown_backbone_lists_the_valid_ones() -> None:
@@ -46,3 +47,24 @@ def test_efficientnet_exports_to_onnx_without_captured_inputs(tmp_path) -> None:
     assert [i.name for i in session.get_inputs()] == ["image"]
     got = session.run(None, {"image": image})[0]
     assert np.abs(got - expected).max() < 1e-3
+
+
+def test_fused_batch_normalization_trains_like_keras_and_reloads(tmp_path) -> None:
+    """The small CNN's fused training kernel normalises as Keras does, keeps the moving
+    statistics alike (its variance carries Bessel's n/(n-1)), and a saved model reloads it."""
+    import keras
+    import numpy as np
+
+    from capforge.models.backbones import fused_batch_normalization
+
+    x = np.random.default_rng(0).random((8, 6, 10, 5), dtype=np.float32) * 3 + 1
+    fused, plain = fused_batch_normalization()(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
+    assert np.abs(np.asarray(fused(x, training=True)) - np.asarray(plain(x, training=True))).max() < 1e-5
+    assert np.allclose(fused.moving_mean.numpy(), plain.moving_mean.numpy(), atol=1e-6)
+    n = 8 * 6 * 10
+    assert np.allclose(fused.moving_variance.numpy() - 0.9, (plain.moving_variance.numpy() - 0.9) * n / (n - 1),
+                       atol=1e-5)
+    model = build_backbone("small_cnn", (32, 96, 1))
+    model.save(tmp_path / "m.keras")
+    assert any(type(layer).__name__ == "FusedBatchNormalization"
+               for layer in keras.models.load_model(tmp_path / "m.keras").layers)

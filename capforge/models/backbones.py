@@ -3,23 +3,53 @@
 Every backbone maps images [B, H, W, C] in [0, 1] to a feature map [B, H', W', C']. For text
 read along the width (``kind="sequence"``), ``keras.applications`` networks are cut at their
 last layer that keeps at least W/8 columns, so CTC has enough time steps; ``small_cnn`` keeps
-W/8 too and is the CPU default (``tiny_cnn``, the same with half the filters, is CTC_TINY's).
+W/8 too and is the CPU default (``tiny_cnn``, the same with a third to two fifths of the filters, is CTC_TINY's).
 Whole-image classes (``kind="classes"``) get the small CNNs with CLASSES_WIDENING times the
 filters and square pooling.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from capforge.errors import SettingsError
 
 
-CNN_WIDTHS = {"small_cnn": (32, 64, 128, 160), "tiny_cnn": (16, 32, 64, 96)}
+# small_cnn's filters: 1.5 times these read noisy real captchas better in the same budget, twice
+# as many trained too few steps (bench/results/defaults.md, "Fused batch normalisation").
+CNN_WIDTHS = {"small_cnn": (48, 96, 192, 240), "tiny_cnn": (16, 32, 64, 96)}
 # A class rests on everything the pooled features hold at once, not on glyphs read by GRUs
 # along the width: photo tiles need more filters, and square pooling (a photo is not read
 # along its width). Figures: bench/results/defaults.md, "Photo classes".
-CLASSES_WIDENING = 3
+CLASSES_WIDENING = 2
+
+
+@functools.cache
+def fused_batch_normalization() -> type:
+    """Keras' BatchNormalization whose training step runs TensorFlow's fused kernel.
+
+    Keras 3 normalises through separate moment, subtract and scale ops; on a CPU the fused op
+    does the same in one pass, several times faster forward and backward on the small CNN's
+    large maps (bench/results/defaults.md, "Fused batch normalisation"). Inference, and so the
+    ONNX export, keeps Keras' own path. Written here because Keras 3 has no fused option.
+    """
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="capforge")
+    class FusedBatchNormalization(keras.layers.BatchNormalization):
+        def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
+            fusable = inputs.ndim == 4 and self.axis in (-1, 3) and self.scale and self.center and not self.renorm
+            if not (training and self.trainable and fusable) or mask is not None:
+                return super().call(inputs, training=training, mask=mask)
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1 - self.momentum))
+            return y
+
+    return FusedBatchNormalization
 
 
 def _small_cnn(inputs: Any, widths: tuple[int, int, int, int], square: bool = False) -> Any:
@@ -30,13 +60,15 @@ def _small_cnn(inputs: Any, widths: tuple[int, int, int, int], square: bool = Fa
     pools between its depthwise and pointwise convolutions, so no map is widened at full size:
     on a CPU the elementwise work on large maps (normalisation, activation) costs more than the
     convolutions. Figures: bench/results/defaults.md.
-    ``widths``: the stem's and each block's filters (``tiny_cnn`` halves ``small_cnn``'s);
+    ``widths``: the stem's and each block's filters (``tiny_cnn`` has a third to two fifths of ``small_cnn``'s);
     ``square``: halve the width as often as the height (/16 both), for whole-image classes.
     """
     from keras import layers
 
+    batch_normalization = fused_batch_normalization()
+
     def normalised(x: Any) -> Any:  # momentum 0.9: the statistics settle on small datasets too
-        return layers.Activation("relu")(layers.BatchNormalization(momentum=0.9)(x))
+        return layers.Activation("relu")(batch_normalization(momentum=0.9)(x))
 
     x = normalised(layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False)(inputs))
     for filters, step in zip(widths[1:], ((2, 2), (2, 2) if square else (2, 1), (2, 2))):
@@ -132,7 +164,7 @@ def build_backbone(name: str, input_shape: tuple[int, int, int], kind: str = "se
     """A keras.Model from images to features.
 
     >>> build_backbone("small_cnn", (32, 96, 1)).output.shape
-    (None, 2, 12, 160)
+    (None, 2, 12, 240)
     """
     import keras
 

@@ -1,8 +1,8 @@
 """CTC_TINY: a compact CTC model for CPUs with a maximum length.
 
 Same loss and decoding as CTC; the recurrent layers are replaced by two cheap 1-D
-convolutions over the width, and its default backbone is ``tiny_cnn`` (``small_cnn`` with half
-the filters). It answers in less than half of CTC's time and trains more epochs in a budget,
+convolutions over the width, and its default backbone is ``tiny_cnn`` (``small_cnn`` with a
+third to two fifths of the filters). It answers in less than half of CTC's time and trains more epochs in a budget,
 at nearly CTC's accuracy (bench/results/defaults.md).
 """
 
@@ -16,7 +16,7 @@ from capforge.modes.ctc import CTCMode
 class CTCTinyMode(CTCMode):
     name = "CTC_TINY"
     length_capped = True  # the compact model keeps a maximum length, CAPTCHA_LENGTH
-    defaults = {"BACKBONE": "tiny_cnn"}  # the half-width CNN
+    defaults = {"BACKBONE": "tiny_cnn"}  # the narrow CNN
 
     def head(self, features: Any) -> Any:
         from keras import layers
