@@ -3,7 +3,8 @@
 Every backbone maps images [B, H, W, C] in [0, 1] to a feature map [B, H', W', C']. For text
 read along the width (``kind="sequence"``), ``keras.applications`` networks are cut at their
 last layer that keeps at least W/8 columns, so CTC has enough time steps; ``small_cnn`` keeps
-W/8 too and is the CPU default (``tiny_cnn``, the same with a third to two fifths of the filters, is CTC_TINY's).
+W/8 too and is the CPU default (``tiny_cnn``, the same with a third to two fifths of the
+filters, is CTC_TINY's).
 Whole-image classes (``kind="classes"``) get the small CNNs with CLASSES_WIDENING times the
 filters and square pooling.
 """
@@ -29,10 +30,10 @@ CLASSES_WIDENING = 2
 def fused_batch_normalization() -> type:
     """Keras' BatchNormalization whose training step runs TensorFlow's fused kernel.
 
-    Keras 3 normalises through separate moment, subtract and scale ops; on a CPU the fused op
-    does the same in one pass, several times faster forward and backward on the small CNN's
-    large maps (bench/results/defaults.md, "Fused batch normalisation"). Inference, and so the
-    ONNX export, keeps Keras' own path. Written here because Keras 3 has no fused option.
+    Keras 3 normalises through separate moment, subtract and scale ops; the fused op does the
+    same in one pass, and a CTC epoch on two CPU cores took about a quarter less time with it
+    (bench/results/defaults.md, "Fused batch normalisation"). Inference, and so the ONNX
+    export, keeps Keras' own path. Written here because Keras 3 has no fused option.
     """
     import keras
     import tensorflow as tf
@@ -60,7 +61,8 @@ def _small_cnn(inputs: Any, widths: tuple[int, int, int, int], square: bool = Fa
     pools between its depthwise and pointwise convolutions, so no map is widened at full size:
     on a CPU the elementwise work on large maps (normalisation, activation) costs more than the
     convolutions. Figures: bench/results/defaults.md.
-    ``widths``: the stem's and each block's filters (``tiny_cnn`` has a third to two fifths of ``small_cnn``'s);
+    ``widths``: the stem's and each block's filters (``tiny_cnn``: a third to two fifths of
+    ``small_cnn``'s);
     ``square``: halve the width as often as the height (/16 both), for whole-image classes.
     """
     from keras import layers

@@ -2,8 +2,8 @@
 
 Same loss and decoding as CTC; the recurrent layers are replaced by two cheap 1-D
 convolutions over the width, and its default backbone is ``tiny_cnn`` (``small_cnn`` with a
-third to two fifths of the filters). It answers in less than half of CTC's time and trains more epochs in a budget,
-at nearly CTC's accuracy (bench/results/defaults.md).
+third to two fifths of the filters). It answers in less than half of CTC's time and trains
+more epochs in a budget, at nearly CTC's accuracy (bench/results/defaults.md).
 """
 
 from __future__ import annotations
