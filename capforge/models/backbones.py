@@ -17,8 +17,9 @@ from typing import Any, Callable
 from capforge.errors import SettingsError
 
 
-# small_cnn's filters: 1.5 times these read noisy real captchas better in the same budget, twice
-# as many trained too few steps (bench/results/defaults.md, "Fused batch normalisation").
+# small_cnn has 1.5 times its first filters (32, 64, 128, 160): it read noisy real captchas
+# better in the same budget; twice as many trained too few steps (bench/results/defaults.md,
+# "Fused batch normalisation").
 CNN_WIDTHS = {"small_cnn": (48, 96, 192, 240), "tiny_cnn": (16, 32, 64, 96)}
 # A class rests on everything the pooled features hold at once, not on glyphs read by GRUs
 # along the width: photo tiles need more filters, and square pooling (a photo is not read
