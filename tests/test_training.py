@@ -374,3 +374,29 @@ def test_early_stop_waits_while_the_loss_falls_and_stops_when_both_are_flat() ->
     for epoch in range(8, 11):
         stop.on_epoch_end(epoch, {"val_seq_acc": 0.0, "val_loss": 15.0})
     assert stop.model.stop_training
+
+
+def test_budget_schedule_holds_the_rate_for_60_percent_then_decays_to_1_percent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from capforge import callbacks
+
+    clock = [0.0]
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
+    model = SimpleNamespace(optimizer=SimpleNamespace(learning_rate=None))
+    budget = callbacks.BudgetSchedule(0.002, 10)
+    budget.set_model(model)
+    budget.on_train_begin()
+    rates, decayed = [], []
+    for epoch in range(21):  # 30-second epochs over a 10-minute budget
+        budget.on_epoch_begin(epoch)
+        budget.on_train_batch_begin(0)
+        rates.append(model.optimizer.learning_rate)
+        decayed.append(callbacks.settled(budget))
+        clock[0] += 30
+        budget.on_epoch_end(epoch, logs := {})
+        assert logs["learning_rate"] == pytest.approx(rates[-1])  # the CSV log shows the rate
+    assert rates[:13] == pytest.approx([0.002] * 13) and not any(decayed[:13])  # up to 360 s
+    assert all(a > b for a, b in zip(rates[12:], rates[13:])) and all(decayed[13:])
+    assert rates[-1] == pytest.approx(0.002 * 0.01)  # at the budget's end
