@@ -395,7 +395,8 @@ def test_budget_schedule_holds_the_rate_for_60_percent_then_decays_to_1_percent(
         rates.append(model.optimizer.learning_rate)
         decayed.append(callbacks.settled(budget))
         clock[0] += 30
-        budget.on_epoch_end(epoch, logs := {})
+        logs: dict = {}
+        budget.on_epoch_end(epoch, logs)
         assert logs["learning_rate"] == pytest.approx(rates[-1])  # the CSV log shows the rate
     assert rates[:13] == pytest.approx([0.002] * 13) and not any(decayed[:13])  # up to 360 s
     assert all(a > b for a, b in zip(rates[12:], rates[13:])) and all(decayed[13:])
