@@ -45,6 +45,21 @@ def test_ctc_decoding_of_hand_built_outputs(steps: list[int], text: str) -> None
     assert ctc_greedy(probs, 0)[0][0] == Charset("abc").encode(text)
 
 
+def test_an_answer_of_impossible_length_is_reread_as_the_likeliest_possible_one() -> None:
+    mode = make_mode("CTC", Charset("abc"), load_settings(None), 4)
+    # The best path runs "b" on through the third step, merging "abb" into "ab"; a blank there
+    # (probability 0.45) spells "abb", the likeliest text of three symbols.
+    probs = one_hot_steps([1, 2, 2, 2], 4)[0]
+    probs[2] = [0.45, 0.0, 0.55, 0.0]
+    assert mode.decode(probs[None])[0].text == "ab"
+    answer = mode.reread(probs, [3, 3])
+    assert answer is not None and answer.text == "abb" and [c for c, _ in answer.chars] == list("abb")
+    assert answer.confidence == pytest.approx(0.9 ** 3 * 0.45)
+    assert mode.reread(one_hot_steps([0, 0, 0, 0], 4)[0], [3, 3]) is None  # nothing read: nothing to repair
+    assert mode.reread(probs, [6, 6]) is None  # no text that long in the beam
+    assert make_mode("ORDINARY", Charset("abc"), load_settings(None), 4).reread(probs, [3, 3]) is None
+
+
 def test_ordinary_drops_padding_and_num_classes_ranks() -> None:
     settings = load_settings(None)
     ordinary = make_mode("ORDINARY", Charset("xy"), settings, 4)

@@ -211,6 +211,22 @@ def test_an_answer_that_cannot_be_right_is_never_accepted(works: Path) -> None:
         assert body["result"] == "" and body["confidence"] == 0.0 and body["accepted"] is False, body
 
 
+def test_an_answer_too_long_for_the_model_is_served_as_its_likeliest_possible_reading(works: Path) -> None:
+    predictor = Predictor(works / "digits" / "exports" / "current")
+    assert predictor.label_lengths == [2, 4]
+    steps, size = predictor.probabilities(predictor.inputs([sample(works)])).shape[1:]
+    blank, ids = predictor.mode.charset.blank, predictor.mode.charset.encode("12345")
+    outputs = np.full((1, steps, size), 1e-4)
+    for step, symbol in enumerate([ids[0], blank, ids[1], blank, ids[2], blank, ids[3], blank, ids[4]]):
+        outputs[0, step, symbol] = 1.0
+    outputs[0, 8, blank] = 0.8  # the fifth digit only just beats the blank
+    outputs[0, 9:, blank] = 1.0
+    outputs /= outputs.sum(-1, keepdims=True)
+    assert predictor.mode.decode(outputs)[0].text == "12345"  # five digits: no training label is so long
+    answer = predictor.decode(outputs)[0]
+    assert answer.text == "1234" and 0 < answer.confidence < 0.5, answer
+
+
 def test_feedback_is_off_by_default_then_kept_in_the_inbox_labelled(own_works: Path) -> None:
     works = own_works
     image = b64(sample(works))

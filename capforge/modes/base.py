@@ -171,6 +171,11 @@ class Mode:
         count = len(self.tokens(text)) if text else 0
         return count > 0 and (not lengths or lengths[0] <= count <= lengths[1])
 
+    def reread(self, row: np.ndarray, lengths: Sequence[int]) -> Prediction | None:
+        """For one output whose best answer is not ``plausible``: the likeliest answer that is,
+        or None. Only a mode whose outputs spell texts of any length (CTC) has one to offer."""
+        return None
+
     def serving(self, settings: Mapping[str, Any]) -> "Mode":
         """This mode with the workspace's ``serving_settings`` applied over the export's."""
         if not self.serving_settings:

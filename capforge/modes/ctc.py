@@ -7,7 +7,7 @@ confidence is the product of the steps' best probabilities (the greedy path's pr
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -42,30 +42,35 @@ def ctc_greedy(probs: np.ndarray, blank: int) -> list[tuple[list[int], list[floa
     return out
 
 
+def ctc_prefix_beams(row: np.ndarray, blank: int, beam_width: int = 8) -> list[tuple[list[int], float]]:
+    """Prefix beam search over one output [steps, classes]: the ``beam_width`` likeliest texts
+    as (symbol ids, probability summed over every path that spells them), likeliest first."""
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (1.0, 0.0)}  # (p_blank, p_symbol)
+    for step in row:
+        candidates: dict[tuple[int, ...], list[float]] = {}
+        best_symbols = [int(s) for s in np.argsort(-step)[:beam_width] if s != blank]
+        for prefix, (pb, ps) in beams.items():
+            total = pb + ps
+            entry = candidates.setdefault(prefix, [0.0, 0.0])
+            entry[0] += total * step[blank]
+            if prefix:
+                entry[1] += ps * step[prefix[-1]]
+            for s in best_symbols:
+                extended = candidates.setdefault(prefix + (s,), [0.0, 0.0])
+                extended[1] += (pb if prefix and prefix[-1] == s else total) * step[s]
+        ranked = sorted(candidates.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:beam_width]
+        beams = {k: (v[0], v[1]) for k, v in ranked}
+    return [(list(k), pb + ps) for k, (pb, ps) in sorted(beams.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))]
+
+
 def ctc_beam_search(probs: np.ndarray, blank: int, beam_width: int = 8) -> list[tuple[list[int], float]]:
     """Prefix beam search per row: (best symbol ids, their probability)."""
-    results = []
-    for row in probs:
-        beams: dict[tuple[int, ...], tuple[float, float]] = {(): (1.0, 0.0)}  # (p_blank, p_symbol)
-        for step in row:
-            candidates: dict[tuple[int, ...], list[float]] = {}
-            for prefix, (pb, ps) in beams.items():
-                total = pb + ps
-                entry = candidates.setdefault(prefix, [0.0, 0.0])
-                entry[0] += total * step[blank]
-                if prefix:
-                    entry[1] += ps * step[prefix[-1]]
-                for s in np.argsort(-step)[:beam_width]:
-                    s = int(s)
-                    if s == blank:
-                        continue
-                    extended = candidates.setdefault(prefix + (s,), [0.0, 0.0])
-                    extended[1] += (pb if prefix and prefix[-1] == s else total) * step[s]
-            ranked = sorted(candidates.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:beam_width]
-            beams = {k: (v[0], v[1]) for k, v in ranked}
-        best, (pb, ps) = max(beams.items(), key=lambda kv: kv[1][0] + kv[1][1])
-        results.append((list(best), pb + ps))
-    return results
+    return [ctc_prefix_beams(row, blank, beam_width)[0] for row in probs]
+
+
+# The least probability a re-read answer of a plausible length may have: the API shows
+# confidences to 6 decimals, and an answer shown as 0 must not be "accepted".
+LEAST_REREAD = 1e-6
 
 
 class CTCMode(Mode):
@@ -114,6 +119,12 @@ class CTCMode(Mode):
 
         return ctc_loss
 
+    def _prediction(self, row: np.ndarray, ids: list[int], confs: list[float] | None, path: float) -> Prediction:
+        """An answer from symbol ids; without per-step ``confs``, each symbol's best step."""
+        confs = confs if confs is not None else [float(row[:, i].max()) for i in ids]
+        chars = [(self.charset.symbol(i), c) for i, c in zip(ids, confs)]
+        return Prediction("".join(c for c, _ in chars), path, chars)
+
     def decode(self, probs: np.ndarray) -> list[Prediction]:
         out = []
         greedy = ctc_greedy(probs, self.charset.blank)
@@ -121,8 +132,21 @@ class CTCMode(Mode):
         for row, (ids, confs, path) in enumerate(greedy):
             if beams is not None and beams[row][0] != ids:
                 # The beam's answer wins; its probability sums every path that spells it.
-                ids, path = beams[row][0], beams[row][1]
-                confs = [float(probs[row, :, i].max()) for i in ids]
-            chars = [(self.charset.symbol(i), c) for i, c in zip(ids, confs)]
-            out.append(Prediction("".join(c for c, _ in chars), path, chars))
+                beam_ids, beam_p = beams[row]
+                out.append(self._prediction(probs[row], beam_ids, None, beam_p))
+            else:
+                out.append(self._prediction(probs[row], ids, confs, path))
         return out
+
+    def reread(self, row: np.ndarray, lengths: Sequence[int]) -> Prediction | None:
+        """The likeliest text of ``lengths[0]``-``lengths[1]`` symbols in the beam, where the best
+        path spelt a length no training label has: most such answers drop or double one symbol
+        of a text whose right spelling is the next likeliest (bench/results/defaults.md, "Re-reading
+        answers of impossible length"). None when the best path read nothing, or no text of such a
+        length has at least LEAST_REREAD."""
+        if ctc_greedy(row[None], self.charset.blank)[0][0] == []:
+            return None  # nothing read (a blank image): no text to repair
+        for ids, p in ctc_prefix_beams(row, self.charset.blank):
+            if lengths[0] <= len(ids) <= lengths[1] and p >= LEAST_REREAD:
+                return self._prediction(row, ids, None, p)
+        return None

@@ -69,11 +69,13 @@ class Predictor:
         return preprocess_placed(image, self.preprocessing, self.extra)
 
     def decode(self, outputs: np.ndarray) -> list[Prediction]:
-        """Answers for a batch of model outputs, confidences calibrated by the export's temperature;
-        an answer that cannot be right (empty, or of a length no training label has) gets 0."""
-        answers = self.mode.decode(tempered(outputs, self.temperature))
-        return [a if self.mode.plausible(a.text, self.label_lengths) else replace(a, confidence=0.0)
-                for a in answers]
+        """Answers for a batch of model outputs, confidences calibrated by the export's temperature.
+        An answer of a length no training label has is re-read as the mode's likeliest answer of a
+        plausible length; one that still cannot be right (empty, or none found) gets 0."""
+        probs = tempered(outputs, self.temperature)
+        return [a if self.mode.plausible(a.text, self.label_lengths)
+                else (self.label_lengths and self.mode.reread(row, self.label_lengths)) or replace(a, confidence=0.0)
+                for a, row in zip(self.mode.decode(probs), probs)]
 
     def answer(self, output: np.ndarray, placed: Geometry) -> Prediction:
         """Decode one model output; detection boxes are given in the original image's pixels."""
