@@ -123,7 +123,7 @@ class CTCMode(Mode):
         """An answer from symbol ids; without per-step ``confs``, each symbol's best step."""
         confs = confs if confs is not None else [float(row[:, i].max()) for i in ids]
         chars = [(self.charset.symbol(i), c) for i, c in zip(ids, confs)]
-        return Prediction("".join(c for c, _ in chars), path, chars)
+        return Prediction("".join(c for c, _ in chars), float(path), chars)
 
     def decode(self, probs: np.ndarray) -> list[Prediction]:
         out = []
