@@ -3,6 +3,7 @@
 Greedy decoding takes the best symbol per step, merges repeats, then drops the blank; a
 symbol's confidence is its best probability over the steps it spans, and the answer's
 confidence is the product of the steps' best probabilities (the greedy path's probability).
+An answer of a length no training label has is re-read from a prefix beam search (``reread``).
 """
 
 from __future__ import annotations
