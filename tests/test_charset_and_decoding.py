@@ -55,7 +55,6 @@ def test_an_answer_of_impossible_length_is_reread_as_the_likeliest_possible_one(
     answer = mode.reread(probs, [3, 3])
     assert answer is not None and answer.text == "abb" and [c for c, _ in answer.chars] == list("abb")
     assert answer.confidence == pytest.approx(0.9 ** 3 * 0.45)
-    assert mode.reread(one_hot_steps([0, 0, 0, 0], 4)[0], [3, 3]) is None  # nothing read: nothing to repair
     assert mode.reread(probs, [6, 6]) is None  # no text that long in the beam
     assert make_mode("ORDINARY", Charset("abc"), load_settings(None), 4).reread(probs, [3, 3]) is None
 

@@ -226,6 +226,11 @@ def test_an_answer_too_long_for_the_model_is_served_as_its_likeliest_possible_re
     answer = predictor.decode(outputs)[0]
     assert answer.text == "1234" and 0 < answer.confidence < 0.5, answer
     assert json.loads(json.dumps(answer.to_dict()))["result"] == "1234"  # as the API sends it
+    # The blank best at every step, though "11" is likely too: nothing read is not re-read.
+    nothing = np.zeros((1, steps, size), np.float32)
+    nothing[..., blank] = 1.0
+    nothing[0, [2, 6], blank], nothing[0, [2, 6], ids[0]] = 0.55, 0.45
+    assert (predictor.decode(nothing)[0].text, predictor.decode(nothing)[0].confidence) == ("", 0.0)
 
 
 def test_feedback_is_off_by_default_then_kept_in_the_inbox_labelled(own_works: Path) -> None:

@@ -143,10 +143,8 @@ class CTCMode(Mode):
         """The likeliest text of ``lengths[0]``-``lengths[1]`` symbols in the beam, where the best
         path spelt a length no training label has: most such answers drop or double one symbol
         of a text whose right spelling is the next likeliest (bench/results/defaults.md, "Re-reading
-        answers of impossible length"). None when the best path read nothing, or no text of such a
-        length has at least LEAST_REREAD."""
-        if ctc_greedy(row[None], self.charset.blank)[0][0] == []:
-            return None  # nothing read (a blank image): no text to repair
+        answers of impossible length"). None when no text of such a length has at least
+        LEAST_REREAD."""
         for ids, p in ctc_prefix_beams(row, self.charset.blank):
             if lengths[0] <= len(ids) <= lengths[1] and p >= LEAST_REREAD:
                 return self._prediction(row, ids, None, p)

@@ -73,9 +73,14 @@ class Predictor:
         An answer of a length no training label has is re-read as the mode's likeliest answer of a
         plausible length; one that still cannot be right (empty, or none found) gets 0."""
         probs = tempered(outputs, self.temperature)
-        return [a if self.mode.plausible(a.text, self.label_lengths)
-                else (self.label_lengths and self.mode.reread(row, self.label_lengths)) or replace(a, confidence=0.0)
+        return [a if self.mode.plausible(a.text, self.label_lengths) else self.reread(a, row)
                 for a, row in zip(self.mode.decode(probs), probs)]
+
+    def reread(self, answer: Prediction, row: np.ndarray) -> Prediction:
+        """An implausible answer as the mode re-reads it, else with confidence 0. An empty answer
+        is not re-read: nothing read (a blank image) is no text to repair."""
+        better = self.mode.reread(row, self.label_lengths) if answer.text and self.label_lengths else None
+        return better or replace(answer, confidence=0.0)
 
     def answer(self, output: np.ndarray, placed: Geometry) -> Prediction:
         """Decode one model output; detection boxes are given in the original image's pixels."""
