@@ -230,7 +230,8 @@ def test_an_answer_too_long_for_the_model_is_served_as_its_likeliest_possible_re
     nothing = np.zeros((1, steps, size), np.float32)
     nothing[..., blank] = 1.0
     nothing[0, [2, 6], blank], nothing[0, [2, 6], ids[0]] = 0.55, 0.45
-    assert (predictor.decode(nothing)[0].text, predictor.decode(nothing)[0].confidence) == ("", 0.0)
+    unread = predictor.decode(nothing)[0]
+    assert (unread.text, unread.confidence) == ("", 0.0)
 
 
 def test_feedback_is_off_by_default_then_kept_in_the_inbox_labelled(own_works: Path) -> None:
