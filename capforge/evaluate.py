@@ -37,6 +37,7 @@ class CheckpointPredictor(Predictor):
         self.preprocessing = Preprocessing(**record["preprocessing"])
         self.mode = make_mode(record["mode"], Charset.from_dict(record["charset"]), record["settings"],
                               record["label_width"])
+        self.label_lengths = record.get("label_lengths")
         self.model = load_checkpoint(workspace.checkpoints / BEST)
         self.extra = hook(workspace, "utils", "preprocess_image")
 

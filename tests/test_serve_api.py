@@ -216,16 +216,26 @@ def test_an_answer_too_long_for_the_model_is_served_as_its_likeliest_possible_re
     assert predictor.label_lengths == [2, 4]
     steps, size = predictor.probabilities(predictor.inputs([sample(works)])).shape[1:]
     blank, ids = predictor.mode.charset.blank, predictor.mode.charset.encode("12345")
-    outputs = np.full((1, steps, size), 1e-4)
-    for step, symbol in enumerate([ids[0], blank, ids[1], blank, ids[2], blank, ids[3], blank, ids[4]]):
-        outputs[0, step, symbol] = 1.0
-    outputs[0, 8, blank] = 0.8  # the fifth digit only just beats the blank
-    outputs[0, 9:, blank] = 1.0
-    outputs = (outputs / outputs.sum(-1, keepdims=True)).astype(np.float32)  # as onnxruntime returns them
+
+    def five_digits(blank_share: float) -> np.ndarray:
+        """Outputs spelling 12345, the fifth digit's step read as blank with ``blank_share``."""
+        outputs = np.full((1, steps, size), 1e-4)
+        for step, symbol in enumerate([ids[0], blank, ids[1], blank, ids[2], blank, ids[3], blank, ids[4]]):
+            outputs[0, step, symbol] = 1.0
+        outputs[0, 8, blank] = blank_share
+        outputs[0, 9:, blank] = 1.0
+        return (outputs / outputs.sum(-1, keepdims=True)).astype(np.float32)  # as onnxruntime returns them
+
+    outputs = five_digits(0.8)  # the fifth digit only just beats the blank
     assert predictor.mode.decode(outputs)[0].text == "12345"  # five digits: no training label is so long
     answer = predictor.decode(outputs)[0]
     assert answer.text == "1234" and 0 < answer.confidence < 0.5, answer
     assert json.loads(json.dumps(answer.to_dict()))["result"] == "1234"  # as the API sends it
+    # A sharp calibration (temperature 0.1, as fitted on clean sets) would shrink the blank's
+    # 0.2 / 1.2 at the fifth digit's step to about 1e-7: the re-read searches the model's own outputs.
+    predictor.temperature = 0.1
+    sharp = predictor.decode(five_digits(0.2))[0]
+    assert sharp.text == "1234" and sharp.confidence == pytest.approx(0.2 / 1.2, rel=0.05), sharp
     # The blank best at every step, though "11" is likely too: nothing read is not re-read.
     nothing = np.zeros((1, steps, size), np.float32)
     nothing[..., blank] = 1.0

@@ -39,6 +39,9 @@ def test_ctc_learns_clean_digits(tmp_path: Path) -> None:
     ws = prepared(tmp_path, "CTC", "BATCH_SIZE = 16\nLR = 0.003\nEPOCHS = 14\n", count=800, lengths=(2, 4))
     summary = train(ws, load_settings(ws.root), verbose=0)
     assert summary["best"] >= 0.9, summary
+    assert invoke("test", ws.root, []) == 0  # before any export: the best checkpoint, and it says so
+    report = json.loads((ws.root / "reports" / "test_report.json").read_text())
+    assert "NOT exported" in report["model"] and report["sequence_accuracy"] >= 0.9, report["model"]
     assert invoke("export", ws.root, []) == 0
     calibration = json.loads((ws.exports / "current" / "manifest.json").read_text())["calibration"]
     assert calibration["images"] == 80 and calibration["log_loss_after"] <= calibration["log_loss_before"]
