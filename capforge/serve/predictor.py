@@ -72,8 +72,8 @@ class Predictor:
         """Answers for a batch of model outputs, confidences calibrated by the export's temperature.
         An answer of a length no training label has is re-read as the mode's likeliest answer of a
         plausible length; one that still cannot be right (empty, or none found) gets 0. The re-read
-        searches the model's own outputs: a temperature fitted to greedy answers (down to 0.1) would
-        shrink every second reading below the mode's least one."""
+        searches the model's own outputs: a temperature fitted to greedy answers (down to 0.1)
+        would push every other reading below the least probability a re-read may have."""
         return [a if self.mode.plausible(a.text, self.label_lengths) else self.reread(a, row)
                 for a, row in zip(self.mode.decode(tempered(outputs, self.temperature)), outputs)]
 
