@@ -15,11 +15,9 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 from tqdm import tqdm
 
-from capforge.data.charset import Charset
-from capforge.data.images import Preprocessing, iter_images
+from capforge.data.images import iter_images
 from capforge.data.labels import LabelReader
 from capforge.errors import DataError, ImageError, WorkspaceError
-from capforge.modes import make_mode
 from capforge.reports import confusion_picture, reliability_picture, save_report, worst_grid
 from capforge.serve.predictor import MANIFEST, Predictor
 from capforge.train import BEST, TRAINING_FILE, load_checkpoint
@@ -32,12 +30,7 @@ class CheckpointPredictor(Predictor):
     """The best Keras checkpoint behind the Predictor interface (before an export exists)."""
 
     def __init__(self, workspace: Workspace) -> None:  # noqa: D107 - no onnxruntime session
-        record = json.loads((workspace.checkpoints / TRAINING_FILE).read_text(encoding="utf-8"))
-        self.manifest = record
-        self.preprocessing = Preprocessing(**record["preprocessing"])
-        self.mode = make_mode(record["mode"], Charset.from_dict(record["charset"]), record["settings"],
-                              record["label_width"])
-        self.label_lengths = record.get("label_lengths")
+        self.describe(json.loads((workspace.checkpoints / TRAINING_FILE).read_text(encoding="utf-8")))
         self.model = load_checkpoint(workspace.checkpoints / BEST)
         self.extra = hook(workspace, "utils", "preprocess_image")
 

@@ -37,11 +37,7 @@ class Predictor:
         manifest_path = Path(export_dir) / MANIFEST
         if not manifest_path.is_file():
             raise WorkspaceError(f"no export in {export_dir}: {MANIFEST} is missing; run save_model.py")
-        self.manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
-        self.preprocessing = Preprocessing(**self.manifest["preprocessing"])
-        charset = Charset.from_dict(self.manifest["charset"])
-        self.mode = make_mode(self.manifest["mode"], charset, self.manifest["settings"],
-                              self.manifest["label_width"])
+        self.describe(json.loads(manifest_path.read_text(encoding="utf-8")))
         if serving is not None:
             self.mode = self.mode.serving(serving)
         options = ort.SessionOptions()
@@ -55,7 +51,15 @@ class Predictor:
         self.input_name = self.session.get_inputs()[0].name
         self.extra = hook(Workspace(Path(export_dir)), "utils", "preprocess_image")
         self.temperature = float(self.manifest.get("calibration", {}).get("temperature", 1.0))
-        self.label_lengths: list[int] | None = self.manifest.get("label_lengths")
+
+    def describe(self, record: dict[str, Any]) -> None:
+        """What the model reads, from an export's manifest or a training record (both carry it):
+        one home, so a predictor of either kind decodes the same way."""
+        self.manifest = record
+        self.preprocessing = Preprocessing(**record["preprocessing"])
+        self.mode = make_mode(record["mode"], Charset.from_dict(record["charset"]), record["settings"],
+                              record["label_width"])
+        self.label_lengths: list[int] | None = record.get("label_lengths")
 
     def inputs(self, images: Sequence[Any]) -> np.ndarray:
         """Preprocess images (bytes, paths or PIL images) into one float32 batch."""
