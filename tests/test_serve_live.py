@@ -178,8 +178,11 @@ def test_the_report_tab_shows_the_test_report_and_its_pictures(server: tuple[str
         summary = tab.locator("#report-digits")
         summary.get_by_text("sequence accuracy").wait_for(timeout=15000)
         text = summary.inner_text()
-        tab.locator("#pictures-digits img").nth(3).wait_for(timeout=15000)
-        shown = tab.evaluate("[...document.querySelectorAll('#pictures-digits img')].map(i => i.complete && i.naturalWidth)")
+        # The four pictures appear at once and then load: wait until each has finished (loaded or
+        # broken), then say which drew nothing.
+        tab.wait_for_function("() => { const pictures = [...document.querySelectorAll('#pictures-digits img')]; "
+                              "return pictures.length === 4 && pictures.every(i => i.complete); }", timeout=15000)
+        shown = tab.evaluate("[...document.querySelectorAll('#pictures-digits img')].map(i => i.naturalWidth)")
     assert f"sequence accuracy  {report['sequence_accuracy']:.4f}" in text and "calibration error" in text
     assert len(shown) == 4 and all(shown), shown  # curves, reliability, confusions, worst answers: all loaded
 
