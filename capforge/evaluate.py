@@ -31,7 +31,7 @@ class CheckpointPredictor(Predictor):
 
     def __init__(self, workspace: Workspace) -> None:  # noqa: D107 - no onnxruntime session
         self.describe(json.loads((workspace.checkpoints / TRAINING_FILE).read_text(encoding="utf-8")))
-        self.model = load_checkpoint(workspace.checkpoints / BEST)
+        self.model = self.mode.served(load_checkpoint(workspace.checkpoints / BEST))
         self.extra = hook(workspace, "utils", "preprocess_image")
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:

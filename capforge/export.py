@@ -24,6 +24,7 @@ from capforge.calibration import fit_temperature
 from capforge.data.images import iter_images
 from capforge.data.labels import LabelReader
 from capforge.errors import CapforgeError, WorkspaceError, disk_space
+from capforge.modes import recorded_mode
 from capforge.onnx_export import export_onnx
 from capforge.serve.predictor import MANIFEST, Predictor
 from capforge.train import BEST, TRAINING_FILE, load_checkpoint
@@ -87,14 +88,14 @@ def export(workspace: Workspace, settings: Mapping[str, Any], name: str = "curre
     if not best.is_file() or not record_path.is_file():
         raise WorkspaceError(f"no trained model in {workspace.relative(workspace.checkpoints)}; run train.py first")
     record = json.loads(record_path.read_text(encoding="utf-8"))
-    model = load_checkpoint(best)
+    model = recorded_mode(record).served(load_checkpoint(best))
     staging = workspace.exports / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     current = workspace.exports / name
     kept = f"{workspace.relative(current)} is still the one in use" if current.exists() else "nothing was exported"
     with disk_space(f"writing {workspace.relative(staging)}", kept, staging):
         staging.mkdir(parents=True)
-        shutil.copy2(best, staging / "model.keras")
+        model.save(staging / "model.keras")  # the model as served (a mode may add views: Mode.served)
         print("converting to ONNX...", flush=True)  # one call, tens of seconds for a recurrent model
         onnx_kind = export_onnx(model, staging / "model.onnx")
         utils = workspace.root / "utils.py"

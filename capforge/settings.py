@@ -145,8 +145,8 @@ OPTIONS: tuple[Option, ...] = (
            minimum=0.0, maximum=0.5),
     Option("DATA_ENHANCEMENT", True, bool, "random augmentation of training images", _TRAIN),
     Option("PHOTO_AUGMENT", False, bool, "with DATA_ENHANCEMENT, also mirror, zoom and blend (mixup) "
-           "whole-image classes (photos look the same mirrored; text does not); check_file.py suggests it for "
-           "colour photo tiles", _TRAIN),
+           "whole-image classes (photos look the same mirrored; text does not), and answer with the mean of the "
+           "whole photo, its centre crop and both mirrored; check_file.py suggests it for colour photo tiles", _TRAIN),
     Option("DISTRIBUTE", "none", str, "'mirrored': all local GPUs (or CPUs); 'multi_worker': "
            "machines listed in TF_CONFIG", _TRAIN, choices=("none", "mirrored", "multi_worker")),
     Option("PARITY_TOLERANCE", 1e-3, float, "largest ONNX vs Keras output difference export "

@@ -94,6 +94,24 @@ def test_photo_classes_train_on_mirrored_zoomed_and_blended_batches(tmp_path: Pa
     assert np.asarray(ids).shape[1] == 1  # validation keeps plain class ids, and the loss reads both
     summary = train(ws, settings, verbose=0)
     assert summary["charset_size"] == 4 and summary["best"] >= 0.9, summary
+    # Served (test.py before export, the ONNX export): the mean of the outputs for the whole photo,
+    # its centre crop at the mean share a training crop keeps, and both mirrored; only for photos.
+    import tensorflow as tf
+
+    from capforge.evaluate import CheckpointPredictor
+    from capforge.serve.predictor import Predictor
+    from capforge.train import load_checkpoint
+
+    assert invoke("export", ws.root, []) == 0
+    served, before_export = Predictor(ws.exports / "current"), CheckpointPredictor(ws)
+    x = served.inputs(sorted(ws.split_dir("validation").rglob("*.png"))[:8])
+    plain = load_checkpoint(ws.checkpoints / "best.keras")
+    crop = tf.image.resize(x[:, 2:30, 2:30], (32, 32))  # the centre 28 pixels: 0.875 of 32
+    expected = np.mean([np.asarray(plain(view)) for view in (x, crop, x[:, :, ::-1], crop[:, :, ::-1])], axis=0)
+    np.testing.assert_allclose(served.probabilities(x), expected, atol=1e-5)
+    np.testing.assert_allclose(before_export.probabilities(x), expected, atol=1e-5)
+    assert setup.mode.served(plain) is not plain
+    assert prepare(ws, {**settings, "PHOTO_AUGMENT": False}).mode.served(plain) is plain
 
 
 def test_changed_settings_refuse_the_packed_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -17,7 +17,7 @@ MODE_CLASSES: dict[str, type[Mode]] = {
     cls.name: cls for cls in (OrdinaryMode, NumClassesMode, CTCMode, CTCTinyMode, EfficientDetMode)
 }
 
-__all__ = ["MODE_CLASSES", "Mode", "Prediction", "accepted", "make_mode"]
+__all__ = ["MODE_CLASSES", "Mode", "Prediction", "accepted", "make_mode", "recorded_mode"]
 
 
 def make_mode(name: str, charset: Charset, settings: Mapping[str, Any], label_width: int) -> Mode:
@@ -25,3 +25,8 @@ def make_mode(name: str, charset: Charset, settings: Mapping[str, Any], label_wi
     if name not in MODE_CLASSES:
         raise NotBuiltError(f"MODE={name} is not built yet; built modes: {', '.join(MODE_CLASSES)}")
     return MODE_CLASSES[name](charset, settings, label_width)
+
+
+def recorded_mode(record: Mapping[str, Any]) -> Mode:
+    """The Mode a training record or an export manifest describes (both carry the same keys)."""
+    return make_mode(record["mode"], Charset.from_dict(record["charset"]), record["settings"], record["label_width"])

@@ -183,6 +183,10 @@ class Mode:
         changed = {**self.settings, **{name: settings[name] for name in self.serving_settings}}
         return type(self)(self.charset, changed, self.label_width)
 
+    def served(self, model: Any) -> Any:
+        """The trained Keras ``model`` as export and test.py answer with it: by default itself."""
+        return model
+
     def place(self, prediction: Prediction, placed: Any) -> Prediction:
         """``prediction`` placed back on the original image (``placed``: a data.images.Geometry);
         text answers have nothing to place."""

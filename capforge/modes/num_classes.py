@@ -7,10 +7,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from capforge.data.records import ZOOM
 from capforge.modes.base import Mode, Prediction, round8
 
 TOP_K = 5
 MIXUP_ALPHA = 0.4  # photo classes: each image takes a Beta(a, a) share of another (mixup)
+VIEW_CROP = (1 + ZOOM) / 2  # the served centre crop: the share of each side an average training crop keeps
 
 
 class NumClassesMode(Mode):
@@ -72,6 +74,24 @@ class NumClassesMode(Mode):
         one_hot = tf.one_hot(ids[:, 0], self.charset.size)
         mixed = share[:, None, None, None] * images + (1 - share[:, None, None, None]) * tf.gather(images, partner)
         return mixed, share[:, None] * one_hot + (1 - share[:, None]) * tf.gather(one_hot, partner)
+
+    def served(self, model: Any) -> Any:
+        """A model trained on mirrored, zoomed photos (PHOTO_AUGMENT) answers with the mean of its
+        outputs for four views from that training: the whole photo, its centre crop at the mean
+        training zoom, and both mirrored; a vote of views errs less than one view (figures:
+        bench/results/defaults.md, "Photo classes answered from four views")."""
+        if not (self.settings.get("PHOTO_AUGMENT") and self.settings.get("DATA_ENHANCEMENT")):
+            return model
+        import keras
+        from keras import layers
+
+        height, width = model.inputs[0].shape[1:3]
+        image = keras.Input(model.inputs[0].shape[1:], name="image")
+        margins = [side - round(side * VIEW_CROP) for side in (height, width)]
+        crop = layers.Resizing(height, width)(layers.Cropping2D([(m // 2, m - m // 2) for m in margins])(image))
+        views = [image, crop, keras.ops.flip(image, axis=2), keras.ops.flip(crop, axis=2)]
+        votes = [model(view, training=False) for view in views]  # inference only: no dropout in the export
+        return keras.Model(image, layers.Average()(votes), name=f"{model.name}_four_views")
 
     def loss(self) -> Callable[[Any, Any], Any]:
         import keras

@@ -14,10 +14,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from capforge.calibration import tempered
-from capforge.data.charset import Charset
 from capforge.data.images import Geometry, Preprocessing, preprocess, preprocess_placed
 from capforge.errors import WorkspaceError
-from capforge.modes import Prediction, make_mode
+from capforge.modes import Prediction, recorded_mode
 from capforge.workspace import Workspace, hook
 
 MANIFEST = "manifest.json"
@@ -57,8 +56,7 @@ class Predictor:
         one home, so a predictor of either kind decodes the same way."""
         self.manifest = record
         self.preprocessing = Preprocessing(**record["preprocessing"])
-        self.mode = make_mode(record["mode"], Charset.from_dict(record["charset"]), record["settings"],
-                              record["label_width"])
+        self.mode = recorded_mode(record)
         self.label_lengths: list[int] | None = record.get("label_lengths")
 
     def inputs(self, images: Sequence[Any]) -> np.ndarray:
