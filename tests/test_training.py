@@ -110,7 +110,6 @@ def test_photo_classes_train_on_mirrored_zoomed_and_blended_batches(tmp_path: Pa
     expected = np.mean([np.asarray(plain(view)) for view in (x, crop, x[:, :, ::-1], crop[:, :, ::-1])], axis=0)
     np.testing.assert_allclose(served.probabilities(x), expected, atol=1e-5)
     np.testing.assert_allclose(before_export.probabilities(x), expected, atol=1e-5)
-    assert setup.mode.served(plain) is not plain
     assert prepare(ws, {**settings, "PHOTO_AUGMENT": False}).mode.served(plain) is plain
 
 
