@@ -42,6 +42,21 @@ def test_same_seed_same_split(tmp_path: Path, workspace: Path) -> None:
         assert files(workspace / "data" / split) == files(copy / "data" / split)
 
 
+def test_every_class_folder_gives_each_split_its_share(workspace: Path) -> None:
+    pool = workspace / "data" / "pool"
+    for k in range(10):  # ten classes of 8 images, and one of a single image
+        generate(CaptchaSpec("0123456789", 4, 4), pool / f"class{k}", 8, seed=10 + k, progress=False)
+    generate(CaptchaSpec("0123456789", 4, 4), pool / "rare", 1, seed=30, progress=False)
+    assert run_script(workspace, "split_dataset.py").returncode == 0
+    per_class = {s: {f.name: len(list(f.iterdir())) for f in (workspace / "data" / s).iterdir()}
+                 for s in ("train", "validation", "test")}
+    assert sum(per_class["test"].values()) == sum(per_class["validation"].values()) == 8
+    assert per_class["train"]["rare"] == 1 and "rare" not in {*per_class["test"], *per_class["validation"]}
+    for k in range(10):  # 16 held out of 80: one or two from each class, never more
+        assert per_class["train"][f"class{k}"] in (6, 7), per_class
+        assert max(per_class[s].get(f"class{k}", 0) for s in ("validation", "test")) <= 2
+
+
 def test_exact_duplicates_stay_on_one_side(workspace: Path) -> None:
     pool = workspace / "data" / "pool"
     paths = generate(CaptchaSpec("0123456789", 4, 4), pool, 40, seed=4, progress=False)

@@ -1,7 +1,8 @@
 """split_dataset: spread a pool of labelled images over train / validation / test.
 
-The split is by ratio and seed, groups identical files so that exact duplicates land on one
-side (next to any copy already split), and is idempotent: the pool is moved, so a second run
+The split is by ratio and seed, stratified by folder (each class folder of a whole-image mode
+gives every split its share), groups identical files so that exact duplicates land on one side
+(next to any copy already split), and is idempotent: the pool is moved, so a second run
 finds nothing new. Every move is planned and checked before the first file moves: a file in
 the way stops the whole split and nothing is overwritten.
 """
@@ -16,7 +17,7 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from capforge.modes.efficientdet.boxes import CLASSES_FILE, label_file_of
 from capforge.data.images import iter_images
@@ -52,18 +53,19 @@ def plan(workspace: Workspace, settings: Mapping[str, Any], source: Path,
     for path, digest in zip(images, digests):
         groups.setdefault(digest, []).append(path)
     result = SplitPlan()
-    fresh = []
+    by_folder: dict[Path, list[tuple[str, list[Path]]]] = {}
     for digest, paths in groups.items():
         if digest in already:  # a copy was split before: keep duplicates together
             result.counts[already[digest]] += len(paths)
             result.moves += [(p, workspace.split_dir(already[digest])) for p in paths]
         else:
-            fresh.append((hashlib.sha1(f"{settings['SEED']}:{digest}".encode()).hexdigest(), paths))
-    fresh.sort()
-    total = sum(len(paths) for _, paths in fresh)
+            seeded = hashlib.sha1(f"{settings['SEED']}:{digest}".encode()).hexdigest()
+            by_folder.setdefault(paths[0].parent, []).append((seeded, paths))
+    fresh = _stratified(by_folder.values())
+    total = sum(len(paths) for paths in fresh)
     quota = {name: round(total * share) for name, share in shares.items()}
     assigned: Counter = Counter()
-    for _, paths in fresh:
+    for paths in fresh:
         split = next((s for s in quota if assigned[s] < quota[s]), "train")
         assigned[split] += len(paths)
         result.counts[split] += len(paths)
@@ -80,6 +82,18 @@ def plan(workspace: Workspace, settings: Mapping[str, Any], source: Path,
     if len(set(targets)) != len(targets):
         raise DataError("two images would get the same name in one split; nothing was moved")
     return result
+
+
+def _stratified(folders: Iterable[list[tuple[str, list[Path]]]]) -> list[list[Path]]:
+    """All groups in the order the splits take them: by their seeded rank within their folder as
+    a share of it (rank + 0.5 of n), so that every folder (a class, for whole-image modes) gives
+    each split its share and a class of one or two images stays in training (a plain random
+    split of a few photos per class leaves some classes far fewer to learn from than others)."""
+    ordered = []
+    for groups in folders:
+        ranked = sorted(groups)
+        ordered += [((rank + 0.5) / len(ranked), seeded, paths) for rank, (seeded, paths) in enumerate(ranked)]
+    return [paths for _, _, paths in sorted(ordered, key=lambda item: item[:2])]
 
 
 def _carry_labels(source_file: Path, labels: dict[str, str], dest: Path) -> None:
