@@ -86,7 +86,7 @@ def main() -> None:
     import keras
 
     from capforge.data.records import load_arrays
-    from capforge.data.pack import read_manifest
+    from capforge.pack import read_manifest
     from capforge.evaluate import evaluate
     from capforge.serve.predictor import Predictor
     from capforge.train import load_checkpoint, prepare, train

@@ -1,6 +1,6 @@
 """capforge: scaffold, train and serve captcha recognisers, one workspace per site."""
 
-__version__ = "0.1.0"
+from capforge.version import __version__
 
 import os as _os
 

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from capforge import __version__
+from capforge.version import __version__
 from capforge.demo import run_demo
-from capforge.settings import MODES, OPTIONS_BY_NAME
+from capforge.settings import MODES, table
 from capforge.steps import STEPS, _add_step_options, _guarded, _run_step, invoke, run_step
 from capforge.workspace import create_workspace
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     new = sub.add_parser("new", help="scaffold a workspace")
     new.add_argument("works_dir", type=Path, help="folder that holds the workspaces, e.g. works")
     new.add_argument("site_name", help="the workspace (and model) name, e.g. weibo")
-    new.add_argument("--mode", default=OPTIONS_BY_NAME["MODE"].default, type=str.upper, choices=MODES)
+    new.add_argument("--mode", default=table()["MODE"].default, type=str.upper, choices=MODES)
     new.add_argument("--force", action="store_true",
                      help="re-render an existing workspace (changed files kept as .bak)")
     demo = sub.add_parser("demo", help="run the whole pipeline on a built-in default")

@@ -16,8 +16,8 @@ from rapidfuzz.distance import Levenshtein
 from tqdm import tqdm
 
 from capforge.data.images import iter_images
-from capforge.data.labels import LabelReader
 from capforge.errors import DataError, ImageError, WorkspaceError
+from capforge.modes import label_reader
 from capforge.reports import confusion_picture, reliability_picture, save_report, worst_grid
 from capforge.serve.predictor import MANIFEST, Predictor
 from capforge.train import BEST, TRAINING_FILE, load_checkpoint
@@ -70,7 +70,7 @@ def answer_split(workspace: Workspace, settings: Mapping[str, Any], predictor: P
     """``predictor``'s answer to every labelled image of ``split``: rows of path, label,
     prediction, confidence and correct; and the images skipped (unlabelled or unreadable)."""
     folder = workspace.split_dir(split)
-    reader = LabelReader(settings, hook(workspace, "utils", "label_from_path"))
+    reader = label_reader(settings, hook(workspace, "utils", "label_from_path"))
     items = [(p, reader.label(p, folder)) for p in iter_images(folder)]
     skipped = [workspace.relative(p) for p, label in items if label is None]
     items = [(p, label) for p, label in items if label is not None]

@@ -19,12 +19,11 @@ from typing import Any, Mapping
 import numpy as np
 from tqdm import tqdm
 
-from capforge import __version__
+from capforge.version import __version__
 from capforge.calibration import fit_temperature
 from capforge.data.images import iter_images
-from capforge.data.labels import LabelReader
 from capforge.errors import CapforgeError, WorkspaceError, disk_space
-from capforge.modes import recorded_mode
+from capforge.modes import label_reader, recorded_mode
 from capforge.onnx_export import export_onnx
 from capforge.serve.predictor import MANIFEST, Predictor
 from capforge.train import BEST, TRAINING_FILE, load_checkpoint
@@ -50,7 +49,7 @@ def calibrate(workspace: Workspace, settings: Mapping[str, Any], predictor: Pred
     whose reports it would flatter); T = 1 without them."""
     if split != "validation" or not predictor.mode.calibrated:
         return {"temperature": 1.0, "images": 0}
-    reader = LabelReader(settings, hook(workspace, "utils", "label_from_path"))
+    reader = label_reader(settings, hook(workspace, "utils", "label_from_path"))
     folder = workspace.split_dir(split)
     labelled = [(path, label) for path in images
                 if (label := reader.label(path, folder)) is not None and predictor.mode.accepts(label)]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from capforge.data.check import Finding, quarantine
+from capforge.check import Finding, quarantine
 from capforge.data.images import IMAGE_SUFFIXES
 from capforge.data.labels import LABEL_FILES, configured_charset
 from capforge.errors import DataError, ReviewError

@@ -118,38 +118,3 @@ def save_report(workspace: Workspace, split: str, report: dict[str, Any]) -> Pat
     os.replace(partial, target)
     report["report_path"] = workspace.relative(target)
     return target
-
-
-def summary_text(report: Mapping[str, Any]) -> str:
-    """A short readable summary of a report (in the words of its mode, where it has its own)."""
-    from capforge.modes import MODE_CLASSES  # here: a mode's evaluation imports this module
-
-    mode_cls = MODE_CLASSES.get(report.get("mode", ""))
-    own = mode_cls.summary(report) if mode_cls else None
-    if own is not None:
-        return own
-    lines = [
-        f"model: {report['model']}",
-        f"{report['split']}: {report['images']} images"
-        + (f" ({len(report['skipped'])} skipped: unreadable or unlabelled)" if report["skipped"] else ""),
-        f"sequence accuracy  {report['sequence_accuracy']:.4f}",
-        f"character accuracy {report['character_accuracy']:.4f}   CER {report['cer']:.4f}",
-        "by length: " + ", ".join(f"{k}: {v['accuracy']:.3f} (n={v['count']})"
-                                  for k, v in report["accuracy_by_length"].items()),
-    ]
-    if report["confusions"]:
-        lines.append("most confused (true->predicted): " + ", ".join(
-            f"{c['true']}->{c['predicted']} x{c['count']}" for c in report["confusions"][:8]))
-    lines.append("confidence   count  accuracy  (mean confidence)")
-    for row in report["calibration"]:
-        if row["count"]:
-            lines.append(f"{row['from']:.1f}-{row['to']:.1f}   {row['count']:>6}  {row['accuracy']:.3f}     "
-                         f"({row['mean_confidence']:.3f})")
-    lines.append(f"calibration error {report['calibration_error']:.3f} (mean gap between confidence and accuracy)"
-                 + (f"; temperature {report['temperature']:g}, fitted on validation at export"
-                    if report["temperature"] != 1.0 else ""))
-    lines.append(f"{report['ms_per_image']:.2f} ms per image (batches of 64, preprocessing included)")
-    split = report["split"]
-    lines.append(f"report: {report['report_path']}; pictures: reports/{split}_worst.png (wrong answers), "
-                 f"{split}_confusions.png, {split}_reliability.png")
-    return "\n".join(lines)

@@ -85,8 +85,8 @@ def figures(workspace: Workspace, settings: Mapping[str, Any], export: Path, spl
 def retrain(workspace: Workspace, settings: Mapping[str, Any], minutes: float | None) -> dict[str, Any]:
     """Split and pack what is new, train on from the best weights, gate, promote or keep; return
     the report (also written to reports/retrain_<time>.json and .txt)."""
-    from capforge.data.pack import pack
-    from capforge.data.split import split
+    from capforge.pack import pack
+    from capforge.split import split
     from capforge.export import export, retire
     from capforge.train import BEST, train
 

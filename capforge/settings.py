@@ -18,81 +18,22 @@ import difflib
 import json
 import runpy
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from capforge.errors import SettingsError
 from capforge.models.backbones import BACKBONES as BACKBONE_BUILDERS
 from capforge.modes import MODE_CLASSES
+from capforge.options import DATA, LOOP, MODEL, SERVE, TRAIN, Option
 
 MODES = MODE_CLASSES.keys()  # a live view: a mode added to the registry is a valid MODE at once
 BACKBONES = BACKBONE_BUILDERS.keys()
 RESIZE_POLICIES = ("pad", "stretch")
 
 
-@dataclass(frozen=True)
-class Option:
-    """One setting: its default, the type and range it accepts, and what it means."""
+_DATA, _MODEL, _TRAIN, _SERVE, _LOOP = DATA, MODEL, TRAIN, SERVE, LOOP
 
-    name: str
-    default: Any
-    kind: type | tuple[type, ...]
-    help: str
-    section: str
-    choices: Collection[Any] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-
-    def allowed(self) -> str:
-        """Describe the accepted values, e.g. ``an integer from 8 to 1024``."""
-        if self.choices is not None:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        names = {bool: "True or False", int: "an integer", float: "a number", str: "a string",
-                 list: "a list of strings"}
-        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
-        text = " or ".join(names[k] for k in kinds)
-        if self.minimum is not None and self.maximum is not None:
-            text += f" from {self.minimum} to {self.maximum}"
-        elif self.minimum is not None:
-            text += f" of at least {self.minimum}"
-        return text
-
-    def accepts_str(self) -> bool:
-        """True when a plain string is a valid type for this option."""
-        return str in (self.kind if isinstance(self.kind, tuple) else (self.kind,))
-
-    def problem(self, value: Any) -> str | None:
-        """Return why ``value`` is not acceptable, or None when it is."""
-        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
-        ok_type = any(_is_kind(value, k) for k in kinds)
-        if not ok_type or (self.choices is not None and value not in self.choices):
-            return f"{self.name} must be {self.allowed()}; received {value!r} ({type(value).__name__})"
-        if self.minimum is not None and value < self.minimum or (
-            self.maximum is not None and value > self.maximum
-        ):
-            return f"{self.name} must be {self.allowed()}; received {value!r}"
-        if isinstance(value, list):
-            if not all(isinstance(v, str) and v for v in value) or len(set(value)) != len(value):
-                return f"{self.name} must be a list of distinct non-empty strings; received {value!r}"
-        return None
-
-
-def _is_kind(value: Any, kind: type) -> bool:
-    """isinstance that keeps bools out of the numbers and lets ints stand for floats."""
-    if kind is bool:
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if kind is float:
-        return isinstance(value, (int, float))
-    return isinstance(value, kind)
-
-
-_DATA, _MODEL, _TRAIN, _SERVE = "Data and labels", "Model", "Training", "Serving"
-_LOOP = "Review and retrain"
-
-OPTIONS: tuple[Option, ...] = (
+GLOBAL_OPTIONS: tuple[Option, ...] = (
     Option("MODE", "CTC", str, "recognition mode", _MODEL, choices=MODES),
     Option("IMAGE_HEIGHT", 48, int, "model input height in pixels", _DATA, minimum=8, maximum=1024),
     Option("IMAGE_WIDTH", 128, int, "model input width in pixels", _DATA, minimum=8, maximum=2048),
@@ -106,8 +47,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("CASE_SENSITIVE", False, bool, "False folds labels and charset to lower case", _DATA),
     Option("LABEL_SEPARATOR", "_-.", str, "characters that end the label in a file name "
            "('abcd_1.png', 'abcd-1.png', 'abcd.1.png'); '' uses the whole name", _DATA),
-    Option("FONT_PATH", "", str, "font for synthetic click captchas ('' = the captcha package's "
-           "DroidSansMono; a CJK font for Chinese)", _DATA),
     Option("VALIDATION_SPLIT", 0.1, float, "share of the pool split into validation", _DATA,
            minimum=0.0, maximum=0.5),
     Option("TEST_SPLIT", 0.1, float, "share of the pool split into test", _DATA,
@@ -116,13 +55,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("PACK_SHARD_SIZE", 2000, int, "images per TFRecord shard", _DATA, minimum=1),
     Option("PACK_COMPRESSION", "", str, "TFRecord compression", _DATA, choices=("", "GZIP", "ZLIB")),
     Option("BACKBONE", "small_cnn", str, "feature extractor", _MODEL, choices=BACKBONES),
-    Option("PHI", 0, int, "EFFICIENTDET size: EfficientNetB<PHI> backbone, BiFPN width and depth",
-           _MODEL, minimum=0, maximum=7),
-    Option("ANCHOR_SCALE", 2.5, float, "EFFICIENTDET: anchor size in strides of its feature level "
-           "(the paper's 4 suits photos; check_file.py suggests one from your boxes)", _MODEL,
-           minimum=0.5, maximum=16.0),
-    Option("CTC_DECODER", "greedy", str, "CTC decoding: 'greedy' (fast) or 'beam' (prefix beam "
-           "search, width 8)", _MODEL, choices=("greedy", "beam")),
     Option("PRETRAINED", False, bool, "load ImageNet weights (needs a download; never required)",
            _MODEL),
     Option("BATCH_SIZE", 64, int, "images per training step", _TRAIN, minimum=1, maximum=4096),
@@ -144,20 +76,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("LABEL_SMOOTHING", 0.0, float, "label smoothing for softmax modes", _TRAIN,
            minimum=0.0, maximum=0.5),
     Option("DATA_ENHANCEMENT", True, bool, "random augmentation of training images", _TRAIN),
-    Option("PHOTO_AUGMENT", False, bool, "with DATA_ENHANCEMENT, also mirror, zoom and blend (mixup) "
-           "whole-image classes (photos look the same mirrored; text does not), and answer with the mean of the "
-           "whole photo, its centre crop and both mirrored; check_file.py suggests it for colour photo tiles", _TRAIN),
     Option("DISTRIBUTE", "none", str, "'mirrored': all local GPUs (or CPUs); 'multi_worker': "
            "machines listed in TF_CONFIG", _TRAIN, choices=("none", "mirrored", "multi_worker")),
     Option("PARITY_TOLERANCE", 1e-3, float, "largest ONNX vs Keras output difference export "
            "accepts", _TRAIN, minimum=0.0, maximum=1.0),
-    Option("DETECTION_THRESHOLD", 0.3, float, "EFFICIENTDET: boxes scoring below this are not "
-           "returned", _SERVE, minimum=0.0, maximum=1.0),
-    Option("NMS_IOU", 0.5, float, "EFFICIENTDET: boxes of one class overlapping more than this are "
-           "merged (non-max suppression)", _SERVE, minimum=0.05, maximum=1.0),
-    Option("CLICK_RECOGNIZER", "", str, "EFFICIENTDET: a NUM_CLASSES or ORDINARY workspace "
-           "(e.g. 'works/site_chars') that reads each box for click order; '' uses the detector's "
-           "classes", _SERVE),
     Option("MIN_CONFIDENCE", 0.0, float, "answers below this confidence are not 'accepted'",
            _SERVE, minimum=0.0, maximum=1.0),
     Option("MAX_IMAGE_BYTES", 2_000_000, int, "largest image a request may send", _SERVE,
@@ -189,17 +111,32 @@ OPTIONS: tuple[Option, ...] = (
            "data/recent, the split a candidate must improve on", _LOOP, minimum=0.05, maximum=0.5),
 )
 
-OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 # Why the defaults are what they are: bench/results/defaults.md.
+
+
+def table(mode: str | None = None) -> dict[str, Option]:
+    """The settings table: the global options, then the options MODE ``mode`` declares
+    (``Mode.options``), or every registered mode's when ``mode`` is None. Read live from the
+    registry, so a mode added there brings its settings with it."""
+    out = {o.name: o for o in GLOBAL_OPTIONS}
+    for name, cls in MODE_CLASSES.items():
+        if mode is None or name == mode:
+            out.update({o.name: o for o in cls.options if o.name not in out})
+    return out
+
+
+def owners(name: str) -> list[str]:
+    """The modes that declare setting ``name`` as their own (none for a global setting)."""
+    return [mode for mode, cls in MODE_CLASSES.items() if any(o.name == name for o in cls.options)]
 
 
 def default_of(name: str, mode: str) -> Any:
     """The default of setting ``name`` under MODE ``mode`` (the mode's own, else the table's)."""
     mode_cls = MODE_CLASSES.get(mode)
-    return (mode_cls.defaults if mode_cls else {}).get(name, OPTIONS_BY_NAME[name].default)
+    return (mode_cls.defaults if mode_cls else {}).get(name, table()[name].default)
 
 
-SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(o.section for o in OPTIONS))
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(o.section for o in GLOBAL_OPTIONS))
 
 
 class Settings(Mapping[str, Any]):
@@ -231,7 +168,7 @@ class Settings(Mapping[str, Any]):
     def describe(self) -> str:
         """Human-readable table: name, value, and whether it differs from the default."""
         lines = []
-        for option in OPTIONS:
+        for option in table(self._values["MODE"]).values():
             value = self._values[option.name]
             mark = "" if value == default_of(option.name, self._values["MODE"]) else "   (changed)"
             lines.append(f"{option.name:<18} = {value!r}{mark}")
@@ -254,8 +191,9 @@ def _assignment_lines(tree: ast.Module) -> dict[str, int]:
 
 
 def _suggest(name: str) -> str:
-    close = difflib.get_close_matches(name.upper(), OPTIONS_BY_NAME, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else f"; valid settings: {', '.join(OPTIONS_BY_NAME)}"
+    names = table()
+    close = difflib.get_close_matches(name.upper(), names, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else f"; valid settings: {', '.join(names)}"
 
 
 def _read_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
@@ -280,7 +218,7 @@ def _read_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
             continue
         if name.isupper():
             values[name] = value
-        elif name.upper() in OPTIONS_BY_NAME:
+        elif name.upper() in table():
             raise SettingsError(f"{path} line {lines[name]}: settings are upper case; "
                                 f"received {name}, did you mean {name.upper()}?")
     return values, lines
@@ -306,7 +244,9 @@ def parse_override(text: str) -> tuple[str, Any]:
 def load_settings(workspace: Path | None, overrides: Sequence[str] = ()) -> Settings:
     """Load defaults, then ``workspace/settings.py``, then ``--set`` overrides; validate all."""
     given: dict[str, Any] = {}
+    where_given: dict[str, str] = {}
     path = None
+    options = table()
     if workspace is not None:
         path = Path(workspace) / "settings.py"
         if not path.is_file():
@@ -315,16 +255,16 @@ def load_settings(workspace: Path | None, overrides: Sequence[str] = ()) -> Sett
         file_values, lines = _read_file(path)
         for name, value in file_values.items():
             where = f"{path} line {lines[name]}"
-            option = OPTIONS_BY_NAME.get(name)
+            option = options.get(name)
             if option is None:
                 raise SettingsError(f"{where}: unknown setting {name}{_suggest(name)}")
             problem = option.problem(value)
             if problem:
                 raise SettingsError(f"{where}: {problem}")
-            given[name] = value
+            given[name], where_given[name] = value, where
     for text in overrides:
         name, value = parse_override(text)
-        option = OPTIONS_BY_NAME.get(name)
+        option = options.get(name)
         if option is None:
             raise SettingsError(f"--set {text}: unknown setting {name}{_suggest(name)}")
         if option.accepts_str() and not isinstance(value, (str, list)):
@@ -332,9 +272,14 @@ def load_settings(workspace: Path | None, overrides: Sequence[str] = ()) -> Sett
         problem = option.problem(value)
         if problem:
             raise SettingsError(f"--set {text}: {problem}")
-        given[name] = value
-    mode = given.get("MODE", OPTIONS_BY_NAME["MODE"].default)
-    values = {o.name: default_of(o.name, mode) for o in OPTIONS} | given
+        given[name], where_given[name] = value, f"--set {text}"
+    mode = given.get("MODE", options["MODE"].default)
+    own = table(mode)
+    for name in given:
+        if name not in own:  # another mode's setting: it would do nothing here, so say so
+            raise SettingsError(f"{where_given[name]}: {name} is a setting of {' and '.join(owners(name))}; "
+                                f"this workspace's MODE is {mode}, which does not read it")
+    values = {name: default_of(name, mode) for name in options} | given
     _check_together(values, path)
     return Settings(values, path)
 
@@ -367,9 +312,10 @@ def render_settings_file(site: str, mode: str, version: str) -> str:
         "",
         f"MODE = {mode!r}",
     ]
+    own = table(mode)
     for section in SECTIONS:
         out += ["", f"# --- {section} ---"]
-        for option in OPTIONS:
+        for option in own.values():
             if option.section == section and option.name != "MODE":
                 out.append(f"# {option.name} = {default_of(option.name, mode)!r}  # {option.help}; "
                            f"{option.allowed()}")

@@ -85,7 +85,7 @@ def _args_check(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_check(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    from capforge.data.check import check, format_report, quarantine, save_report
+    from capforge.check import check, format_report, quarantine, save_report
 
     report = check(ws, settings, hook(ws, "utils", "label_from_path"),
                      hook(ws, "utils", "preprocess_image"))
@@ -108,7 +108,7 @@ def _args_split(p: argparse.ArgumentParser) -> None:
 
 def cmd_split(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
     from capforge.data.images import iter_images
-    from capforge.data.split import split
+    from capforge.split import split
 
     ws.init_layout()
     result = split(ws, settings, args.source)
@@ -131,7 +131,7 @@ def _args_pack(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_pack(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
-    from capforge.data.pack import pack
+    from capforge.pack import pack
 
     manifest = pack(ws, settings, args.workers)
     for split, info in manifest["splits"].items():
@@ -182,7 +182,7 @@ def _args_test(p: argparse.ArgumentParser) -> None:
 
 def cmd_test(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
     from capforge.evaluate import evaluate
-    from capforge.reports import summary_text
+    from capforge.modes import summary_text
 
     report = evaluate(ws, settings, args.split)
     print(summary_text(report))

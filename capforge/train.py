@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 
-from capforge import __version__
+from capforge.version import __version__
 from capforge.data.charset import Charset
 from capforge.data.labels import configured_charset
-from capforge.data.pack import check_pack_matches, read_manifest
+from capforge.pack import check_pack_matches, read_manifest
 from capforge.data.records import load_arrays, make_dataset
 from capforge.distribute import WorkerWorkspace, distribution_strategy, fit_across_machines, worker_role
 from capforge.errors import DataError, NotBuiltError, SettingsError, WorkspaceError

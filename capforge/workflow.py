@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from capforge.data.check import check as check_data
-from capforge.data.pack import pack as pack_data
-from capforge.data.split import split as split_data
+from capforge.check import check as check_data
+from capforge.pack import pack as pack_data
+from capforge.split import split as split_data
 from capforge.evaluate import evaluate as evaluate_model
 from capforge.export import export as export_model
 from capforge.settings import load_settings

@@ -20,9 +20,9 @@ from string import Template
 from types import ModuleType
 from typing import Callable, Iterator
 
-from capforge import __version__
+from capforge.version import __version__
 from capforge.errors import Aborted, WorkspaceError
-from capforge.settings import MODES, OPTIONS_BY_NAME, render_settings_file
+from capforge.settings import MODES, render_settings_file, table
 
 TEMPLATES = Path(__file__).parent / "templates" / "workspace"
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -172,7 +172,7 @@ def _render_files(site: str, mode: str) -> dict[str, str]:
     return files
 
 
-def create_workspace(works_dir: Path, site: str, mode: str = OPTIONS_BY_NAME["MODE"].default, force: bool = False) -> Workspace:
+def create_workspace(works_dir: Path, site: str, mode: str = table()["MODE"].default, force: bool = False) -> Workspace:
     """Render ``works_dir/site`` from the templates.
 
     An existing folder is refused unless ``force``; then files that would change are first

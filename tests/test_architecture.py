@@ -1,4 +1,5 @@
-"""The package's shape, read from its source: no import cycles, and no mode decisions outside
+"""The package's shape, read from its source: no import cycles (counting imports inside
+functions), capforge.data below the modes, and no mode decisions outside
 capforge/modes/ (code there asks the mode; it never compares a mode's name)."""
 
 from __future__ import annotations
@@ -23,11 +24,16 @@ def modules() -> dict[str, ast.Module]:
     return out
 
 
-def top_level_imports(name: str, tree: ast.Module, known: set[str]) -> set[str]:
-    """The package modules ``name`` imports when it is imported (not inside functions, not
-    under ``if TYPE_CHECKING``)."""
+def imports(name: str, tree: ast.Module, known: set[str]) -> set[str]:
+    """The package modules ``name`` imports anywhere, inside functions too (an import there is
+    a dependency all the same); only those under ``if TYPE_CHECKING`` (annotations) are left out."""
+    type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                 and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
+                 for n in ast.walk(node)}
     found = set()
-    for node in tree.body:
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         targets = []
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
@@ -37,9 +43,13 @@ def top_level_imports(name: str, tree: ast.Module, known: set[str]) -> set[str]:
     return found
 
 
-def test_the_package_has_no_import_cycles() -> None:
+def graph() -> dict[str, set[str]]:
     trees = modules()
-    graph = {name: top_level_imports(name, tree, set(trees)) for name, tree in trees.items()}
+    return {name: imports(name, tree, set(trees)) for name, tree in trees.items()}
+
+
+def test_the_package_has_no_import_cycles() -> None:
+    edges = graph()
     visiting, done, cycles = [], set(), []
 
     def visit(node: str) -> None:
@@ -49,14 +59,23 @@ def test_the_package_has_no_import_cycles() -> None:
             cycles.append(visiting[visiting.index(node):] + [node])
             return
         visiting.append(node)
-        for target in sorted(graph[node]):
+        for target in sorted(edges[node]):
             visit(target)
         visiting.pop()
         done.add(node)
 
-    for node in sorted(graph):
+    for node in sorted(edges):
         visit(node)
     assert not cycles, cycles
+
+
+def test_data_sits_wholly_below_the_modes() -> None:
+    """capforge.data (images, labels, charset, records, generator) is what the modes build on: it
+    imports nothing of the package but itself and the bottom modules."""
+    bottom = {"capforge", "capforge.errors", "capforge.version", "capforge.options"}
+    offenders = {f"{name} -> {target}" for name, targets in graph().items() if name.startswith("capforge.data")
+                 for target in targets if not target.startswith("capforge.data") and target not in bottom}
+    assert not offenders, sorted(offenders)
 
 
 def test_only_the_modes_compare_mode_names() -> None:

@@ -108,7 +108,7 @@ def test_ctc_has_no_length_limit_and_ordinary_has(tmp_path: Path) -> None:
 def test_size_suggestion_fits_the_backbone_and_the_longest_label() -> None:
     from collections import Counter
 
-    from capforge.data.check import suggest
+    from capforge.check import suggest
     from capforge.modes.base import COLUMNS_PER_SYMBOL
 
     symbols = Counter("0123456789")

@@ -21,7 +21,7 @@ def test_case_folding_and_class_folders(tmp_path: Path) -> None:
     assert reader.label(tmp_path / "AbCd_1.png", tmp_path) == "abcd"
     sensitive = LabelReader(load_settings(None, ["CASE_SENSITIVE=True"]))
     assert sensitive.label(tmp_path / "AbCd_1.png", tmp_path) == "AbCd"
-    classes = LabelReader(load_settings(None, ["MODE=NUM_CLASSES"]))
+    classes = LabelReader(load_settings(None, ["MODE=NUM_CLASSES"]), by_folder=True)
     assert classes.label(tmp_path / "Cat" / "x_1.jpg", tmp_path) == "cat"
 
 

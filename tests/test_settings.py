@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from capforge.errors import SettingsError
-from capforge.settings import OPTIONS, default_of, load_settings, parse_override, render_settings_file
+from capforge.settings import default_of, load_settings, parse_override, render_settings_file, table
 
 from conftest import run_script
 
@@ -22,12 +22,22 @@ def error_of(tmp_path: Path, text: str, overrides: tuple[str, ...] = ()) -> str:
 def test_rendered_file_loads_to_the_defaults_and_shows_every_option(tmp_path: Path) -> None:
     text = render_settings_file("site1", "ORDINARY", "0.0")
     settings = load_settings(write(tmp_path, text))
-    for option in OPTIONS:
+    for option in table("ORDINARY").values():
         expected = "ORDINARY" if option.name == "MODE" else default_of(option.name, "ORDINARY")
         assert settings[option.name] == expected
         if option.name != "MODE":
             assert f"# {option.name} = {expected!r}" in text
     assert settings.LR == 0.002 and settings.DATA_ENHANCEMENT  # the measured defaults
+    assert "PHI" not in text and "CTC_DECODER" not in text  # other modes' own settings are not offered
+
+
+def test_a_mode_declares_its_own_settings_and_only_it_may_set_them(tmp_path: Path) -> None:
+    assert "# PHI = 0" in render_settings_file("clicks", "EFFICIENTDET", "0.0")
+    assert load_settings(None, ["MODE=EFFICIENTDET", "PHI=1"]).PHI == 1
+    message = error_of(tmp_path, "MODE = 'CTC'\nPHI = 1\n")
+    assert "line 2: PHI is a setting of EFFICIENTDET; this workspace's MODE is CTC" in message
+    assert "did you mean NMS_IOU?" in error_of(tmp_path, "MODE = 'EFFICIENTDET'\nNMS_IUO = 0.4\n")
+    assert "CTC_DECODER" in table("CTC_TINY")  # a subclass keeps its parent mode's settings
 
 
 def test_detection_has_its_own_defaults_and_size_rule(tmp_path: Path) -> None:

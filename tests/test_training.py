@@ -145,7 +145,7 @@ def test_time_budget_decays_the_learning_rate(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_interrupted_pack_leaves_the_previous_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from capforge.data import pack as packing
+    from capforge import pack as packing
 
     ws = prepared(tmp_path, "CTC_TINY", "PACK_SHARD_SIZE = 10\n", count=60)
     before = {p.name: p.read_bytes() for p in ws.packed.iterdir()}
@@ -255,7 +255,7 @@ def test_two_workers_on_loopback_train_one_model_and_only_the_chief_writes(tmp_p
 
 
 def test_pack_without_training_images_is_a_clear_error(tmp_path: Path) -> None:
-    from capforge.data.pack import pack
+    from capforge.pack import pack
 
     ws = create_workspace(tmp_path / "works", "w", "CTC")
     with pytest.raises(DataError, match="data/train has no usable images"):
@@ -281,7 +281,7 @@ def test_models_py_hook_replaces_the_backbone(tmp_path: Path) -> None:
 
 def test_pipeline_keeps_only_labels_the_charset_can_encode(tmp_path: Path) -> None:
     from capforge.data.records import make_dataset
-    from capforge.data.pack import read_manifest
+    from capforge.pack import read_manifest
     from capforge.train import prepare
 
     ws = prepared(tmp_path, "ORDINARY", count=80, lengths=(2, 4))

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from capforge.errors import DataError
-from capforge.modes import MODE_CLASSES
 
 LABEL_FILES = ("labels.txt", "labels.csv")
 LabelHook = Callable[[Path], "str | None"]
@@ -56,10 +55,12 @@ def read_label_file(path: Path) -> dict[str, str]:
 class LabelReader:
     """Finds the label of each image under one data folder (see the module docstring)."""
 
-    def __init__(self, settings: Mapping[str, Any], hook: LabelHook | None = None) -> None:
+    def __init__(self, settings: Mapping[str, Any], hook: LabelHook | None = None, by_folder: bool = False) -> None:
+        """``by_folder``: a label may be the image's class sub-folder (the mode's
+        ``labels_by_folder``; capforge.modes.label_reader passes it)."""
         self.separators: str = settings["LABEL_SEPARATOR"]
         self.case_sensitive: bool = settings["CASE_SENSITIVE"]
-        self.by_folder: bool = MODE_CLASSES[settings["MODE"]].labels_by_folder
+        self.by_folder = by_folder
         self.hook = hook
         self._files: dict[Path, dict[str, str]] = {}
 

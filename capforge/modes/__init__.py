@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from capforge.data.charset import Charset
+from capforge.data.labels import LabelHook, LabelReader
 from capforge.errors import NotBuiltError
 from capforge.modes.base import Mode, Prediction, accepted
 from capforge.modes.ctc import CTCMode
@@ -17,7 +18,12 @@ MODE_CLASSES: dict[str, type[Mode]] = {
     cls.name: cls for cls in (OrdinaryMode, NumClassesMode, CTCMode, CTCTinyMode, EfficientDetMode)
 }
 
-__all__ = ["MODE_CLASSES", "Mode", "Prediction", "accepted", "make_mode", "recorded_mode"]
+__all__ = ["MODE_CLASSES", "Mode", "Prediction", "accepted", "label_reader", "make_mode", "recorded_mode", "summary_text"]
+
+
+def label_reader(settings: Mapping[str, Any], hook: LabelHook | None = None) -> LabelReader:
+    """The LabelReader for a workspace's MODE: class sub-folders label images where the mode says so."""
+    return LabelReader(settings, hook, MODE_CLASSES[settings["MODE"]].labels_by_folder)
 
 
 def make_mode(name: str, charset: Charset, settings: Mapping[str, Any], label_width: int) -> Mode:
@@ -25,6 +31,11 @@ def make_mode(name: str, charset: Charset, settings: Mapping[str, Any], label_wi
     if name not in MODE_CLASSES:
         raise NotBuiltError(f"MODE={name} is not built yet; built modes: {', '.join(MODE_CLASSES)}")
     return MODE_CLASSES[name](charset, settings, label_width)
+
+
+def summary_text(report: Mapping[str, Any]) -> str:
+    """A short readable summary of a test report, in the words of the mode that wrote it."""
+    return MODE_CLASSES.get(report.get("mode", ""), Mode).summary(report)
 
 
 def recorded_mode(record: Mapping[str, Any]) -> Mode:

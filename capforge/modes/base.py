@@ -18,6 +18,7 @@ import numpy as np
 
 from capforge.data.charset import Charset
 from capforge.data.generate import CaptchaSpec
+from capforge.options import Option
 
 
 @dataclass
@@ -76,6 +77,9 @@ class Mode:
     colour_matters = False
     # Settings whose default differs under this mode (the global table holds the rest).
     defaults: Mapping[str, Any] = {}
+    # Settings only this mode reads: the settings table gathers them (capforge.settings.table),
+    # a new workspace's settings.py lists them, and setting one under another MODE is an error.
+    options: tuple[Option, ...] = ()
     # Whether labels may come from the image's class sub-folder (one class per folder).
     labels_by_folder = False
     # Whether labels are box files beside the images (VOC / YOLO) rather than text.
@@ -147,7 +151,7 @@ class Mode:
 
     @classmethod
     def label_problem(cls, label: str, settings: Mapping[str, Any], allowed: set[str] | None) -> tuple[str, str] | None:
-        """Why the check step flags ``label`` (a kind of data.check.KINDS and a detail), or None:
+        """Why the check step flags ``label`` (a kind of capforge.check.KINDS and a detail), or None:
         symbols outside ``allowed`` (the configured CHARSET, if any), or longer than
         CAPTCHA_LENGTH where this mode has a maximum."""
         symbols = cls.tokens(label)
@@ -217,9 +221,34 @@ class Mode:
         return None
 
     @classmethod
-    def summary(cls, report: Mapping[str, Any]) -> str | None:
-        """A readable summary of this mode's own report; None: the shared one."""
-        return None
+    def summary(cls, report: Mapping[str, Any]) -> str:
+        """A readable summary of this mode's test report: by default the text modes' (sequence
+        and character accuracy, confusions, calibration); a mode with its own report overrides it."""
+        lines = [
+            f"model: {report['model']}",
+            f"{report['split']}: {report['images']} images"
+            + (f" ({len(report['skipped'])} skipped: unreadable or unlabelled)" if report["skipped"] else ""),
+            f"sequence accuracy  {report['sequence_accuracy']:.4f}",
+            f"character accuracy {report['character_accuracy']:.4f}   CER {report['cer']:.4f}",
+            "by length: " + ", ".join(f"{k}: {v['accuracy']:.3f} (n={v['count']})"
+                                      for k, v in report["accuracy_by_length"].items()),
+        ]
+        if report["confusions"]:
+            lines.append("most confused (true->predicted): " + ", ".join(
+                f"{c['true']}->{c['predicted']} x{c['count']}" for c in report["confusions"][:8]))
+        lines.append("confidence   count  accuracy  (mean confidence)")
+        for row in report["calibration"]:
+            if row["count"]:
+                lines.append(f"{row['from']:.1f}-{row['to']:.1f}   {row['count']:>6}  {row['accuracy']:.3f}     "
+                             f"({row['mean_confidence']:.3f})")
+        lines.append(f"calibration error {report['calibration_error']:.3f} (mean gap between confidence and accuracy)"
+                     + (f"; temperature {report['temperature']:g}, fitted on validation at export"
+                        if report["temperature"] != 1.0 else ""))
+        lines.append(f"{report['ms_per_image']:.2f} ms per image (batches of 64, preprocessing included)")
+        split = report["split"]
+        lines.append(f"report: {report['report_path']}; pictures: reports/{split}_worst.png (wrong answers), "
+                     f"{split}_confusions.png, {split}_reliability.png")
+        return "\n".join(lines)
 
     def build(self, input_shape: tuple[int, int, int], backbone: Callable[[], Any]) -> Any:
         """The keras.Model: the network ``backbone()`` gives (images -> features), then the head."""

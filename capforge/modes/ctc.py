@@ -14,6 +14,7 @@ import numpy as np
 
 from capforge.errors import SettingsError
 from capforge.modes.base import Mode, Prediction
+from capforge.options import MODEL, Option
 
 COLUMN_DROPOUT = 0.25  # share of the backbone's column features dropped while training
 
@@ -77,6 +78,8 @@ LEAST_REREAD = 1e-6
 class CTCMode(Mode):
     name = "CTC"
     length_capped = False  # any length: labels are padded to the longest
+    options = (Option("CTC_DECODER", "greedy", str, "CTC decoding: 'greedy' (fast) or 'beam' (prefix beam "
+                      "search, width 8)", MODEL, choices=("greedy", "beam")),)
 
     def sequence(self, features: Any) -> Any:
         """Backbone features [B, H, W, C] -> a sequence [B, W, H*C] along the width."""

@@ -9,6 +9,7 @@ import numpy as np
 
 from capforge.data.records import ZOOM
 from capforge.modes.base import Mode, Prediction, round8
+from capforge.options import TRAIN, Option
 
 TOP_K = 5
 MIXUP_ALPHA = 0.4  # photo classes: each image takes a Beta(a, a) share of another (mixup)
@@ -23,6 +24,10 @@ class NumClassesMode(Mode):
     colour_matters = True
     labels_by_folder = True
     reads_crops = True
+    options = (Option("PHOTO_AUGMENT", False, bool, "with DATA_ENHANCEMENT, also mirror, zoom and blend (mixup) "
+                      "whole-image classes (photos look the same mirrored; text does not), and answer with the "
+                      "mean of the whole photo, its centre crop and both mirrored; check_file.py suggests it for "
+                      "colour photo tiles", TRAIN),)
 
     @classmethod
     def tokens(cls, label: str) -> list[str]:

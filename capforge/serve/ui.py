@@ -12,8 +12,7 @@ from typing import Any
 
 from capforge.data.images import iter_images
 from capforge.errors import ReviewError
-from capforge.modes import accepted
-from capforge.reports import summary_text
+from capforge.modes import accepted, summary_text
 from capforge.serve.registry import ModelRegistry, ServedModel
 
 # The pictures a report tab shows: (folder in the workspace, file, caption).

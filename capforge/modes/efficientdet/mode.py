@@ -16,6 +16,7 @@ import numpy as np
 
 from capforge.data.images import Geometry
 from capforge.modes.efficientdet.clicks import ClickSpec
+from capforge.options import DATA, MODEL, SERVE, Option
 from capforge.modes.efficientdet.anchors import IGNORED, anchors_for, decode_boxes
 from capforge.modes.efficientdet.metrics import Detection, average_precision
 from capforge.modes.efficientdet.nms import batched_nms
@@ -43,6 +44,20 @@ class EfficientDetMode(Mode):
     takes_prompt = True
     # Read from the workspace when serving (not frozen into the export): tuning them needs no retraining.
     serving_settings = ("DETECTION_THRESHOLD", "NMS_IOU")
+    options = (
+        Option("FONT_PATH", "", str, "font for synthetic click captchas ('' = the captcha package's "
+               "DroidSansMono; a CJK font for Chinese)", DATA),
+        Option("PHI", 0, int, "size: EfficientNetB<PHI> backbone, BiFPN width and depth", MODEL,
+               minimum=0, maximum=7),
+        Option("ANCHOR_SCALE", 2.5, float, "anchor size in strides of its feature level (the paper's 4 "
+               "suits photos; check_file.py suggests one from your boxes)", MODEL, minimum=0.5, maximum=16.0),
+        Option("DETECTION_THRESHOLD", 0.3, float, "boxes scoring below this are not returned", SERVE,
+               minimum=0.0, maximum=1.0),
+        Option("NMS_IOU", 0.5, float, "boxes of one class overlapping more than this are merged "
+               "(non-max suppression)", SERVE, minimum=0.05, maximum=1.0),
+        Option("CLICK_RECOGNIZER", "", str, "a NUM_CLASSES or ORDINARY workspace (e.g. 'works/site_chars') "
+               "that reads each box for click order; '' uses the detector's classes", SERVE),
+    )
     # The whole colour picture at a size its five feature levels divide (multiples of 32), small
     # batches at a higher rate, averaged over the 500 steps they were measured with
     # (bench/results/detection.md).

@@ -19,11 +19,11 @@ import numpy as np
 from tqdm import tqdm
 
 from capforge.data.images import Geometry, ImageHook, Preprocessing, geometry, iter_images, open_image
-from capforge.data.labels import LabelReader, configured_charset
+from capforge.data.labels import configured_charset
 from capforge.modes.efficientdet.boxes import label_file_of, read_boxes
 from capforge.modes.efficientdet.anchors import best_anchor_scale
 from capforge.errors import DataError, ImageError
-from capforge.modes import MODE_CLASSES
+from capforge.modes import MODE_CLASSES, label_reader
 from capforge.workspace import Workspace
 
 # Problems that make a file unusable for training, in the order they are reported.
@@ -132,7 +132,7 @@ def check(workspace: Workspace, settings: Mapping[str, Any],
             progress: bool = True) -> Report:
     """Scan the pool and the train / validation / test splits of ``workspace``."""
     report = Report()
-    reader = LabelReader(settings, label_hook)
+    reader = label_reader(settings, label_hook)
     mode_cls = MODE_CLASSES[settings["MODE"]]
     charset = configured_charset(settings)
     allowed = set(charset) if charset else None

@@ -29,11 +29,11 @@ from typing import Any, Mapping
 
 from tqdm import tqdm
 
-from capforge import __version__
+from capforge.version import __version__
 from capforge.data.images import Preprocessing, geometry, iter_images, open_image, preprocess_to_uint8
 from capforge.data.labels import LabelReader
 from capforge.errors import CapforgeError, DataError, disk_space
-from capforge.modes import MODE_CLASSES
+from capforge.modes import MODE_CLASSES, label_reader
 from capforge.modes.efficientdet.boxes import read_boxes
 from capforge.workspace import SPLITS, Workspace, hook
 
@@ -132,7 +132,7 @@ def pack(workspace: Workspace, settings: Mapping[str, Any], workers: int | None 
          progress: bool = True) -> dict[str, Any]:
     """Pack train / validation / test; return the manifest."""
     preprocessing = Preprocessing.from_settings(settings)
-    reader = LabelReader(settings, hook(workspace, "utils", "label_from_path"))
+    reader = label_reader(settings, hook(workspace, "utils", "label_from_path"))
     staging = workspace.root / "packed.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
