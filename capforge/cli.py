@@ -9,7 +9,8 @@ from typing import Sequence
 from capforge.version import __version__
 from capforge.demo import run_demo
 from capforge.settings import MODES, table
-from capforge.steps import STEPS, _add_step_options, _guarded, _run_step, invoke, run_step
+from capforge.step_table import STEPS
+from capforge.steps import _add_step_options, _guarded, _run_step, invoke, run_step
 from capforge.workspace import create_workspace
 
 __all__ = ["build_parser", "invoke", "main", "run_step"]  # invoke, run_step: older workspaces import them here
@@ -30,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=int, default=2000, help="captchas to generate (default 2000)")
     demo.add_argument("--minutes", type=float, default=5.0, help="training time budget (default 5)")
     demo.add_argument("--no-serve", action="store_true", help="stop after the test report")
-    for step, (summary, _, _) in STEPS.items():
-        p = sub.add_parser(step, help=summary)
+    for step, entry in STEPS.items():
+        p = sub.add_parser(step, help=entry.summary)
         p.add_argument("workspace", type=Path, help="the workspace folder, e.g. works/weibo")
         _add_step_options(p, step)
     return parser

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from capforge.steps import STEPS, invoke
+from capforge.step_table import STEPS
+from capforge.steps import invoke
 from capforge.data.images import iter_images
 from capforge.workspace import Workspace, create_workspace
 
@@ -44,7 +45,7 @@ def run_demo(works: Path, count: int = 2000, minutes: float = 5.0, serve: bool =
               f"python {root}/spider_example.py in another terminal; Ctrl-C stops", flush=True)
         plan.append(("serve", ["--demo-captcha"]))
     for step, argv in plan:
-        print(f"== {step}: {STEPS[step][0]}", flush=True)
+        print(f"== {step}: {STEPS[step].summary}", flush=True)
         code = invoke(step, root, argv)
         if code == 3:  # NotBuiltError: stop here and say what comes next
             print(f"== the demo stops before '{step}', which is not built yet. The workspace "

@@ -18,7 +18,8 @@ from capforge.errors import Aborted, CapforgeError, DataError
 from capforge.modes import MODE_CLASSES
 from capforge.quiet import quiet_output
 from capforge.settings import Settings, load_settings
-from capforge.workspace import STEP_SCRIPTS, Workspace, hook, open_workspace
+from capforge.step_table import STEPS
+from capforge.workspace import Workspace, hook, open_workspace
 
 Handler = Callable[[Workspace, Settings, argparse.Namespace], int]
 
@@ -288,27 +289,8 @@ def cmd_settings(ws: Workspace, settings: Settings, args: argparse.Namespace) ->
     return 0
 
 
-STEPS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, Handler]] = {
-    "init": ("create the folders; --reset clears checkpoints and logs", _args_init, cmd_init),
-    "gen": ("generate synthetic captchas", _args_gen, cmd_gen),
-    "check": ("check the data and suggest settings", _args_check, cmd_check),
-    "split": ("split data/pool into train / validation / test", _args_split, cmd_split),
-    "pack": ("pack TFRecords", _args_pack, cmd_pack),
-    "train": ("train the model", _args_train, cmd_train),
-    "test": ("evaluate on the test split", _args_test, cmd_test),
-    "export": ("export .keras and ONNX", None, cmd_export),
-    "predict": ("read every image of a folder into a CSV of answers", _args_predict, cmd_predict),
-    "prelabel": ("pre-label a folder of unlabelled images into the review inbox", _args_prelabel, cmd_prelabel),
-    "review": ("review the inbox in the terminal: accept, correct, skip, unreadable", None, cmd_review),
-    "retrain": ("learn from newly labelled images; promote the model only if it is better", _args_retrain,
-                cmd_retrain),
-    "serve": ("serve exported models over HTTP", _args_serve, cmd_serve),
-    "settings": ("print the resolved settings", None, cmd_settings),
-}
-
-
 def _add_step_options(p: argparse.ArgumentParser, step: str) -> None:
-    add = STEPS[step][1]
+    add = globals().get(f"_args_{step}")
     if add:
         add(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -320,7 +302,8 @@ def _run_step(step: str, workspace: Path, args: argparse.Namespace) -> int:
         return serve_works(Path(workspace).resolve(), args)
     ws = open_workspace(workspace)
     settings = load_settings(ws.root, args.overrides)
-    return STEPS[step][2](ws, settings, args)
+    handler: Handler = globals()[f"cmd_{step}"]
+    return handler(ws, settings, args)
 
 
 def _guarded(action: Callable[[], int], quiet: bool = True) -> int:
@@ -342,8 +325,8 @@ def _guarded(action: Callable[[], int], quiet: bool = True) -> int:
 
 def invoke(step: str, workspace: Path, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` as the workspace script of ``step`` would, run it, return the exit code."""
-    script = next((s for s, (c, _) in STEP_SCRIPTS.items() if c == step), step)
-    parser = argparse.ArgumentParser(prog=script, description=STEP_SCRIPTS.get(script, ("", ""))[1])
+    entry = STEPS[step]
+    parser = argparse.ArgumentParser(prog=entry.script or f"capforge {step}", description=entry.summary)
     _add_step_options(parser, step)
     args = parser.parse_args(argv)
     return _guarded(lambda: _run_step(step, workspace, args), quiet=step != "serve")

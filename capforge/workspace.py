@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 from capforge.version import __version__
 from capforge.errors import Aborted, WorkspaceError
 from capforge.settings import MODES, render_settings_file, table
+from capforge.step_table import SCRIPTS
 
 TEMPLATES = Path(__file__).parent / "templates" / "workspace"
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -30,22 +31,6 @@ SPLITS = ("train", "validation", "test")
 RECENT = "recent"  # newly labelled images held out by capforge retrain (capforge.retrain)
 RECORD_FILE = "capforge.json"
 
-# script in the workspace -> (capforge sub-command, what it does)
-STEP_SCRIPTS: dict[str, tuple[str, str]] = {
-    "init_working_space.py": ("init", "Create this workspace's folders; --reset clears checkpoints and logs."),
-    "gen_sample_by_captcha.py": ("gen", "Generate synthetic labelled captchas into data/pool."),
-    "check_file.py": ("check", "Decode every image, report problems and suggest settings."),
-    "split_dataset.py": ("split", "Split data/pool into data/train, data/validation and data/test."),
-    "pack_dataset.py": ("pack", "Pack the splits into TFRecords under packed/."),
-    "train.py": ("train", "Train the model, with checkpoints, early stop and TensorBoard logs."),
-    "test.py": ("test", "Evaluate the model on data/test and write a report."),
-    "save_model.py": ("export", "Export the best checkpoint to .keras and ONNX under exports/."),
-    "predict.py": ("predict", "Read every image of a folder (python predict.py FOLDER) into a CSV of answers."),
-    "app.py": ("serve", "Serve the exported model: a Gradio page and a base64 POST API."),
-    "prelabel.py": ("prelabel", "Pre-label a folder of unlabelled images (python prelabel.py FOLDER) into data/inbox."),
-    "review.py": ("review", "Review data/inbox in the terminal: accept, correct, skip or mark unreadable."),
-    "retrain.py": ("retrain", "Learn from newly labelled images; serve the new model only if it is better."),
-}
 # Files copied as they are: the example crawler is meant to be read and adapted.
 PLAIN_FILES = ("models.py", "utils.py", "spider_example.py")
 
@@ -167,8 +152,8 @@ def _render_files(site: str, mode: str) -> dict[str, str]:
         "_capforge.py": Template((TEMPLATES / "_capforge.py.tmpl").read_text(encoding="utf-8"))
         .substitute(capforge_home=repr(home)),
     }
-    for script, (command, doc) in STEP_SCRIPTS.items():
-        files[script] = step.substitute(doc=doc, step=command)
+    for script, entry in SCRIPTS.items():
+        files[script] = step.substitute(doc=entry.summary, step=entry.command)
     return files
 
 
@@ -194,7 +179,7 @@ def create_workspace(works_dir: Path, site: str, mode: str = table()["MODE"].def
         if target.exists() and target.read_text(encoding="utf-8", errors="replace") != text:
             target.rename(target.with_name(f"{name}.bak-{stamp}"))
         target.write_text(text, encoding="utf-8")
-        if name in STEP_SCRIPTS or name == "spider_example.py":
+        if name in SCRIPTS or name == "spider_example.py":
             target.chmod(0o755)
     record = {"capforge_version": __version__, "site": site, "mode": mode, "force": force,
               "created": _dt.datetime.now().isoformat(timespec="seconds"),

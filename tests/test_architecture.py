@@ -90,3 +90,12 @@ def test_only_the_modes_compare_mode_names() -> None:
                 if names & {c for c in constants if isinstance(c, str)}:
                     offenders.append(f"{module}:{node.lineno}")
     assert not offenders, offenders
+
+
+def test_every_step_in_the_table_has_its_handler() -> None:
+    from capforge import steps
+    from capforge.step_table import STEPS
+
+    assert all(callable(getattr(steps, f"cmd_{command}", None)) for command in STEPS)
+    handlers = {name[len("cmd_"):] for name in vars(steps) if name.startswith("cmd_")}
+    assert handlers == set(STEPS)  # no handler that no step runs

@@ -2,7 +2,7 @@ import json
 from pathlib import Path
 
 from capforge import __version__
-from capforge.workspace import STEP_SCRIPTS
+from capforge.step_table import SCRIPTS as STEP_SCRIPTS
 
 from conftest import new_work, run_script
 
