@@ -27,6 +27,15 @@ class SettingsError(CapforgeError):
     """Raised when a workspace ``settings.py`` or a ``--set`` override is invalid."""
 
 
+class InputError(CapforgeError):
+    """A request input beside the image (``Mode.inputs``) that the model's mode does not read, or
+    one of the wrong kind: the API answers 400 with ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
 class WorkspaceError(CapforgeError):
     """Raised when a workspace is missing, malformed, or would be overwritten."""
 

@@ -18,7 +18,8 @@ from PIL import Image
 
 from capforge.errors import WorkspaceError
 from capforge.inbox import content_key
-from capforge.modes import accepted
+from capforge.answers import build_answer, parse_inputs
+from capforge.data.images import open_image
 from capforge.serve.inputs import image_bytes
 from capforge.serve.predictor import MANIFEST, Predictor
 from capforge.settings import load_settings
@@ -45,16 +46,27 @@ class Recognizer:
         source = settings if settings is not None else self.predictor.manifest["settings"]
         self.min_confidence = float(source.get("MIN_CONFIDENCE", 0.0))
 
-    def recognize(self, image: bytes | str | Path | Image.Image) -> dict[str, Any]:
-        """The answer the HTTP API gives: result, confidence, chars (boxes for click captchas),
-        accepted, request_id (None for a PIL image: it has no file bytes) and time_ms. ``image``: file bytes, a path, a PIL image or base64 text (or a
-        data URL)."""
+    def recognize(self, image: bytes | str | Path | Image.Image, **inputs: Any) -> dict[str, Any]:
+        """The answer the HTTP API gives: result, confidence, chars (boxes for click captchas, the
+        mode's own fields), accepted, request_id (None for a PIL image: it has no file bytes) and
+        time_ms. ``image``: file bytes, a path, a PIL image or base64 text (or a data URL).
+        ``inputs``: what the mode reads beside the image (``Mode.inputs``: a slider's ``piece``, as
+        the same kinds of image, and ``display_width``)."""
         started = time.perf_counter()
-        if isinstance(image, str) and not Path(image).is_file():
-            image = image_bytes(image, MAX_TEXT_IMAGE_BYTES)
-        prediction = self.predictor.predict([image])[0]
-        data = image if isinstance(image, bytes) else None if isinstance(image, Image.Image) else Path(image).read_bytes()
-        return {"model": self.name, **prediction.to_dict(),
-                "accepted": accepted(prediction.confidence, self.min_confidence),
-                "request_id": content_key(data) if data is not None else None,
-                "time_ms": round((time.perf_counter() - started) * 1000, 3)}
+        mode = self.predictor.mode
+        given = parse_inputs(mode, inputs, lambda value: _file_bytes(value))
+        data = None if isinstance(image, Image.Image) else _file_bytes(image)
+        prediction = self.predictor.predict([image if data is None else data])[0]
+        if given:
+            prediction = mode.respond(prediction, image if data is None else open_image(data), given)
+        return build_answer(self.name, prediction, self.min_confidence,
+                            content_key(data) if data is not None else None, started)
+
+
+def _file_bytes(image: bytes | str | Path) -> bytes:
+    """An image's file bytes: ``image`` is the bytes, a path, or base64 text (or a data URL)."""
+    if isinstance(image, bytes):
+        return image
+    if isinstance(image, str) and not Path(image).is_file():
+        return image_bytes(image, MAX_TEXT_IMAGE_BYTES)
+    return Path(image).read_bytes()

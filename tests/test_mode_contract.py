@@ -3,10 +3,14 @@ registries drive these tests, so a new mode or backbone is tested the day it is 
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
 
 from capforge.cli import invoke
 from capforge.data.charset import Charset
@@ -14,6 +18,11 @@ from capforge.errors import SettingsError
 from capforge.models.backbones import BACKBONES, build_backbone
 from capforge.modes import MODE_CLASSES, make_mode
 from capforge.modes.ctc import CTCMode
+from capforge.options import SERVE, Option
+from capforge.recognizer import Recognizer
+from capforge.serve.api import create_app
+from capforge.serve.registry import ModelRegistry
+from capforge.serve.ui import build_ui
 from capforge.settings import load_settings
 from capforge.workspace import create_workspace
 
@@ -112,10 +121,19 @@ def test_every_backbone_trains_a_step_and_exports_with_parity(name: str, tmp_pat
 
 
 class ToyMode(CTCMode):
-    """A mode defined outside the package: CTC with a single dense layer for a head."""
+    """A mode defined outside the package: CTC with a single dense layer for a head, its own
+    setting, and its own answer field."""
 
     name = "TOY"
     length_capped = True
+    options = CTCMode.options + (Option("TOY_SHOUT", False, bool, "also answer in capitals", SERVE),)
+    answer_fields = {"shout": "the answer in capitals where TOY_SHOUT is set"}
+
+    def decode(self, probs):
+        predictions = super().decode(probs)
+        for p in predictions:
+            p.fields["shout"] = p.text.upper() + "!" if self.settings["TOY_SHOUT"] else p.text
+        return predictions
 
     def head(self, features):
         from keras import layers
@@ -130,12 +148,31 @@ def test_a_new_mode_is_one_class_and_one_registry_line(tmp_path: Path, monkeypat
 
     monkeypatch.setitem(MODE_CLASSES, "TOY", ToyMode)  # the one registry line
     assert load_settings(None, ["MODE=TOY"]).MODE == "TOY"
+    with pytest.raises(SettingsError, match="TOY_SHOUT is a setting of TOY"):
+        load_settings(None, ["MODE=CTC", "TOY_SHOUT=True"])
     ws = create_workspace(tmp_path / "works", "toy", "TOY")
+    assert "# TOY_SHOUT = False  # also answer in capitals" in (ws.root / "settings.py").read_text()
     with (ws.root / "settings.py").open("a") as f:
-        f.write("IMAGE_HEIGHT = 32\nIMAGE_WIDTH = 96\nCHARSET = '0123456789'\nEPOCHS = 1\nBATCH_SIZE = 16\n")
+        f.write("IMAGE_HEIGHT = 32\nIMAGE_WIDTH = 96\nCHARSET = '0123456789'\nEPOCHS = 1\nBATCH_SIZE = 16\n"
+                "TOY_SHOUT = True\n")
     fill_pool(ws.pool, 60, lengths=(2, 4))
     for step in ("check", "split", "pack", "train", "export", "test"):
         assert invoke(step, ws.root, []) == 0, step
     manifest = json.loads((ws.exports / "current" / "manifest.json").read_text())
     report = json.loads((ws.root / "reports" / "test_report.json").read_text())
     assert manifest["mode"] == "TOY" and report["mode"] == "TOY" and report["images"] == 6
+
+    # its answer field reaches Recognizer, the HTTP answer (and its documentation) and the page
+    image = next((ws.root / "data" / "test").iterdir()).read_bytes()
+    answer = Recognizer(ws.root).recognize(image)
+    assert answer["shout"] == answer["result"].upper() + "!"
+    registry = ModelRegistry(ws.root.parent, None)
+    api = TestClient(create_app(registry))
+    served = api.post("/api/v1/recognize", json={"image": base64.b64encode(image).decode()}).json()
+    assert served["shout"] == answer["result"].upper() + "!"
+    documented = api.get("/openapi.json").json()["components"]["schemas"]["RecognizeAnswer"]["properties"]
+    assert "TOY:" in documented["shout"]["description"]
+    page = build_ui(registry)
+    handler = next(f.fn for f in page.fns.values() if getattr(f.fn, "__name__", "") == "answer")
+    *_, whole = handler("toy", Image.open(io.BytesIO(image)))
+    assert whole["shout"] == answer["result"].upper() + "!" and whole["model"] == "toy"

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from capforge.data.charset import Charset
 from capforge.data.labels import LabelHook, LabelReader
 from capforge.errors import NotBuiltError
-from capforge.modes.base import Mode, Prediction, accepted
+from capforge.modes.base import Input, Mode, Prediction, accepted
 from capforge.modes.ctc import CTCMode
 from capforge.modes.ctc_tiny import CTCTinyMode
 from capforge.modes.efficientdet import EfficientDetMode
@@ -18,7 +18,7 @@ MODE_CLASSES: dict[str, type[Mode]] = {
     cls.name: cls for cls in (OrdinaryMode, NumClassesMode, CTCMode, CTCTinyMode, EfficientDetMode)
 }
 
-__all__ = ["MODE_CLASSES", "Mode", "Prediction", "accepted", "label_reader", "make_mode", "recorded_mode", "summary_text"]
+__all__ = ["MODE_CLASSES", "Input", "Mode", "Prediction", "accepted", "label_reader", "make_mode", "recorded_mode", "summary_text"]
 
 
 def label_reader(settings: Mapping[str, Any], hook: LabelHook | None = None) -> LabelReader:

@@ -32,6 +32,8 @@ class Prediction:
     boxes: list[dict[str, Any]] | None = None  # detection: label, score and corners per box
     # detection: weaker boxes too (down to MAP_THRESHOLD), for click prompts; never sent as such
     candidates: list[dict[str, Any]] | None = None
+    # the answer fields the mode adds (declared in its ``answer_fields``): a slider's x, an angle
+    fields: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -43,7 +45,18 @@ class Prediction:
             out["top"] = [{"label": c, "confidence": round(p, 6)} for c, p in self.top]
         if self.boxes is not None:
             out["boxes"] = self.boxes
-        return out
+        return out | self.fields
+
+
+@dataclass(frozen=True)
+class Input:
+    """A request input a mode reads beside the image: a JSON or form field of the API, a
+    keyword of ``Recognizer.recognize`` and a control on the page. ``kind``: 'image' (base64 in
+    JSON, a file on the page), 'number' or 'text'."""
+
+    name: str
+    kind: str
+    help: str
 
 
 TEXT_HEIGHT = 48  # the text backbones divide the height by 16: 48 leaves 3 rows of features
@@ -92,6 +105,11 @@ class Mode:
     reads_crops = False
     # Settings read from the workspace when serving, not frozen into the export.
     serving_settings: tuple[str, ...] = ()
+    # The fields this mode adds to every answer (name -> what it means), which ``decode`` (or
+    # ``respond``) puts in Prediction.fields: the API documents them, Recognizer and the page show them.
+    answer_fields: Mapping[str, str] = {}
+    # What a request may send beside the image (a slider's piece, the displayed width), read by ``respond``.
+    inputs: tuple[Input, ...] = ()
 
     def __init__(self, charset: Charset, settings: Mapping[str, Any], label_width: int) -> None:
         self.charset = charset
@@ -190,6 +208,18 @@ class Mode:
     def served(self, model: Any) -> Any:
         """The trained Keras ``model`` as export and test.py answer with it: by default itself."""
         return model
+
+    def respond(self, prediction: Prediction, image: Any, inputs: Mapping[str, Any]) -> Prediction:
+        """``prediction`` for a request that sent ``inputs`` (this mode's ``inputs``, parsed: PIL
+        images, floats, strings) with the PIL ``image``; by default unchanged."""
+        return prediction
+
+    def annotations(self, prediction: Prediction) -> list[tuple[tuple[int, int, int, int], str]] | None:
+        """Boxes the page draws on the image for this answer ((x1, y1, x2, y2), caption); None: none."""
+        if prediction.boxes is None:
+            return None
+        return [((int(b["x1"]), int(b["y1"]), int(b["x2"]), int(b["y2"])), f"{b['label']} {b['score']:.2f}")
+                for b in prediction.boxes]
 
     def place(self, prediction: Prediction, placed: Any) -> Prediction:
         """``prediction`` placed back on the original image (``placed``: a data.images.Geometry);

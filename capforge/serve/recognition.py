@@ -12,15 +12,10 @@ from typing import Any, Mapping
 from capforge.data.images import image_suffix, open_image
 from capforge.errors import ImageError, ImageTooLargeError, TargetNotFound
 from capforge.inbox import content_key
-from capforge.modes import accepted
+from capforge.answers import build_answer
 from capforge.serve.inputs import RequestError
 from capforge.serve.metrics import Metrics
 from capforge.serve.registry import ServedModel
-
-# Cached with a detection answer, never sent: every box down to a low score, so a prompted
-# target that no box above DETECTION_THRESHOLD matches can still be clicked.
-CANDIDATES = "_candidates"
-
 
 def clicks_for(model: ServedModel, data: bytes, boxes: list[dict[str, Any]], prompt: Any) -> list[dict[str, Any]]:
     """Click points for ``prompt`` in its order, chosen among ``boxes`` (detection models only)."""
@@ -51,14 +46,16 @@ def keep(model: ServedModel, data: bytes, answer: Mapping[str, Any]) -> str | No
     return None if kept is None else "review" if review else "awaiting_report"
 
 
-async def recognize(model: ServedModel, data: bytes, prompt: Any = None, metrics: Metrics | None = None) -> dict[str, Any]:
-    """Decode and preprocess, batch through onnxruntime, decode; cached by content. With a
+async def recognize(model: ServedModel, data: bytes, prompt: Any = None, metrics: Metrics | None = None,
+                    inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Decode and preprocess, batch through onnxruntime, decode; cached by content. ``inputs``: what
+    the request sent beside the image that the mode reads (capforge.answers.parse_inputs). With a
     ``prompt`` (detection), add the click points in the prompt's order. The answer carries the
     image's ``request_id`` (its content key), which outcome reports name."""
     started = time.perf_counter()
     key = content_key(data)  # the cache's key and the answer's request_id
-    answer = model.cached(key)
-    if answer is None:
+    prediction = model.cached(key)
+    if prediction is None:
         predictor = model.predictor
         try:
             # Inline: a captcha decodes and resizes in well under a millisecond, less than a thread hop.
@@ -67,21 +64,16 @@ async def recognize(model: ServedModel, data: bytes, prompt: Any = None, metrics
             too_large = isinstance(exc, ImageTooLargeError)
             raise RequestError(413 if too_large else 400, "image_too_large" if too_large else "invalid_image",
                                str(exc).replace("image bytes: ", "")) from None
-        probs = await model.batcher.submit(array)
-        prediction = predictor.answer(probs, placed)
-        answer = {"model": model.name, **prediction.to_dict()}
-        if prediction.candidates is not None:
-            answer[CANDIDATES] = prediction.candidates
-        model.remember(key, answer)
-    candidates = answer.get(CANDIDATES, [])
-    if CANDIDATES in answer:  # detection only: text answers are not copied
-        answer = {k: v for k, v in answer.items() if k != CANDIDATES}
+        prediction = predictor.answer(await model.batcher.submit(array), placed)
+        model.remember(key, prediction)
+    if inputs:  # in a thread: a mode may match pictures (a slider's piece)
+        mode = model.predictor.mode
+        prediction = await asyncio.to_thread(mode.respond, prediction, open_image(data), inputs)
+    answer = build_answer(model.name, prediction, model.settings.MIN_CONFIDENCE, key, started)
     if prompt is not None:  # in a thread: a CLICK_RECOGNIZER runs a second model on the crops
         # the detector's own classes may fall back on weaker boxes; a recogniser reads served boxes only
-        boxes = answer.get("boxes", []) if model.recognizer else candidates
+        boxes = answer.get("boxes", []) if model.recognizer else prediction.candidates or []
         answer["clicks"] = await asyncio.to_thread(clicks_for, model, data, boxes, prompt)
-    answer = {**answer, "accepted": accepted(answer["confidence"], model.settings.MIN_CONFIDENCE),
-              "request_id": key}
     if model.settings.CAPTURE != "off" or model.settings.OUTCOME_WINDOW:  # file writes: off the event loop
         try:
             why = await asyncio.to_thread(keep, model, data, answer)

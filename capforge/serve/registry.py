@@ -14,7 +14,7 @@ from capforge.serve.inputs import RequestError
 from capforge.serve.predictor import MANIFEST, Predictor
 from capforge.errors import ImageError, WorkspaceError
 from capforge.inbox import Inbox, Review
-from capforge.modes import MODE_CLASSES
+from capforge.modes import MODE_CLASSES, Prediction
 from capforge.settings import Settings, load_settings
 from capforge.workspace import SITE_NAME, Workspace
 
@@ -63,8 +63,8 @@ class ServedModel:
         """A review pass over this workspace's inbox, pre-filled by this model."""
         return Review(self.inbox, self.answers, self.version)
 
-    def cached(self, key: str) -> dict[str, Any] | None:
-        """The answer kept for the image whose content key is ``key`` (capforge.inbox.content_key)."""
+    def cached(self, key: str) -> Prediction | None:
+        """The decoded answer kept for the image whose content key is ``key`` (capforge.inbox.content_key)."""
         if not self.settings.CACHE_SIZE:
             return None
         if key in self.cache:
@@ -72,7 +72,7 @@ class ServedModel:
             return self.cache[key]
         return None
 
-    def remember(self, key: str, answer: dict[str, Any]) -> None:
+    def remember(self, key: str, answer: Prediction) -> None:
         limit = self.settings.CACHE_SIZE
         if limit:
             self.cache[key] = answer

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
+
+from capforge.modes import MODE_CLASSES
 
 IMAGE_EXAMPLE = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAG7buVgAAAABJRU5ErkJggg=="
 
@@ -23,6 +25,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "model_required": (400, "several models are served and 'model' is missing"),
     "invalid_prompt": (400, "'prompt' is not a string or a list of names"),
     "prompt_not_supported": (400, "'prompt' sent to a model that is not a click-captcha model"),
+    "input_not_supported": (400, "an input beside the image (e.g. 'piece') that the model's mode does not read"),
+    "invalid_input": (400, "an input beside the image of the wrong kind (e.g. 'display_width' not a positive number)"),
     "invalid_form": (400, "the multipart body cannot be parsed"),
     "invalid_label": (400, "the label is empty, too long, or breaks the workspace's CHARSET or length rules"),
     "invalid_outcome": (400, "'outcome' is not 'right' or 'wrong'"),
@@ -183,6 +187,22 @@ class ReviewAnswer(BaseModel):
     stored: str | None = Field(None, description="where the image went (the pool or quarantine)",
                                examples=["data/pool/x7k2_3f2a9c0d4b5e6f708192.png"])
     left: int = Field(description="images still waiting for review", examples=[11])
+
+
+def with_mode_fields() -> tuple[type[BaseModel], type[BaseModel]]:
+    """RecognizeRequest and RecognizeAnswer with the inputs and answer fields every registered
+    mode declares (``Mode.inputs``, ``Mode.answer_fields``), each optional and described by its mode."""
+    inputs: dict[str, Any] = {}
+    answers: dict[str, Any] = {}
+    for name, cls in MODE_CLASSES.items():
+        for given in cls.inputs:
+            kind = {"image": str, "number": float}.get(given.kind, str)
+            inputs[given.name] = (kind | None, Field(None, description=f"{name}: {given.help}"
+                                                      + (" (base64)" if given.kind == "image" else "")))
+        for field_name, meaning in cls.answer_fields.items():
+            answers[field_name] = (Any, Field(None, description=f"{name}: {meaning}"))
+    return (create_model("RecognizeRequest", __base__=RecognizeRequest, **inputs),
+            create_model("RecognizeAnswer", __base__=RecognizeAnswer, **answers))
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

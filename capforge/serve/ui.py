@@ -11,8 +11,9 @@ import time
 from typing import Any
 
 from capforge.data.images import iter_images
-from capforge.errors import ReviewError
-from capforge.modes import accepted, summary_text
+from capforge.answers import build_answer, parse_inputs
+from capforge.errors import CapforgeError, ReviewError
+from capforge.modes import summary_text
 from capforge.serve.registry import ModelRegistry, ServedModel
 
 # The pictures a report tab shows: (folder in the workspace, file, caption).
@@ -75,25 +76,28 @@ def build_ui(registry: ModelRegistry) -> Any:
 
     names = sorted(registry.models)
 
-    def answer(name: str, image: Any) -> tuple[str, dict[str, float], str, Any]:
+    beside = [given for cls in {m.predictor.mode.__class__ for m in registry.models.values()} for given in cls.inputs]
+    beside = list({given.name: given for given in beside}.values())  # each input once, whichever modes read it
+
+    def answer(name: str, image: Any, *values: Any) -> tuple[str, dict[str, float], str, Any, dict[str, Any]]:
         if image is None:
-            return "", {}, "upload an image first", None
+            return "", {}, "upload an image first", None, {}
         try:
             model = registry.resolve(name or None)
-        except Exception as exc:  # a RequestError: show its message on the page
-            return "", {}, str(exc), None
-        started = time.perf_counter()
-        prediction = model.predictor.predict([image])[0]
-        elapsed = (time.perf_counter() - started) * 1000
+            mode = model.predictor.mode
+            started = time.perf_counter()
+            prediction = model.predictor.predict([image])[0]
+            inputs = parse_inputs(mode, {i.name: v for i, v in zip(beside, values)})
+            if inputs:
+                prediction = mode.respond(prediction, image, inputs)
+        except CapforgeError as exc:  # an unknown model, an input this mode does not read: say so on the page
+            return "", {}, str(exc), None, {}
+        whole = build_answer(model.name, prediction, model.settings.MIN_CONFIDENCE, None, started)
         chars = {f"{i + 1}: {c}": round(p, 4) for i, (c, p) in enumerate(prediction.chars)}
-        good = accepted(prediction.confidence, model.settings.MIN_CONFIDENCE)
-        boxes = None
-        if prediction.boxes is not None:
-            boxes = (image.convert("RGB"), [((int(b["x1"]), int(b["y1"]), int(b["x2"]), int(b["y2"])),
-                                             f"{b['label']} {b['score']:.2f}") for b in prediction.boxes])
+        marks = mode.annotations(prediction)
         return (prediction.text, chars,
-                f"confidence {prediction.confidence:.4f} ({'accepted' if good else 'not accepted: below MIN_CONFIDENCE or cannot be right'})"
-                f"; {elapsed:.1f} ms", boxes)
+                f"confidence {prediction.confidence:.4f} ({'accepted' if whole['accepted'] else 'not accepted: below MIN_CONFIDENCE or cannot be right'})"
+                f"; {whole['time_ms']:.1f} ms", None if marks is None else (image.convert("RGB"), marks), whole)
 
     examples = []
     for model in registry.models.values():
@@ -105,17 +109,24 @@ def build_ui(registry: ModelRegistry) -> Any:
                 with gr.Column():
                     model = gr.Dropdown(names, value=names[0] if names else None, label="model")
                     image = gr.Image(type="pil", label="captcha", sources=["upload", "clipboard"])
+                    extras = [gr.Image(type="pil", label=f"{given.name}: {given.help}", elem_id=f"input-{given.name}")
+                              if given.kind == "image" else
+                              gr.Number(label=f"{given.name}: {given.help}", elem_id=f"input-{given.name}")
+                              if given.kind == "number" else
+                              gr.Textbox(label=f"{given.name}: {given.help}", elem_id=f"input-{given.name}")
+                              for given in beside]
                     button = gr.Button("Recognize", variant="primary")
                 with gr.Column():
                     text = gr.Textbox(label="result", elem_id="result")
                     chars = gr.Label(label="per-character confidence")
                     info = gr.Textbox(label="confidence and time", elem_id="info")
-                    boxes = gr.AnnotatedImage(label="detected boxes (click captchas)", elem_id="boxes")
-            outputs = [text, chars, info, boxes]
+                    boxes = gr.AnnotatedImage(label="the answer on the image (boxes, gaps)", elem_id="boxes")
+                    whole = gr.JSON(label="the whole answer, as the API gives it", elem_id="answer")
+            outputs = [text, chars, info, boxes, whole]
             # Unqueued: each answer is one HTTP request, so it works whichever worker process takes
             # it (Gradio's queue keeps a page's session in one process).
-            button.click(answer, [model, image], outputs, queue=False)
-            image.upload(answer, [model, image], outputs, queue=False)
+            button.click(answer, [model, image, *extras], outputs, queue=False)
+            image.upload(answer, [model, image, *extras], outputs, queue=False)
             if examples:
                 gr.Examples(examples, [model, image])
         for name in names:
