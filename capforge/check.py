@@ -36,6 +36,7 @@ KINDS = {
     "duplicate": "the same image appears more than once in a split",
     "cross_split": "the same image is in two splits (leaks test data into training)",
     "bad_boxes": "box labels missing, malformed, outside the image or of an unknown class",
+    "out_of_range": "a measured label (an angle, a position) outside what the image allows",
 }
 
 
@@ -162,7 +163,7 @@ def check(workspace: Workspace, settings: Mapping[str, Any],
             if label is None:
                 report.findings.append(Finding(path, "no_label", "no label in its name or labels file"))
                 continue
-            problem = mode_cls.label_problem(label, settings, allowed)
+            problem = mode_cls.label_problem(label, settings, allowed, image.size)
             if problem and problem[0] != "too_long":
                 report.findings.append(Finding(path, *problem))
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -17,7 +18,7 @@ from tqdm import tqdm
 
 from capforge.data.images import iter_images
 from capforge.errors import DataError, ImageError, WorkspaceError
-from capforge.modes import label_reader
+from capforge.modes import Mode, label_reader
 from capforge.reports import confusion_picture, reliability_picture, save_report, worst_grid
 from capforge.serve.predictor import MANIFEST, Predictor
 from capforge.train import BEST, TRAINING_FILE, load_checkpoint
@@ -77,20 +78,50 @@ def answer_split(workspace: Workspace, settings: Mapping[str, Any], predictor: P
     if not items:
         raise DataError(f"no labelled images in {workspace.relative(folder)}; run split_dataset.py")
     rows: list[dict[str, Any]] = []
+    mode = predictor.mode
     for start in tqdm(range(0, len(items), 64), desc=f"testing {split}", unit="batch", disable=not progress):
         chunk, images = [], []
         for path, label in items[start:start + 64]:
             try:
-                images.append(predictor.inputs([path])[0])
+                images.append(predictor.placed(path))
                 chunk.append((path, label))
             except ImageError:
                 skipped.append(workspace.relative(path))
         if not chunk:
             continue
-        for (path, label), answer in zip(chunk, predictor.decode(predictor.probabilities(np.stack(images)))):
-            rows.append({"path": str(path), "label": label, "prediction": answer.text,
-                         "confidence": answer.confidence, "correct": answer.text == label})
+        outputs = predictor.probabilities(np.stack([array for array, _ in images]))
+        for (path, label), output, (_, placed) in zip(chunk, outputs, images):
+            answer = predictor.answer(output, placed)  # in the image's own pixels, where it has any
+            row = {"path": str(path), "label": label, "prediction": answer.text,
+                   "confidence": answer.confidence, "correct": answer.text == label}
+            error = mode.error(answer, label)
+            if error is not None and mode.measure:  # measured answers: right when within the widest tolerance
+                row |= {"error": round(error, 3), "correct": error <= mode.measure[1][-1]}
+            rows.append(row)
     return rows, skipped
+
+
+def measured_report(workspace: Workspace, mode: Mode, source: str, split: str, rows: list[dict[str, Any]],
+                    skipped: list[str], seconds: float) -> dict[str, Any]:
+    """The test report of a mode whose answers are measured (an angle, a position): mean,
+    median and worst error, the share within each of the mode's tolerances, and a picture of
+    the largest errors."""
+    measured = [r for r in rows if "error" in r]
+    if not measured:
+        raise DataError(f"no image of {split} has a label {mode.name} can measure against")
+    unit, tolerances = mode.measure  # type: ignore[misc]
+    errors = np.array([r["error"] for r in measured])
+    report = {
+        "split": split, "mode": mode.name, "model": source, "images": len(measured),
+        "skipped": skipped + [Path(r["path"]).name for r in rows if "error" not in r], "unit": unit,
+        "mean_error": float(errors.mean()), "median_error": float(np.median(errors)), "max_error": float(errors.max()),
+        "within": {f"{t:g}": float((errors <= t).mean()) for t in tolerances},
+        "ms_per_image": 1000 * seconds / max(1, len(rows)),
+        "worst": sorted(measured, key=lambda r: -r["error"])[:200],
+    }
+    target = save_report(workspace, split, report)
+    worst_grid(measured, target.with_name(f"{split}_worst.png"), unit=unit)
+    return report
 
 
 def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "test",
@@ -104,6 +135,8 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
     started = time.perf_counter()
     rows, skipped = answer_split(workspace, settings, predictor, split, progress)
     seconds = time.perf_counter() - started
+    if mode.measure:
+        return measured_report(workspace, mode, source, split, rows, skipped, seconds)
     edits = Counter()
     confusions: Counter = Counter()
     total_symbols = 0

@@ -45,18 +45,23 @@ def save_figure(fig: Any, path: Path) -> None:
     pyplot().close(fig)
 
 
-def worst_grid(rows: list[dict[str, Any]], path: Path, limit: int = 24) -> None:
-    """PNG grid of the wrong answers, most confident first (the most dangerous ones)."""
+def worst_grid(rows: list[dict[str, Any]], path: Path, limit: int = 24, unit: str | None = None) -> None:
+    """PNG grid of the wrong answers, most confident first (the most dangerous ones); for
+    measured answers (``unit``: rows carry their ``error``), the largest errors first."""
     from PIL import Image
 
-    wrong = sorted((r for r in rows if not r["correct"]), key=lambda r: -r["confidence"])[:limit]
+    if unit:
+        wrong = sorted(rows, key=lambda r: -r["error"])[:limit]
+    else:
+        wrong = sorted((r for r in rows if not r["correct"]), key=lambda r: -r["confidence"])[:limit]
     if not wrong:
         return
     fig, panels = image_grid(len(wrong), 4, 1.8)
     for axis, row in zip(panels, wrong):
         with Image.open(row["path"]) as image:
             axis.imshow(image.convert("RGB"))
-        axis.set_title(f"{row['label']} -> {row['prediction']} ({row['confidence']:.2f})", fontsize=9)
+        how = f"off by {row['error']:.1f} {unit}" if unit else f"{row['confidence']:.2f}"
+        axis.set_title(f"{row['label']} -> {row['prediction']} ({how})", fontsize=9)
     save_figure(fig, path)
 
 

@@ -57,6 +57,8 @@ def _args_gen(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, help="image height (default 60; click captchas 160)")
     p.add_argument("--format", default="png", help="png, jpg, gif, bmp or webp (default png)")
     p.add_argument("--seed", type=int, help="seed for reproducible output (default: a new one)")
+    p.add_argument("--source", type=Path, help="ROTATE, SLIDER: a folder of your site's pictures (upright "
+                   "pictures; slider backgrounds) to build captchas from (default: pictures drawn from nothing)")
     p.add_argument("--out", type=Path, help="output folder (default data/pool)")
     p.add_argument("--workers", type=int, help="processes (default: one per core)")
 
@@ -71,7 +73,7 @@ def cmd_gen(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
         charset = "".join(charset)
     mode_cls = MODE_CLASSES[settings.MODE]
     spec = mode_cls.sample_spec(settings, charset, parse_length(args.length) if args.length else None,
-                                args.width, args.height, args.format.lower())
+                                args.width, args.height, args.format.lower(), args.source)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**9)
     out = (args.out or ws.pool).resolve()
     paths = generate(spec, out, args.count, seed, args.workers)

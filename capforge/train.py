@@ -16,7 +16,6 @@ from typing import Any, Mapping, Sequence
 
 from capforge.version import __version__
 from capforge.data.charset import Charset
-from capforge.data.labels import configured_charset
 from capforge.pack import check_pack_matches, read_manifest
 from capforge.data.records import load_arrays, make_dataset
 from capforge.distribute import WorkerWorkspace, distribution_strategy, fit_across_machines, worker_role
@@ -47,11 +46,7 @@ def prepare(workspace: Workspace, settings: Mapping[str, Any]) -> Setup:
         raise NotBuiltError(f"training MODE={name} is not built yet; built: {', '.join(MODE_CLASSES)}")
     train_labels = manifest["splits"]["train"]["labels"]
     mode_cls = MODE_CLASSES[name]
-    symbols = configured_charset(settings)
-    if symbols is None:
-        tokens = {t for label in train_labels for t in mode_cls.tokens(label)}
-        symbols = sorted(tokens)
-    charset = Charset(symbols, 0 if mode_cls.uses_blank else None)
+    charset = Charset(mode_cls.symbols_for(settings, train_labels), 0 if mode_cls.uses_blank else None)
     width = mode_cls.label_width_for(settings, train_labels + manifest["splits"]["validation"]["labels"])
     return Setup(manifest, make_mode(name, charset, settings, width))
 

@@ -13,9 +13,10 @@ from capforge.modes.ctc_tiny import CTCTinyMode
 from capforge.modes.efficientdet import EfficientDetMode
 from capforge.modes.num_classes import NumClassesMode
 from capforge.modes.ordinary import OrdinaryMode
+from capforge.modes.rotate import RotateMode
 
 MODE_CLASSES: dict[str, type[Mode]] = {
-    cls.name: cls for cls in (OrdinaryMode, NumClassesMode, CTCMode, CTCTinyMode, EfficientDetMode)
+    cls.name: cls for cls in (OrdinaryMode, NumClassesMode, CTCMode, CTCTinyMode, EfficientDetMode, RotateMode)
 }
 
 __all__ = ["MODE_CLASSES", "Input", "Mode", "Prediction", "accepted", "label_reader", "make_mode", "recorded_mode", "summary_text"]

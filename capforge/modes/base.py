@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from capforge.data.charset import Charset
 from capforge.data.generate import CaptchaSpec
+from capforge.data.labels import configured_charset
 from capforge.options import Option
 
 
@@ -110,6 +112,9 @@ class Mode:
     answer_fields: Mapping[str, str] = {}
     # What a request may send beside the image (a slider's piece, the displayed width), read by ``respond``.
     inputs: tuple[Input, ...] = ()
+    # A mode whose answers are measured, not right or wrong (an angle, a position): the unit of
+    # ``error`` and the tolerances its test report gives the share within; None: text answers.
+    measure: tuple[str, tuple[float, ...]] | None = None
 
     def __init__(self, charset: Charset, settings: Mapping[str, Any], label_width: int) -> None:
         self.charset = charset
@@ -128,6 +133,12 @@ class Mode:
     def tokens(cls, label: str) -> list[str]:
         """The symbols of a label, which the model outputs one by one: its characters."""
         return list(label)
+
+    @classmethod
+    def symbols_for(cls, settings: Mapping[str, Any], labels: Sequence[str]) -> list[str]:
+        """The charset's symbols (or class names) a model is built for: CHARSET where set, else
+        every symbol of the training ``labels``."""
+        return configured_charset(settings) or sorted({t for label in labels for t in cls.tokens(label)})
 
     @classmethod
     def suggest_input(cls, sizes: Sequence[tuple[int, int]], lengths: Mapping[int, int],
@@ -156,9 +167,10 @@ class Mode:
 
     @classmethod
     def sample_spec(cls, settings: Mapping[str, Any], charset: str, lengths: tuple[int, int] | None,
-                    width: int | None, height: int | None, image_format: str) -> Any:
+                    width: int | None, height: int | None, image_format: str, source: Path | None = None) -> Any:
         """What gen_sample_by_captcha.py draws for this mode (``None``: its defaults): text
-        captchas of CAPTCHA_LENGTH characters, 160x60."""
+        captchas of CAPTCHA_LENGTH characters, 160x60. ``source``: a folder of pictures to build
+        captchas from (modes that cut or turn pictures)."""
         low, high = lengths or (settings["CAPTCHA_LENGTH"],) * 2
         return CaptchaSpec(charset, low, high, width or 160, height or 60, image_format)
 
@@ -168,10 +180,11 @@ class Mode:
         return None
 
     @classmethod
-    def label_problem(cls, label: str, settings: Mapping[str, Any], allowed: set[str] | None) -> tuple[str, str] | None:
-        """Why the check step flags ``label`` (a kind of capforge.check.KINDS and a detail), or None:
-        symbols outside ``allowed`` (the configured CHARSET, if any), or longer than
-        CAPTCHA_LENGTH where this mode has a maximum."""
+    def label_problem(cls, label: str, settings: Mapping[str, Any], allowed: set[str] | None,
+                      size: tuple[int, int] | None = None) -> tuple[str, str] | None:
+        """Why the check step flags ``label`` of an image of ``size`` (a kind of capforge.check.KINDS
+        and a detail), or None: symbols outside ``allowed`` (the configured CHARSET, if any), or
+        longer than CAPTCHA_LENGTH where this mode has a maximum."""
         symbols = cls.tokens(label)
         unknown = sorted({s for s in symbols if allowed is not None and s not in allowed})
         if unknown:
@@ -253,7 +266,19 @@ class Mode:
     @classmethod
     def summary(cls, report: Mapping[str, Any]) -> str:
         """A readable summary of this mode's test report: by default the text modes' (sequence
-        and character accuracy, confusions, calibration); a mode with its own report overrides it."""
+        and character accuracy, confusions, calibration), or a measured mode's (mean error and
+        the share within each tolerance); a mode with its own report overrides it."""
+        if "mean_error" in report:
+            unit = report["unit"]
+            return "\n".join([
+                f"model: {report['model']}",
+                f"{report['split']}: {report['images']} images"
+                + (f" ({len(report['skipped'])} skipped: unreadable or unlabelled)" if report["skipped"] else ""),
+                f"mean error {report['mean_error']:.2f} {unit}   median {report['median_error']:.2f}   "
+                f"worst {report['max_error']:.2f}",
+                "within: " + ", ".join(f"{k} {unit}: {v:.3f}" for k, v in report["within"].items()),
+                f"{report['ms_per_image']:.2f} ms per image (preprocessing included)",
+                f"report: {report['report_path']}; pictures: reports/{report['split']}_worst.png (largest errors)"])
         lines = [
             f"model: {report['model']}",
             f"{report['split']}: {report['images']} images"
@@ -303,6 +328,11 @@ class Mode:
     def decode(self, probs: np.ndarray) -> list[Prediction]:
         """Predictions for a batch of model outputs."""
         raise NotImplementedError
+
+    def error(self, prediction: Prediction, label: str) -> float | None:
+        """How far a measured answer is from ``label``, in the unit of ``measure``; None for
+        text answers (right or wrong) or a label that names no measure."""
+        return None
 
     def validation_score(self, predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
                          labels: Sequence[Any], boxes: Sequence[np.ndarray] = ()) -> float:

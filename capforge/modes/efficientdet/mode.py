@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -75,7 +76,7 @@ class EfficientDetMode(Mode):
 
     @classmethod
     def sample_spec(cls, settings: Mapping[str, Any], charset: str, lengths: tuple[int, int] | None,
-                    width: int | None, height: int | None, image_format: str) -> ClickSpec:
+                    width: int | None, height: int | None, image_format: str, source: Path | None = None) -> ClickSpec:
         """Click captchas: 3-5 targets on a 320x160 picture, with VOC XML boxes."""
         low, high = lengths or (3, 5)
         return ClickSpec(charset, low, high, width or 320, height or 160, font_path=settings["FONT_PATH"])

@@ -1,0 +1,328 @@
+"""ROTATE: the angle that turns a picture upright (rotate captchas: "drag to turn the picture").
+
+The label of a captcha is that angle in degrees, 0-360, in the direction ROTATE_DIRECTION names
+(``<angle>_<anything>.png``). The model answers a distribution over ROTATE_BINS equal angle bins;
+the answer is the circular mean of the bins around the likeliest one, its confidence the
+probability those bins hold.
+
+It learns without labelled captchas: training turns every picture by a fresh random angle each
+time it is seen (its label moving with it) and crops it the way the site does (ROTATE_CROP), so
+a folder of upright pictures (``gen_sample_by_captcha.py --source FOLDER``) is enough, and
+labelled captchas from the site train the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from capforge.data.generate import FORMATS, encode
+from capforge.data.images import iter_images, open_image
+from capforge.errors import DataError
+from capforge.modes.base import Mode, Prediction
+from capforge.options import DATA, SERVE, TRAIN, Option
+
+NEIGHBOURS = 2  # bins each side of the likeliest that the answer's mean and confidence take in
+ANGLE = r"(360(\.0+)?|(3[0-5][0-9]|[12]?[0-9]?[0-9])(\.[0-9]+)?)"  # 0-360, as labels write it
+APART = 15.0  # degrees between the answer and each other candidate angle
+SOFT_BINS = 1.0  # training targets: a circular Gaussian of this many bins around the true angle
+
+
+def parse_angle(label: str) -> float | None:
+    """The angle a label names, or None when it is not a number."""
+    try:
+        value = float(label)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def circle_mask(size: int) -> Image.Image:
+    """An 'L' mask of the disc a round rotate captcha shows, ``size`` pixels across."""
+    mask = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(mask).ellipse((0, 0, size - 1, size - 1), fill=255)
+    return mask
+
+
+def turned(picture: Image.Image, angle: float, size: int, crop: str, fill: tuple[int, int, int]) -> Image.Image:
+    """``picture`` turned counter-clockwise by ``angle`` degrees and cropped as a site shows it:
+    the centred square that stays covered at every angle, ``size`` pixels, and for 'circle' the
+    disc inside it on ``fill``."""
+    square = min(picture.size)
+    left, top = (picture.width - square) // 2, (picture.height - square) // 2
+    picture = picture.convert("RGB").crop((left, top, left + square, top + square))
+    rotated = picture.rotate(angle, resample=Image.BICUBIC)
+    inner = square / math.sqrt(2) if crop == "square" else square  # a square must stay covered when turned
+    margin = (square - inner) / 2
+    out = rotated.crop((round(margin), round(margin), round(square - margin), round(square - margin)))
+    out = out.resize((size, size), Image.BICUBIC)
+    if crop == "circle":
+        out = Image.composite(out, Image.new("RGB", (size, size), fill), circle_mask(size))
+    return out
+
+
+def scene(size: int, rng: random.Random) -> Image.Image:
+    """An upright picture drawn from nothing (no pictures given): sky above ground, a sun,
+    trees and houses standing on the ground, a line of text; each with a clear up and down."""
+    image = Image.new("RGB", (size, size))
+    draw = ImageDraw.Draw(image)
+    horizon = int(size * rng.uniform(0.45, 0.7))
+    sky, ground = [rng.randrange(256) for _ in range(3)], [rng.randrange(256) for _ in range(3)]
+    for y in range(size):
+        t = y / size
+        base = sky if y < horizon else ground
+        shade = (1.0 - 0.5 * t) if y < horizon else (0.6 + 0.4 * t)
+        draw.line([(0, y), (size, y)], fill=tuple(int(min(255, c * shade + 40 * (y < horizon))) for c in base))
+    r = rng.randint(size // 16, size // 8)
+    cx, cy = rng.randint(r, size - r), rng.randint(r, max(r + 1, horizon // 2))
+    draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(250, 230, rng.randint(60, 160)))
+    for _ in range(rng.randint(2, 6)):
+        x, w = rng.randint(0, size), rng.randint(size // 20, size // 8)
+        h = rng.randint(size // 8, size // 3)
+        if rng.random() < 0.5:  # a tree: trunk, then a crown on top
+            draw.rectangle((x - w // 4, horizon - h // 2, x + w // 4, horizon + 2), fill=(90, 60, 30))
+            draw.ellipse((x - w, horizon - h, x + w, horizon - h // 3), fill=(30, rng.randint(100, 180), 40))
+        else:  # a house: walls, then a roof on top
+            colour = tuple(rng.randrange(256) for _ in range(3))
+            draw.rectangle((x - w, horizon - h // 2, x + w, horizon + 2), fill=colour)
+            draw.polygon([(x - w - 3, horizon - h // 2), (x, horizon - h), (x + w + 3, horizon - h // 2)],
+                         fill=(150, 40, 30))
+    draw.text((rng.randint(0, size // 2), rng.randint(horizon + 4, size - 12)), "capforge", fill=(255, 255, 255))
+    return image
+
+
+@dataclass(frozen=True)
+class RotateSpec:
+    """Rotate captchas to generate: pictures from ``source`` (else drawn ones), each turned by a
+    random angle and cropped as ``crop`` says, ``size`` pixels square, named ``<angle>_<n>``."""
+
+    size: int = 152
+    crop: str = "circle"
+    source: Path | None = None
+    fmt: str = "png"
+    direction: str = "clockwise"
+
+    def __post_init__(self) -> None:
+        if self.fmt not in FORMATS:
+            raise DataError(f"unknown image format {self.fmt!r}; allowed: {', '.join(FORMATS)}")
+        if self.source is not None and not any(True for _ in iter_images(self.source)):
+            raise DataError(f"--source {self.source} holds no pictures: give a folder of upright pictures")
+
+    def _plan(self, seed: int, index: int) -> tuple[random.Random, int]:
+        rng = random.Random(f"{seed}-{index}")
+        return rng, rng.randrange(360)
+
+    def file_names(self, seed: int, index: int) -> list[str]:
+        return [f"{self._plan(seed, index)[1]}_{seed}-{index:06d}.{self.fmt}"]
+
+    def files(self, seed: int, index: int) -> list[tuple[str, bytes]]:
+        rng, angle = self._plan(seed, index)
+        if self.source is not None:
+            pictures = sorted(iter_images(self.source))
+            picture = open_image(pictures[rng.randrange(len(pictures))])
+        else:
+            picture = scene(self.size * 2, rng)
+        counter_clockwise = angle if self.direction == "clockwise" else -angle  # the label undoes the turn
+        image = turned(picture, counter_clockwise, self.size, self.crop, (255, 255, 255))
+        return [(self.file_names(seed, index)[0], encode(image, self.fmt))]
+
+
+class RotateMode(Mode):
+    name = "ROTATE"
+    uses_blank = False
+    feature_kind = "classes"
+    monitor = "val_angle_score"
+    length_capped = False
+    colour_matters = True
+    calibrated = False  # the confidence is the probability near the answer, not a softmax over texts
+    defaults = {"IMAGE_HEIGHT": 96, "IMAGE_WIDTH": 96, "IMAGE_CHANNELS": 3, "RESIZE": "stretch",
+                "BATCH_SIZE": 32}
+    options = (
+        Option("ROTATE_DIRECTION", "clockwise", str, "which way the labels' and answers' angles turn the "
+               "picture upright", SERVE, choices=("clockwise", "counterclockwise")),
+        Option("ROTATE_CROP", "circle", str, "how the site shows the turned picture: 'circle' (a disc, the "
+               "corners blank) or 'square' (the square that stays covered at every angle); training turns "
+               "pictures and crops them the same way", DATA, choices=("circle", "square")),
+        Option("ROTATE_BINS", 120, int, "angle bins the model answers over (120: 3 degrees each)", TRAIN,
+               minimum=8, maximum=720),
+    )
+    measure = ("degrees", (5.0, 10.0))  # the test report: mean error, and the share within each
+    answer_fields = {
+        "angle": "degrees to turn the picture to make it upright, 0-360, in ROTATE_DIRECTION",
+        "direction": "ROTATE_DIRECTION: which way 'angle' turns",
+        "candidates": "other likely angles, best first, each with its probability",
+    }
+
+    @classmethod
+    def tokens(cls, label: str) -> list[str]:
+        return []  # an angle, not symbols: no charset or length to suggest
+
+    @classmethod
+    def label_width_for(cls, settings: Mapping[str, Any], labels: Sequence[str]) -> int:
+        return 1
+
+    @classmethod
+    def symbols_for(cls, settings: Mapping[str, Any], labels: Sequence[str]) -> list[str]:
+        """The bins' centres in degrees: what the model's outputs stand for."""
+        step = 360 / settings["ROTATE_BINS"]
+        return [f"{i * step:g}" for i in range(settings["ROTATE_BINS"])]
+
+    @classmethod
+    def suggest_input(cls, sizes: Sequence[tuple[int, int]], lengths: Mapping[int, int],
+                      colourful: bool) -> tuple[dict[str, Any], str]:
+        side = statistics.median(min(size) for size in sizes)
+        chosen = int(min(160, max(64, 16 * round(min(96, side) / 16))))
+        return ({"IMAGE_HEIGHT": chosen, "IMAGE_WIDTH": chosen, "IMAGE_CHANNELS": 3},
+                f"rotate: a square {chosen} pixels of colour (the pictures' median side is {side:g}; more "
+                "than 96 costs training time and adds little to the angle)")
+
+    @classmethod
+    def sample_spec(cls, settings: Mapping[str, Any], charset: str, lengths: tuple[int, int] | None,
+                    width: int | None, height: int | None, image_format: str, source: Path | None = None) -> Any:
+        return RotateSpec(width or height or 152, settings["ROTATE_CROP"], source, image_format,
+                          settings["ROTATE_DIRECTION"])
+
+    @classmethod
+    def label_problem(cls, label: str, settings: Mapping[str, Any], allowed: set[str] | None,
+                      size: tuple[int, int] | None = None) -> tuple[str, str] | None:
+        angle = parse_angle(label)
+        if angle is None or not 0 <= angle <= 360:
+            return "out_of_range", (f"label {label!r} is not an angle: ROTATE labels are degrees from 0 to 360 "
+                                    "('35_anything.png')")
+        return None
+
+    def accepts(self, label: str) -> bool:
+        angle = parse_angle(label)
+        return angle is not None and 0 <= angle <= 360
+
+    def plausible(self, text: str, lengths: Sequence[int] | None) -> bool:
+        return True  # every angle can be right
+
+    def dataset(self, records: Any, parse: Callable[[Any], Any], manifest: Mapping[str, Any], split: str,
+                augment: bool) -> tuple[Any, int] | None:
+        """(image, soft targets over the bins): each picture turned by a fresh random angle when
+        training (``augment``), then cropped as ROTATE_CROP says, its angle moved with it."""
+        import tensorflow as tf
+
+        labels = manifest["splits"][split]["labels"]
+        usable = [label for label in labels if self.accepts(label)]
+        bins = self.charset.size
+        sign = 1.0 if self.settings["ROTATE_DIRECTION"] == "clockwise" else -1.0
+        p = manifest["preprocessing"]
+        height, width = p["height"], p["width"]
+        yy, xx = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij")
+        radius = (min(height, width) - 1) / 2
+        disc = tf.cast((yy - (height - 1) / 2) ** 2 + (xx - (width - 1) / 2) ** 2 <= radius ** 2, tf.float32)[..., None]
+        circle = self.settings["ROTATE_CROP"] == "circle"
+
+        def example(record: Any) -> tuple[Any, Any]:
+            image, label = parse(record)
+            image = tf.cast(image, tf.float32) / 255.0
+            angle = tf.strings.to_number(label, tf.float32)
+            if augment:
+                extra = tf.random.uniform([], 0.0, 360.0)
+                image = turn(image, extra)
+                angle = angle + sign * extra
+                if circle:  # the corners turned in are blank on the site: make them so
+                    image = image * disc + (1.0 - disc)
+                image = tf.clip_by_value(image * tf.random.uniform([], 0.8, 1.2) + tf.random.uniform([], -0.1, 0.1),
+                                         0.0, 1.0)
+            return image, soft_target(angle, bins)
+
+        def turn(image: Any, degrees: Any) -> Any:
+            """``image`` turned counter-clockwise (as it looks) by ``degrees`` about its centre."""
+            theta = degrees * math.pi / 180.0
+            cos, sin = tf.cos(theta), tf.sin(theta)
+            cx, cy = (width - 1) / 2, (height - 1) / 2
+            # output pixel -> input pixel: the inverse turn about the centre (y points down)
+            transform = tf.stack([cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy,
+                                  0.0, 0.0])
+            return tf.raw_ops.ImageProjectiveTransformV3(
+                images=image[None], transforms=transform[None], output_shape=[height, width],
+                interpolation="BILINEAR", fill_mode="NEAREST", fill_value=1.0)[0]
+
+        if len(usable) < len(labels):  # pack keeps what check_file.py flags: leave out what is no angle
+            records = records.filter(lambda r: tf.strings.regex_full_match(parse(r)[1], ANGLE))
+        return records.map(example, num_parallel_calls=tf.data.AUTOTUNE), len(usable)
+
+    def head(self, features: Any) -> Any:
+        """Where things are decides the angle (sky above, ground below), so the map is kept
+        whole: a 1x1 reduction, flattened, rather than pooled away."""
+        from keras import layers
+
+        x = layers.Conv2D(48, 1, activation="relu", name="reduce")(features)
+        x = layers.Flatten()(x)
+        x = layers.Dropout(0.3)(x)
+        x = layers.Dense(256, activation="relu")(x)
+        return layers.Dense(self.charset.size, activation="softmax", name="probs")(x)
+
+    def loss(self) -> Callable[[Any, Any], Any]:
+        import keras
+
+        return keras.losses.CategoricalCrossentropy()
+
+    def angles(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The answered angle (degrees) and its confidence for each row of bin probabilities."""
+        bins = probs.shape[-1]
+        best = probs.argmax(-1)
+        offsets = np.arange(-NEIGHBOURS, NEIGHBOURS + 1)
+        near = (best[:, None] + offsets[None]) % bins
+        weights = np.take_along_axis(probs, near, axis=1)
+        theta = near * (2 * np.pi / bins)
+        mean = np.arctan2((weights * np.sin(theta)).sum(1), (weights * np.cos(theta)).sum(1))
+        return np.degrees(mean) % 360, np.clip(weights.sum(1), 0.0, 1.0)
+
+    def decode(self, probs: np.ndarray) -> list[Prediction]:
+        probs = probs.reshape(len(probs), -1)
+        angles, confidence = self.angles(probs)
+        step = 360 / probs.shape[-1]
+        out = []
+        for row, angle, conf in zip(probs, angles, confidence):
+            others: list[int] = []  # the likeliest bins at least APART degrees from the answer and each other
+            for i in (int(i) for i in np.argsort(-row)):
+                if len(others) == 3:
+                    break
+                if all(angle_error(i * step, a) >= APART for a in [float(angle), *(j * step for j in others)]):
+                    others.append(i)
+            text = f"{angle:.1f}"
+            out.append(Prediction(text, float(conf), [(text, float(conf))], fields={
+                "angle": round(float(angle), 2), "direction": self.settings["ROTATE_DIRECTION"],
+                "candidates": [{"angle": round(i * step, 2), "probability": round(float(row[i]), 6)} for i in others]}))
+        return out
+
+    def validation_score(self, predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+                         labels: Sequence[Any], boxes: Sequence[np.ndarray] = ()) -> float:
+        """1 - mean absolute angle error / 180: 1 when every angle is right, 0.5 for guessing."""
+        errors = []
+        for start in range(0, len(labels), 256):
+            outputs = predict(images[start:start + 256].astype(np.float32) / 255.0)
+            got, _ = self.angles(outputs.reshape(len(outputs), -1))
+            errors += [angle_error(a, float(t)) for a, t in zip(got, labels[start:start + 256])]
+        return 1.0 - float(np.mean(errors)) / 180.0 if errors else 0.0
+
+    def error(self, prediction: Prediction, label: str) -> float | None:
+        angle = parse_angle(label)
+        return None if angle is None else angle_error(prediction.fields["angle"], angle)
+
+
+def angle_error(answer: float, truth: float) -> float:
+    """The smaller turn between two angles, in degrees (0-180)."""
+    difference = abs(answer - truth) % 360
+    return min(difference, 360 - difference)
+
+
+def soft_target(angle: Any, bins: int) -> Any:
+    """Training target for ``angle`` degrees (a tensor): a circular Gaussian over the bins."""
+    import tensorflow as tf
+
+    centres = tf.range(bins, dtype=tf.float32) * (360.0 / bins)
+    difference = tf.math.floormod(centres - angle + 180.0, 360.0) - 180.0
+    weights = tf.exp(-0.5 * (difference / (SOFT_BINS * 360.0 / bins)) ** 2)
+    return weights / tf.reduce_sum(weights)
