@@ -30,7 +30,7 @@ from typing import Any, Mapping
 from tqdm import tqdm
 
 from capforge.version import __version__
-from capforge.data.images import Preprocessing, geometry, iter_images, open_image, preprocess_to_uint8
+from capforge.data.images import Geometry, Preprocessing, geometry, iter_images, open_image, preprocess_to_uint8
 from capforge.data.labels import LabelReader
 from capforge.errors import CapforgeError, DataError, disk_space
 from capforge.modes import MODE_CLASSES, label_reader
@@ -73,7 +73,7 @@ def read_manifest(workspace: Workspace) -> dict[str, Any]:
     return manifest
 
 
-Encoded = tuple[bytes, list[float], list[str]]
+Encoded = tuple[bytes, list[float], list[str], Geometry]
 
 
 def _encode(job: tuple[str, list[str], Preprocessing, bool | None]) -> list[Encoded | None]:
@@ -89,12 +89,12 @@ def _encode(job: tuple[str, list[str], Preprocessing, bool | None]) -> list[Enco
                 image = extra(image)
             corners: list[float] = []
             classes: list[str] = []
+            placed = geometry(image.width, image.height, preprocessing)
             if fold_case is not None:
-                placed = geometry(image.width, image.height, preprocessing)
                 for box in read_boxes(Path(path), image.width, image.height, Path(root)):
                     corners += [*placed.to_input(box.x1, box.y1), *placed.to_input(box.x2, box.y2)]
                     classes.append(box.label.lower() if fold_case else box.label)
-            out.append((preprocess_to_uint8(image, preprocessing).tobytes(), corners, classes))
+            out.append((preprocess_to_uint8(image, preprocessing).tobytes(), corners, classes, placed))
         except CapforgeError:
             out.append(None)
     return out
@@ -171,7 +171,8 @@ def _pack_splits(workspace: Workspace, preprocessing: Preprocessing, reader: Lab
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         for split in SPLITS:
             folder = workspace.split_dir(split)
-            detection = MODE_CLASSES[settings["MODE"]].labels_from_boxes  # labels come from the box files
+            mode_cls = MODE_CLASSES[settings["MODE"]]
+            detection = mode_cls.labels_from_boxes  # labels come from the box files
             items = [(p, p.stem if detection else reader.label(p, folder)) for p in iter_images(folder)]
             skipped = [workspace.relative(p) for p, label in items if label is None]
             items = [(p, label) for p, label in items if label is not None]
@@ -186,7 +187,8 @@ def _pack_splits(workspace: Workspace, preprocessing: Preprocessing, reader: Lab
                     if item is None:
                         skipped.append(workspace.relative(path))
                         continue
-                    image, boxes, classes = item
+                    image, boxes, classes, placed = item
+                    label = mode_cls.packed_label(label, placed)  # a position moves into the model input
                     records.append(_example(image, label, workspace.relative(path),
                                             *((boxes, classes) if detection else ())))
                     labels.append(classes if detection else label)

@@ -49,15 +49,39 @@ def test_model_loss_and_decoding(name: str) -> None:
     outputs = model(images, training=False)
     target = np.zeros((2, *outputs.shape[1:]), np.float32) if mode.labels_from_boxes else \
         np.array([[1, 2, 0, 0], [3, 0, 0, 0]], np.int32)[:, :mode.label_width]
+    if mode.measure:  # measured answers: the targets its own pipeline makes of two labels
+        target = own_targets(mode, images, MEASURED_LABELS)
     loss = keras.ops.convert_to_numpy(keras.ops.mean(mode.loss()(target, outputs)))
     assert np.isfinite(loss), loss
     predictions = mode.decode(np.asarray(outputs))
     assert len(predictions) == 2 and all(0.0 <= p.confidence <= 1.0 for p in predictions)
 
 
+MEASURED_LABELS = ["30", "100"]  # an angle or a position every measured mode accepts at the tiny size
+
+
+def own_targets(mode, images: np.ndarray, labels: list[str]) -> np.ndarray:
+    """The targets ``mode``'s own pipeline (Mode.dataset) makes of ``labels`` for ``images``."""
+    import tensorflow as tf
+
+    records = tf.data.Dataset.range(len(labels))
+    uint8 = tf.constant((images * 255).astype(np.uint8))
+    manifest = {"splits": {"train": {"labels": labels}},
+                "preprocessing": {"height": images.shape[1], "width": images.shape[2]}}
+    ds, count = mode.dataset(records, lambda i: (uint8[i], tf.constant(labels)[i]), manifest, "train", False)
+    assert count == len(labels)
+    return np.stack([target.numpy() for _, target in ds])
+
+
 @pytest.mark.parametrize("name", list(MODE_CLASSES))
 def test_label_acceptance_agrees_with_symbol_splitting(name: str) -> None:
     mode = small_mode(name, label_width=2)
+    if mode.measure:  # an angle or a position: in range or reported with what is allowed
+        assert all(mode.accepts(label) for label in MEASURED_LABELS) and not mode.accepts("never-a-number?")
+        assert mode.label_problem("30", mode.settings, None, (128, 64)) is None
+        problem = mode.label_problem("-5", mode.settings, None, (128, 64))
+        assert problem and problem[0] == "out_of_range" and "'-5'" in problem[1] and "from 0" in problem[1]
+        return
     known = mode.charset.symbols[0]
     assert mode.tokens(known) and mode.accepts(known)
     assert not mode.accepts("never-a-symbol?")

@@ -13,9 +13,9 @@ STEPS = [("gen_sample_by_captcha.py", "--count", "400"), ("split_dataset.py",), 
          ("train.py",), ("save_model.py",), ("test.py",)]
 
 
-# Every registered mode that reads text or classes; click captchas have their own end-to-end test
-# (tests/modes/efficientdet/), since their data are pictures with box files.
-TEXT_MODES = [name for name, cls in MODE_CLASSES.items() if not cls.labels_from_boxes]
+# Every registered mode that reads text or classes; click captchas (tests/modes/efficientdet/) and
+# measured answers (angles, positions: tests/modes/test_measured.py) have their own end-to-end tests.
+TEXT_MODES = [name for name, cls in MODE_CLASSES.items() if not cls.labels_from_boxes and not cls.measure]
 
 
 @pytest.mark.parametrize("mode", TEXT_MODES)

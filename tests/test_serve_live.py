@@ -74,7 +74,7 @@ def test_example_crawler_against_the_demo_captcha_route(server: tuple[str, Path]
         site.terminate()
         site.wait(timeout=10)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count(f"solved: {answer['result']}") == 2 and "attempt 1:" in result.stdout
+    assert result.stdout.count(f"solved: type {answer['result']!r}") == 2 and "attempt 1:" in result.stdout
 
 
 def test_several_worker_processes_answer_alike(server: tuple[str, Path]) -> None:

@@ -14,9 +14,11 @@ from capforge.modes.efficientdet import EfficientDetMode
 from capforge.modes.num_classes import NumClassesMode
 from capforge.modes.ordinary import OrdinaryMode
 from capforge.modes.rotate import RotateMode
+from capforge.modes.slider import SliderMode
 
 MODE_CLASSES: dict[str, type[Mode]] = {
-    cls.name: cls for cls in (OrdinaryMode, NumClassesMode, CTCMode, CTCTinyMode, EfficientDetMode, RotateMode)
+    cls.name: cls for cls in (OrdinaryMode, NumClassesMode, CTCMode, CTCTinyMode, EfficientDetMode, RotateMode,
+                                  SliderMode)
 }
 
 __all__ = ["MODE_CLASSES", "Input", "Mode", "Prediction", "accepted", "label_reader", "make_mode", "recorded_mode", "summary_text"]

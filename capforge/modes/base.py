@@ -194,6 +194,12 @@ class Mode:
                                 f"CAPTCHA_LENGTH = {len(symbols)} or more fits it")
         return None
 
+    @classmethod
+    def packed_label(cls, label: str, placed: Any) -> str:
+        """``label`` as the model learns it, for an image that lands in the model input as
+        ``placed`` says (a data.images.Geometry): a position moves with the image; text as it is."""
+        return label
+
     def accepts(self, label: str) -> bool:
         """Whether this mode can learn ``label`` (known symbols, not too long)."""
         tokens = self.tokens(label)
@@ -227,8 +233,9 @@ class Mode:
         images, floats, strings) with the PIL ``image``; by default unchanged."""
         return prediction
 
-    def annotations(self, prediction: Prediction) -> list[tuple[tuple[int, int, int, int], str]] | None:
-        """Boxes the page draws on the image for this answer ((x1, y1, x2, y2), caption); None: none."""
+    def annotations(self, prediction: Prediction, size: tuple[int, int]) -> list[tuple[tuple[int, int, int, int], str]] | None:
+        """Boxes the page draws on the image (``size``: width, height) for this answer ((x1, y1, x2,
+        y2), caption); None: none."""
         if prediction.boxes is None:
             return None
         return [((int(b["x1"]), int(b["y1"]), int(b["x2"]), int(b["y2"])), f"{b['label']} {b['score']:.2f}")

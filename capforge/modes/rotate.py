@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from capforge.data.generate import FORMATS, encode
-from capforge.data.images import iter_images, open_image
+from capforge.data.pictures import check_source, pick_picture
 from capforge.errors import DataError
 from capforge.modes.base import Mode, Prediction
 from capforge.options import DATA, SERVE, TRAIN, Option
@@ -68,36 +68,6 @@ def turned(picture: Image.Image, angle: float, size: int, crop: str, fill: tuple
     return out
 
 
-def scene(size: int, rng: random.Random) -> Image.Image:
-    """An upright picture drawn from nothing (no pictures given): sky above ground, a sun,
-    trees and houses standing on the ground, a line of text; each with a clear up and down."""
-    image = Image.new("RGB", (size, size))
-    draw = ImageDraw.Draw(image)
-    horizon = int(size * rng.uniform(0.45, 0.7))
-    sky, ground = [rng.randrange(256) for _ in range(3)], [rng.randrange(256) for _ in range(3)]
-    for y in range(size):
-        t = y / size
-        base = sky if y < horizon else ground
-        shade = (1.0 - 0.5 * t) if y < horizon else (0.6 + 0.4 * t)
-        draw.line([(0, y), (size, y)], fill=tuple(int(min(255, c * shade + 40 * (y < horizon))) for c in base))
-    r = rng.randint(size // 16, size // 8)
-    cx, cy = rng.randint(r, size - r), rng.randint(r, max(r + 1, horizon // 2))
-    draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(250, 230, rng.randint(60, 160)))
-    for _ in range(rng.randint(2, 6)):
-        x, w = rng.randint(0, size), rng.randint(size // 20, size // 8)
-        h = rng.randint(size // 8, size // 3)
-        if rng.random() < 0.5:  # a tree: trunk, then a crown on top
-            draw.rectangle((x - w // 4, horizon - h // 2, x + w // 4, horizon + 2), fill=(90, 60, 30))
-            draw.ellipse((x - w, horizon - h, x + w, horizon - h // 3), fill=(30, rng.randint(100, 180), 40))
-        else:  # a house: walls, then a roof on top
-            colour = tuple(rng.randrange(256) for _ in range(3))
-            draw.rectangle((x - w, horizon - h // 2, x + w, horizon + 2), fill=colour)
-            draw.polygon([(x - w - 3, horizon - h // 2), (x, horizon - h), (x + w + 3, horizon - h // 2)],
-                         fill=(150, 40, 30))
-    draw.text((rng.randint(0, size // 2), rng.randint(horizon + 4, size - 12)), "capforge", fill=(255, 255, 255))
-    return image
-
-
 @dataclass(frozen=True)
 class RotateSpec:
     """Rotate captchas to generate: pictures from ``source`` (else drawn ones), each turned by a
@@ -112,8 +82,7 @@ class RotateSpec:
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
             raise DataError(f"unknown image format {self.fmt!r}; allowed: {', '.join(FORMATS)}")
-        if self.source is not None and not any(True for _ in iter_images(self.source)):
-            raise DataError(f"--source {self.source} holds no pictures: give a folder of upright pictures")
+        check_source(self.source, "upright pictures")
 
     def _plan(self, seed: int, index: int) -> tuple[random.Random, int]:
         rng = random.Random(f"{seed}-{index}")
@@ -124,11 +93,7 @@ class RotateSpec:
 
     def files(self, seed: int, index: int) -> list[tuple[str, bytes]]:
         rng, angle = self._plan(seed, index)
-        if self.source is not None:
-            pictures = sorted(iter_images(self.source))
-            picture = open_image(pictures[rng.randrange(len(pictures))])
-        else:
-            picture = scene(self.size * 2, rng)
+        picture = pick_picture(self.source, rng, self.size * 2)
         counter_clockwise = angle if self.direction == "clockwise" else -angle  # the label undoes the turn
         image = turned(picture, counter_clockwise, self.size, self.crop, (255, 255, 255))
         return [(self.file_names(seed, index)[0], encode(image, self.fmt))]

@@ -94,7 +94,7 @@ def build_ui(registry: ModelRegistry) -> Any:
             return "", {}, str(exc), None, {}
         whole = build_answer(model.name, prediction, model.settings.MIN_CONFIDENCE, None, started)
         chars = {f"{i + 1}: {c}": round(p, 4) for i, (c, p) in enumerate(prediction.chars)}
-        marks = mode.annotations(prediction)
+        marks = mode.annotations(prediction, image.size)
         return (prediction.text, chars,
                 f"confidence {prediction.confidence:.4f} ({'accepted' if whole['accepted'] else 'not accepted: below MIN_CONFIDENCE or cannot be right'})"
                 f"; {whole['time_ms']:.1f} ms", None if marks is None else (image.convert("RGB"), marks), whole)

@@ -8,7 +8,7 @@ import random
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from capforge.data.generate import CaptchaSpec, render
+from capforge.data.labels import label_from_name
 from capforge.serve.metrics import Metrics
 from capforge.serve.registry import ModelRegistry
 from capforge.serve.schemas import errors
@@ -22,15 +22,15 @@ def router(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
         200: {"content": {"image/png": {}}, "description": "a PNG; its label in the X-Captcha-Label header"},
         **errors(400, 404, 422)})
     async def demo_captcha(model: str | None = None) -> Response:
-        """A fresh synthetic captcha of the model's kind; its label is in X-Captcha-Label."""
+        """A fresh synthetic captcha of the model's kind (what its gen_sample_by_captcha.py draws);
+        its label (text, an angle, a gap's x) is in X-Captcha-Label."""
         served = registry.resolve(model)
-        symbols = served.predictor.mode.charset.symbols
+        mode = served.predictor.mode
         length = served.settings.CAPTCHA_LENGTH
-        spec = CaptchaSpec("".join(s for s in symbols if len(s) == 1), length, length)
-        seed = random.SystemRandom().randrange(10**9)
-        rng = random.Random(seed)
-        label = "".join(rng.choice(spec.charset) for _ in range(length))
-        data = await asyncio.to_thread(render, spec, label, seed, 0)
+        charset = "".join(s for s in mode.charset.symbols if len(s) == 1) or "0123456789"
+        spec = mode.sample_spec(served.settings, charset, (length, length), None, None, "png")
+        name, data = (await asyncio.to_thread(spec.files, random.SystemRandom().randrange(10**9), 0))[0]
+        label = label_from_name(name, "_")  # every generator names its files <label>_<n>
         return Response(data, media_type="image/png", headers={"X-Captcha-Label": label})
 
     return routes

@@ -6,6 +6,10 @@ It needs only `requests`. Start the server first (python app.py --demo-captcha),
     python spider_example.py                     # 5 captchas from the server's demo route
     python spider_example.py --captcha-url https://site.example/captcha.jpg --model mysite
 
+The answer is what the site wants done: text to type, a distance to drag the slider (SLIDER:
+`x`, or `display_x` when --display-width gives the width the page shows the background at), or
+an angle to turn the picture (ROTATE: `angle`, in `direction`).
+
 When the answer is not `accepted` (confidence below MIN_CONFIDENCE) the crawler fetches a
 fresh captcha instead of submitting a likely wrong answer.
 
@@ -23,26 +27,49 @@ import sys
 import requests
 
 
-def solve(session: requests.Session, api: str, captcha_url: str, model: str, attempts: int) -> str:
-    """Fetch captchas until the server accepts its own answer; return that answer."""
+def action(body: dict) -> str:
+    """What to do on the site with an answer: turn, drag or type."""
+    if "angle" in body:
+        return f"turn {body['angle']:.1f} degrees {body['direction']}"
+    if "x" in body:
+        return f"drag {body.get('display_x', body['x']):.0f} px"
+    return f"type {body['result']!r}"
+
+
+def is_right(body: dict, truth: str) -> bool:
+    """Whether an answer matches the demo route's truth: within 10 degrees, 5 pixels, or exactly."""
+    if "angle" in body:
+        turn = abs(body["angle"] - float(truth)) % 360
+        return min(turn, 360 - turn) <= 10
+    if "x" in body:
+        return abs(body["x"] - float(truth)) <= 5
+    return truth == body["result"]
+
+
+def solve(session: requests.Session, api: str, captcha_url: str, model: str, attempts: int,
+          display_width: float | None = None) -> str:
+    """Fetch captchas until the server accepts its own answer; return what to do with it."""
     for attempt in range(1, attempts + 1):
         captcha = session.get(captcha_url, timeout=10)
         captcha.raise_for_status()
         payload = {"image": base64.b64encode(captcha.content).decode()}
         if model:
             payload["model"] = model
+        if display_width:
+            payload["display_width"] = display_width
         answer = session.post(f"{api}/api/v1/recognize", json=payload, timeout=10)
         if answer.status_code != 200:
             raise SystemExit(f"the server refused the captcha: {answer.status_code} {answer.text}")
         body = answer.json()
         truth = captcha.headers.get("X-Captcha-Label")  # only the demo route tells the truth
-        check = "" if truth is None else ("  correct" if truth == body["result"] else f"  wrong (was {truth})")
-        print(f"attempt {attempt}: {body['result']!r} confidence {body['confidence']:.3f} "
+        right = truth is not None and is_right(body, truth)
+        check = "" if truth is None else ("  correct" if right else f"  wrong (was {truth})")
+        print(f"attempt {attempt}: {action(body)} confidence {body['confidence']:.3f} "
               f"in {body['time_ms']:.1f} ms{'' if body['accepted'] else '  not accepted: fetching another'}{check}")
         if truth is not None:  # a real crawler reports once the site has answered its submission
-            report(session, api, body, truth == body["result"], model)
+            report(session, api, body, right, model)
         if body["accepted"]:
-            return body["result"]
+            return action(body)
     raise SystemExit(f"no answer was accepted in {attempts} attempts")
 
 
@@ -65,12 +92,13 @@ def main() -> None:
     parser.add_argument("--model", default="", help="model name, when the server has several")
     parser.add_argument("--count", type=int, default=5, help="captchas to solve")
     parser.add_argument("--attempts", type=int, default=5, help="fresh captchas to try per answer")
+    parser.add_argument("--display-width", type=float, help="SLIDER: the width the page shows the background at")
     args = parser.parse_args()
     captcha_url = args.captcha_url or f"{args.url}/demo/captcha" + (f"?model={args.model}" if args.model else "")
     with requests.Session() as session:
         try:
             for _ in range(args.count):
-                print("solved:", solve(session, args.url, captcha_url, args.model, args.attempts))
+                print("solved:", solve(session, args.url, captcha_url, args.model, args.attempts, args.display_width))
         except requests.ConnectionError:
             sys.exit(f"cannot reach {args.url}; start the server with: python app.py --demo-captcha")
 

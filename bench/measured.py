@@ -1,0 +1,191 @@
+"""SLIDER and ROTATE on pictures they never trained on, through the user's flow.
+
+For each mode it splits a folder of pictures (default ../shared/datasets/photos, 3,000 upright
+scene photos) by file into training pictures (a site's backgrounds: SLIDER uses --backgrounds of
+them, as sites reuse a few dozen; ROTATE uses every training picture) and held-out pictures
+(every fifth file, never seen in training). It runs the workspace scripts as the README gives
+them: New_work.py, gen_sample_by_captcha.py --source <training pictures>, check_file.py, split,
+pack, train.py --minutes N, save_model.py. Then it answers --test captchas cut from the held-out
+pictures through capforge.Recognizer (the served ONNX model), and prints, beside it:
+
+- SLIDER: the training-free matcher (OpenCV edges of the piece) on the same captchas, and on the
+  real slider captchas of ../shared/datasets/slider_toutiao (unlabelled: how often the trained
+  model and the matcher agree within 5 px there);
+- ROTATE: a constant guess (the best single angle).
+
+Figures go to bench/results/measured.md with the command, date and machine.
+
+    .venv/bin/python bench/measured.py --modes SLIDER ROTATE --minutes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from machine import describe  # noqa: E402
+
+from capforge import Recognizer  # noqa: E402
+from capforge.data.images import iter_images, open_image  # noqa: E402
+from capforge.modes.rotate import RotateSpec, angle_error, turned  # noqa: E402
+from capforge.modes.slider import match_piece, render_slider  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "datasets"
+RESULTS = HERE / "results" / "measured.md"
+
+
+def run(root: Path, script: str, *args: str) -> str:
+    """Run a workspace script as a user would; stop the bench on failure."""
+    done = subprocess.run([sys.executable, script, *args], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def split_pictures(folder: Path, work: Path, backgrounds: int | None) -> tuple[Path, list[Path]]:
+    """Training pictures (linked into a folder) and the held-out ones (every fifth file)."""
+    pictures = sorted(iter_images(folder))
+    held = pictures[::5]
+    train = [p for i, p in enumerate(pictures) if i % 5]
+    if backgrounds:
+        train = random.Random(0).sample(train, backgrounds)
+    target = work / "pictures"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for i, path in enumerate(train):
+        (target / f"{i:05d}{path.suffix}").symlink_to(path)
+    return target, held
+
+
+def workspace(work: Path, mode: str, source: Path, count: int, minutes: float, extra: list[str]) -> tuple[Path, str]:
+    """Scaffold, generate from ``source``, check, split, pack, train and export; the train log's last line."""
+    shutil.rmtree(work / "works", ignore_errors=True)
+    subprocess.run([sys.executable, str(ROOT / "New_work.py"), "works", "site", "--mode", mode], cwd=work,
+                   check=True, capture_output=True)
+    root = work / "works" / "site"
+    with (root / "settings.py").open("a") as f:
+        f.write("".join(line + "\n" for line in extra))
+    run(root, "gen_sample_by_captcha.py", "--count", str(count), "--seed", "1", "--source", str(source))
+    run(root, "check_file.py")
+    run(root, "split_dataset.py")
+    run(root, "pack_dataset.py")
+    trained = run(root, "train.py", "--minutes", str(minutes)).strip().splitlines()[-1]
+    run(root, "save_model.py")
+    return root, trained
+
+
+def bench_slider(args: argparse.Namespace, work: Path) -> list[str]:
+    source, held = split_pictures(args.pictures, work, args.backgrounds)
+    root, trained = workspace(work, "SLIDER", source, args.count, args.minutes, [])
+    recognizer = Recognizer(root)
+    rng = random.Random(11)
+    model_errors, matcher_errors, times = [], [], []
+    for i in range(args.test):
+        width, height = rng.choice(((280, 160), (268, 150), (320, 160), (340, 212), (300, 170)))
+        background, piece, x, _ = render_slider(open_image(held[i % len(held)]).convert("RGB"), width, height, rng)
+        buffer = io.BytesIO()
+        background.save(buffer, "PNG")
+        started = time.perf_counter()
+        answer = recognizer.recognize(buffer.getvalue())
+        times.append(time.perf_counter() - started)
+        model_errors.append(abs(answer["x"] - x))
+        match = match_piece(background, piece)
+        matcher_errors.append(abs(match["x"] - x) if match else float("inf"))
+    agree, real = [], sorted((SHARED / "slider_toutiao" / "images").glob("*_1.png"))
+    for path in real:
+        answer = recognizer.recognize(path.read_bytes())
+        match = match_piece(open_image(path), open_image(path.with_name(path.name.replace("_1.", "_2."))))
+        agree.append(match is not None and abs(answer["x"] - match["x"]) <= 5)
+
+    def row(name: str, errors: list[float]) -> str:
+        e = np.asarray(errors)
+        return (f"| {name} | {len(e)} | {np.mean(np.minimum(e, 1000)):.2f} | {np.median(e):.2f} | "
+                f"{(e <= 2).mean():.3f} | {(e <= 3).mean():.3f} | {(e <= 5).mean():.3f} |")
+
+    return ["### SLIDER: held-out backgrounds (generated gaps, sizes 268-340 px wide)", "",
+            f"training: {args.count} captchas from {args.backgrounds} backgrounds, {trained}", "",
+            "| answer | captchas | mean error px | median | within 2 px | within 3 px | within 5 px |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            row("trained model (background only)", model_errors),
+            row("training-free matcher (with the piece)", matcher_errors), "",
+            f"served through Recognizer: {1000 * float(np.median(times)):.2f} ms per captcha (median)", "",
+            f"real slider captchas (slider_toutiao, {len(real)}, unlabelled): the trained model and the "
+            f"matcher agree within 5 px on {np.mean(agree):.3f} of them", ""]
+
+
+def bench_rotate(args: argparse.Namespace, work: Path) -> list[str]:
+    source, held = split_pictures(args.pictures, work, None)
+    root, trained = workspace(work, "ROTATE", source, args.count, args.minutes, [])
+    recognizer = Recognizer(root)
+    rng = random.Random(12)
+    errors, constant, times = [], [], []
+    truths = []
+    for i in range(args.test):
+        spec = RotateSpec(rng.choice((120, 152, 200)), rng.choice(("circle", "circle", "square")),
+                          None, "png")
+        angle = rng.randrange(360)
+        image = turned(open_image(held[i % len(held)]), angle, spec.size, spec.crop, (255, 255, 255))
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        started = time.perf_counter()
+        answer = recognizer.recognize(buffer.getvalue())
+        times.append(time.perf_counter() - started)
+        errors.append(angle_error(answer["angle"], angle))
+        truths.append(angle)
+    best = min(range(360), key=lambda guess: sum(angle_error(guess, t) for t in truths))
+    constant = [angle_error(best, t) for t in truths]
+
+    def row(name: str, values: list[float]) -> str:
+        e = np.asarray(values)
+        return (f"| {name} | {len(e)} | {e.mean():.2f} | {np.median(e):.2f} | {(e <= 5).mean():.3f} | "
+                f"{(e <= 10).mean():.3f} |")
+
+    return ["### ROTATE: held-out pictures (turned at random, circle and square crops, 120-200 px)", "",
+            f"training: {args.count} captchas from {len(list(source.iterdir()))} upright pictures, {trained}", "",
+            "| answer | captchas | mean error deg | median | within 5 deg | within 10 deg |",
+            "| --- | --- | --- | --- | --- | --- |",
+            row("trained model", errors), row(f"constant guess ({best} deg)", constant), "",
+            f"served through Recognizer: {1000 * float(np.median(times)):.2f} ms per captcha (median)", ""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modes", nargs="+", default=["SLIDER", "ROTATE"], choices=["SLIDER", "ROTATE"])
+    parser.add_argument("--pictures", type=Path, default=SHARED / "photos")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--count", type=int, default=4000, help="captchas generated for training")
+    parser.add_argument("--backgrounds", type=int, default=40, help="SLIDER: backgrounds the site reuses")
+    parser.add_argument("--test", type=int, default=500, help="held-out captchas answered")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/capforge-measured"))
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    lines = [f"## {datetime.date.today()}: `{' '.join(['.venv/bin/python bench/measured.py', *sys.argv[1:]])}`", "",
+             f"machine: {describe()}", ""]
+    for mode in args.modes:
+        work = args.work / mode.lower()
+        work.mkdir(parents=True, exist_ok=True)
+        lines += (bench_slider if mode == "SLIDER" else bench_rotate)(args, work)
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        RESULTS.parent.mkdir(exist_ok=True)
+        old = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# SLIDER and ROTATE (bench/measured.py)\n"
+        RESULTS.write_text(old.rstrip() + "\n\n" + text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Modes whose answers are measured, not read (SLIDER: a gap's x; ROTATE: an angle), end to end as a
+user runs them: scaffold, generate from pictures, check, split, pack, train, export, test, serve
+(HTTP, Recognizer, the page's answer) and the example crawler against the demo route. Each must
+beat the best constant guess on its test split."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from capforge.modes import MODE_CLASSES
+from capforge.recognizer import Recognizer
+from capforge.serve.api import create_app
+from capforge.serve.registry import ModelRegistry
+from capforge.serve.ui import build_ui
+from conftest import new_work, run_script, running_app
+
+MEASURED = [name for name, cls in MODE_CLASSES.items() if cls.measure]
+# Small inputs so that a minute of training on two cores learns; generated sizes as the defaults.
+SIZES = {"SLIDER": "IMAGE_HEIGHT = 64\nIMAGE_WIDTH = 160\n", "ROTATE": "IMAGE_HEIGHT = 48\nIMAGE_WIDTH = 48\n"}
+OUT_OF_RANGE = {"SLIDER": ("9999_1_bad.png", "0 to 279"), "ROTATE": ("400_bad.png", "from 0 to 360")}
+
+
+def constant_guess_error(mode: str, truths: list[float]) -> float:
+    """The mean error of the best single answer for every image (what a model that learnt nothing gets)."""
+    if mode == "ROTATE":
+        return min(np.mean([min(abs(g - t) % 360, 360 - abs(g - t) % 360) for t in truths]) for g in range(360))
+    return float(np.mean(np.abs(np.array(truths) - np.median(truths))))
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", MEASURED)
+def test_scaffold_to_served_answer(tmp_path: Path, mode: str) -> None:
+    assert new_work(tmp_path / "works", "site", "--mode", mode).returncode == 0
+    root = tmp_path / "works" / "site"
+    with (root / "settings.py").open("a") as f:
+        f.write(SIZES[mode])
+    for script, *args in (("gen_sample_by_captcha.py", "--count", "600", "--seed", "5"), ("check_file.py",),
+                          ("split_dataset.py",), ("pack_dataset.py",), ("train.py", "--minutes", "1"),
+                          ("save_model.py",), ("test.py",)):
+        result = run_script(root, script, *args)
+        assert result.returncode == 0, f"{script}: {result.stdout[-1500:]} {result.stderr[-1500:]}"
+    report = json.loads((root / "reports" / "test_report.json").read_text())
+    unit, tolerances = MODE_CLASSES[mode].measure
+    assert report["mode"] == mode and report["unit"] == unit and report["images"] == 60
+    assert set(report["within"]) == {f"{t:g}" for t in tolerances}
+    assert (root / "reports" / "test_worst.png").read_bytes()[:4] == b"\x89PNG"
+    truths = [float(p.name.split("_")[0]) for p in (root / "data" / "test").iterdir()]
+    guess = constant_guess_error(mode, truths)
+    assert report["mean_error"] < 0.6 * guess, (report["mean_error"], guess)  # it learnt where, not a constant
+
+    # served: Recognizer, the HTTP API (with the inputs beside the image) and the page agree
+    sample = sorted((root / "data" / "test").iterdir())[0]
+    answer = Recognizer(root).recognize(sample)
+    field = "x" if mode == "SLIDER" else "angle"
+    assert isinstance(answer[field], float) and answer["result"] == f"{answer[field]:.{0 if mode == 'SLIDER' else 1}f}"
+    assert all(set(c) == {field, "probability"} for c in answer["candidates"])
+    api = TestClient(create_app(ModelRegistry(root.parent, None)))
+    served = api.post("/api/v1/recognize", json={"image": b64(sample.read_bytes())}).json()
+    assert served[field] == answer[field]
+    documented = api.get("/openapi.json").json()["components"]["schemas"]
+    assert field in documented["RecognizeAnswer"]["properties"]
+    piece = Image.new("RGBA", (24, 24), (200, 30, 30, 255))
+    if mode == "SLIDER":
+        width = Image.open(sample).width
+        both = api.post("/api/v1/recognize", json={"image": b64(sample.read_bytes()), "piece": b64(png(piece)),
+                                                   "display_width": width / 2}).json()
+        assert both["display_x"] == round(both["x"] / 2, 1) and set(both["match"]) >= {"x", "y", "width", "score"}
+        assert both["width"] == 24 and both["y"] == both["match"]["y"]
+        for wrong, code in (({"piece": b64(b"not a picture")}, "invalid_image"), ({"display_width": -3}, "invalid_input")):
+            refused = api.post("/api/v1/recognize", json={"image": b64(sample.read_bytes()), **wrong})
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == code, refused.text
+    else:  # one image too many: ROTATE reads the picture alone
+        refused = api.post("/api/v1/recognize", json={"image": b64(sample.read_bytes()), "piece": b64(png(piece))})
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "input_not_supported"
+        assert "'piece' is not read by ROTATE" in refused.json()["error"]["message"]
+    page = build_ui(ModelRegistry(root.parent, None))
+    handler = next(f.fn for f in page.fns.values() if getattr(f.fn, "__name__", "") == "answer")
+    text, _, _, marks, whole = handler("site", Image.open(sample), *([None] * 2 if mode == "SLIDER" else []))
+    assert text == answer["result"] and whole[field] == answer[field]
+    assert (marks is not None) == (mode == "SLIDER")  # the gap is drawn on the picture
+
+    # the example crawler turns answers into what a site wants, against the demo route
+    with running_app(root, "--demo-captcha") as url:
+        crawled = run_script(root, "spider_example.py", "--url", url, "--count", "2")
+    assert crawled.returncode == 0, crawled.stderr
+    assert crawled.stdout.count("solved: drag " if mode == "SLIDER" else "solved: turn ") == 2, crawled.stdout
+
+    # a label outside what the image allows is named, with the allowed range
+    name, allowed = OUT_OF_RANGE[mode]
+    Image.open(sample).save(root / "data" / "pool" / name)
+    checked = run_script(root, "check_file.py")
+    assert checked.returncode == 1 and name in checked.stdout and allowed in checked.stdout, checked.stdout
