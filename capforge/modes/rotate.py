@@ -26,22 +26,14 @@ from PIL import Image, ImageDraw
 from capforge.data.generate import FORMATS, encode
 from capforge.data.pictures import check_source, pick_picture
 from capforge.errors import DataError
-from capforge.modes.base import Mode, Prediction
+from capforge.modes.base import Prediction
+from capforge.modes.measured import MeasuredMode, number
 from capforge.options import DATA, SERVE, TRAIN, Option
 
 NEIGHBOURS = 2  # bins each side of the likeliest that the answer's mean and confidence take in
 ANGLE = r"(360(\.0+)?|(3[0-5][0-9]|[12]?[0-9]?[0-9])(\.[0-9]+)?)"  # 0-360, as labels write it
 APART = 15.0  # degrees between the answer and each other candidate angle
 SOFT_BINS = 1.0  # training targets: a circular Gaussian of this many bins around the true angle
-
-
-def parse_angle(label: str) -> float | None:
-    """The angle a label names, or None when it is not a number."""
-    try:
-        value = float(label)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 def circle_mask(size: int) -> Image.Image:
@@ -99,14 +91,10 @@ class RotateSpec:
         return [(self.file_names(seed, index)[0], encode(image, self.fmt))]
 
 
-class RotateMode(Mode):
+class RotateMode(MeasuredMode):
     name = "ROTATE"
-    uses_blank = False
     feature_kind = "classes"
     monitor = "val_angle_score"
-    length_capped = False
-    colour_matters = True
-    calibrated = False  # the confidence is the probability near the answer, not a softmax over texts
     defaults = {"IMAGE_HEIGHT": 96, "IMAGE_WIDTH": 96, "IMAGE_CHANNELS": 3, "RESIZE": "stretch",
                 "BATCH_SIZE": 32}
     options = (
@@ -124,14 +112,6 @@ class RotateMode(Mode):
         "direction": "ROTATE_DIRECTION: which way 'angle' turns",
         "candidates": "other likely angles, best first, each with its probability",
     }
-
-    @classmethod
-    def tokens(cls, label: str) -> list[str]:
-        return []  # an angle, not symbols: no charset or length to suggest
-
-    @classmethod
-    def label_width_for(cls, settings: Mapping[str, Any], labels: Sequence[str]) -> int:
-        return 1
 
     @classmethod
     def symbols_for(cls, settings: Mapping[str, Any], labels: Sequence[str]) -> list[str]:
@@ -157,18 +137,14 @@ class RotateMode(Mode):
     @classmethod
     def label_problem(cls, label: str, settings: Mapping[str, Any], allowed: set[str] | None,
                       size: tuple[int, int] | None = None) -> tuple[str, str] | None:
-        angle = parse_angle(label)
+        angle = number(label)
         if angle is None or not 0 <= angle <= 360:
             return "out_of_range", (f"label {label!r} is not an angle: ROTATE labels are degrees from 0 to 360 "
                                     "('35_anything.png')")
         return None
 
-    def accepts(self, label: str) -> bool:
-        angle = parse_angle(label)
-        return angle is not None and 0 <= angle <= 360
-
-    def plausible(self, text: str, lengths: Sequence[int] | None) -> bool:
-        return True  # every angle can be right
+    def within(self, value: float) -> bool:
+        return value <= 360
 
     def dataset(self, records: Any, parse: Callable[[Any], Any], manifest: Mapping[str, Any], split: str,
                 augment: bool) -> tuple[Any, int] | None:
@@ -176,8 +152,6 @@ class RotateMode(Mode):
         training (``augment``), then cropped as ROTATE_CROP says, its angle moved with it."""
         import tensorflow as tf
 
-        labels = manifest["splits"][split]["labels"]
-        usable = [label for label in labels if self.accepts(label)]
         bins = self.charset.size
         sign = 1.0 if self.settings["ROTATE_DIRECTION"] == "clockwise" else -1.0
         p = manifest["preprocessing"]
@@ -213,9 +187,8 @@ class RotateMode(Mode):
                 images=image[None], transforms=transform[None], output_shape=[height, width],
                 interpolation="BILINEAR", fill_mode="NEAREST", fill_value=1.0)[0]
 
-        if len(usable) < len(labels):  # pack keeps what check_file.py flags: leave out what is no angle
-            records = records.filter(lambda r: tf.strings.regex_full_match(parse(r)[1], ANGLE))
-        return records.map(example, num_parallel_calls=tf.data.AUTOTUNE), len(usable)
+        records, usable = self.learnable(records, parse, manifest["splits"][split]["labels"], ANGLE)
+        return records.map(example, num_parallel_calls=tf.data.AUTOTUNE), usable
 
     def head(self, features: Any) -> Any:
         """Where things are decides the angle (sky above, ground below), so the map is kept
@@ -273,7 +246,7 @@ class RotateMode(Mode):
         return 1.0 - float(np.mean(errors)) / 180.0 if errors else 0.0
 
     def error(self, prediction: Prediction, label: str) -> float | None:
-        angle = parse_angle(label)
+        angle = number(label)
         return None if angle is None else angle_error(prediction.fields["angle"], angle)
 
 

@@ -27,21 +27,13 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from capforge.data.generate import FORMATS, encode
 from capforge.data.pictures import check_source, pick_picture
 from capforge.errors import DataError
-from capforge.modes.base import Input, Mode, Prediction, round8
+from capforge.modes.base import Input, Prediction, round8
+from capforge.modes.measured import MeasuredMode, number
 
 STRIDE = 8  # input pixels per column band: the sequence backbones keep W/8 columns (the default charset)
 NEAR = 1  # bands each side of the likeliest whose probability the confidence adds
 APART = 3  # bands between the answer and each other candidate (a gap is wider than that)
 STYLES = ("dark", "light", "outline", "shadow")
-
-
-def parse_x(label: str) -> float | None:
-    """The position a label names, or None when it is not a number."""
-    try:
-        value = float(label)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 def piece_mask(size: int, rng: random.Random) -> Image.Image:
@@ -116,7 +108,8 @@ def render_slider(picture: Image.Image, width: int, height: int, rng: random.Ran
     piece.paste(clean.crop((x, y, x + size, y + size)), (0, 0), mask)
     if rng.random() < 0.25:  # a screenshot of the whole widget: the piece waits at the start
         background.paste(piece.convert("RGB"), (rng.randint(0, 6), y), mask)
-    return background, piece, x, y
+    left, top, _, _ = mask.getbbox()  # the label is the gap's own edge, not its square's
+    return background, piece, x + left, y + top
 
 
 @dataclass(frozen=True)
@@ -152,36 +145,43 @@ class SliderSpec:
 
 
 def match_piece(background: Image.Image, piece: Image.Image) -> dict[str, float] | None:
-    """Training-free: where ``piece`` fits ``background``, by matching the piece's edges against
-    the background's (OpenCV). The gap's left edge ``x``, top ``y``, its ``width`` and the match's
-    ``score`` (-1..1) in the background's pixels; None when the piece is larger than it."""
+    """Training-free: where ``piece`` (RGBA: transparent around its shape) fits ``background``
+    (OpenCV template matching). Two cues, added: the piece's picture against the background's
+    inside the shape (normalised correlation, which a gap drawn darker or lighter keeps) and the
+    shape's outline against the background's edges. Positions left of the piece's own width are
+    never answered: a screenshot shows the piece waiting there. The gap's left edge ``x``, top
+    ``y``, its ``width`` and the match's ``score``, in the background's pixels; None when the
+    piece is larger than the background."""
     import cv2  # lazily: only requests that send a piece pay for OpenCV
 
     rgba = np.asarray(piece.convert("RGBA"))
-    alpha = rgba[..., 3] if piece.mode in ("RGBA", "LA", "PA") or "transparency" in piece.info else None
-    if alpha is not None and alpha.max() > 0:  # crop to the shape: the gap's box is the shape's box
-        rows, cols = np.nonzero(alpha > 32)
+    if rgba[..., 3].min() < 128 <= rgba[..., 3].max():  # transparent around the shape: crop to it
+        rows, cols = np.nonzero(rgba[..., 3] > 32)
         rgba = rgba[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    grey_piece = cv2.cvtColor(np.ascontiguousarray(rgba[..., :3]), cv2.COLOR_RGB2GRAY)
-    grey = cv2.cvtColor(np.asarray(background.convert("RGB")), cv2.COLOR_RGB2GRAY)
-    if grey_piece.shape[0] > grey.shape[0] or grey_piece.shape[1] > grey.shape[1]:
+    shape = (rgba[..., 3] > 32).astype(np.uint8)
+    height, width = shape.shape
+    picture = np.asarray(background.convert("RGB"))
+    if height > picture.shape[0] or 2 * width > picture.shape[1]:
         return None
-    piece_edges = cv2.Canny(grey_piece, 100, 200)
-    if alpha is not None:  # the shape's outline, whatever the piece shows inside it
-        outline = (rgba[..., 3] > 32).astype(np.uint8) * 255
-        piece_edges = cv2.Canny(outline, 100, 200)
-    scores = cv2.matchTemplate(cv2.Canny(grey, 100, 200), piece_edges, cv2.TM_CCOEFF_NORMED)
+    # inside the shape, away from the outline sites draw around the gap
+    side = max(3, min(height, width) // 8) | 1
+    inside = cv2.erode(shape, np.ones((side, side), np.uint8)).astype(np.float32)
+    if inside.sum() < 9:
+        inside = shape.astype(np.float32)
+    content = cv2.matchTemplate(picture.astype(np.float32), np.ascontiguousarray(rgba[..., :3]).astype(np.float32),
+                                cv2.TM_CCOEFF_NORMED, mask=cv2.merge([inside] * 3))
+    content = np.nan_to_num(content, nan=-1.0, posinf=-1.0, neginf=-1.0)  # flat areas say nothing
+    edges = cv2.matchTemplate(cv2.Canny(cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY), 100, 200),
+                              cv2.Canny(shape * 255, 100, 200), cv2.TM_CCOEFF_NORMED)
+    scores = (content + edges) / 2
+    scores[:, :width] = -1.0
     _, best, _, (x, y) = cv2.minMaxLoc(scores)
-    return {"x": float(x), "y": float(y), "width": float(grey_piece.shape[1]), "score": round(float(best), 4)}
+    return {"x": float(x), "y": float(y), "width": float(width), "score": round(float(best), 4)}
 
 
-class SliderMode(Mode):
+class SliderMode(MeasuredMode):
     name = "SLIDER"
-    uses_blank = False
     monitor = "val_gap_score"
-    length_capped = False
-    colour_matters = True
-    calibrated = False  # the confidence is the probability near the answer, not a softmax over texts
     defaults = {"IMAGE_HEIGHT": 96, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "RESIZE": "stretch",
                 "BATCH_SIZE": 32}
     measure = ("pixels", (2.0, 3.0, 5.0))
@@ -199,14 +199,6 @@ class SliderMode(Mode):
         "y": "with a piece: the gap's top edge (the matcher's)",
         "width": "with a piece: the gap's width (the piece's)",
     }
-
-    @classmethod
-    def tokens(cls, label: str) -> list[str]:
-        return []  # a position, not symbols: no charset or length to suggest
-
-    @classmethod
-    def label_width_for(cls, settings: Mapping[str, Any], labels: Sequence[str]) -> int:
-        return 1
 
     @classmethod
     def symbols_for(cls, settings: Mapping[str, Any], labels: Sequence[str]) -> list[str]:
@@ -233,7 +225,7 @@ class SliderMode(Mode):
     @classmethod
     def label_problem(cls, label: str, settings: Mapping[str, Any], allowed: set[str] | None,
                       size: tuple[int, int] | None = None) -> tuple[str, str] | None:
-        x = parse_x(label)
+        x = number(label)
         limit = size[0] if size else math.inf
         if x is None or not 0 <= x < limit:
             within = f"0 to {limit - 1}, inside the image's width {limit}" if size else "0 or more"
@@ -243,23 +235,13 @@ class SliderMode(Mode):
 
     @classmethod
     def packed_label(cls, label: str, placed: Any) -> str:
-        x = parse_x(label)
+        x = number(label)
         return label if x is None else f"{placed.to_input(x, 0.0)[0]:.2f}"
-
-    def accepts(self, label: str) -> bool:
-        x = parse_x(label)
-        return x is not None and x >= 0
-
-    def plausible(self, text: str, lengths: Sequence[int] | None) -> bool:
-        return True
 
     def dataset(self, records: Any, parse: Callable[[Any], Any], manifest: Mapping[str, Any], split: str,
                 augment: bool) -> tuple[Any, int] | None:
         """(image, [x in input pixels]); training varies brightness and contrast per image."""
         import tensorflow as tf
-
-        labels = manifest["splits"][split]["labels"]
-        usable = sum(self.accepts(label) for label in labels)
 
         def example(record: Any) -> tuple[Any, Any]:
             image, label = parse(record)
@@ -270,8 +252,7 @@ class SliderMode(Mode):
                 image = tf.clip_by_value(image, 0.0, 1.0)
             return image, tf.strings.to_number(label, tf.float32)[None]
 
-        if usable < len(labels):  # pack keeps what check_file.py flags: leave out what is no position
-            records = records.filter(lambda r: tf.strings.regex_full_match(parse(r)[1], r"[0-9]+(\.[0-9]+)?"))
+        records, usable = self.learnable(records, parse, manifest["splits"][split]["labels"])
         return records.map(example, num_parallel_calls=tf.data.AUTOTUNE), usable
 
     def head(self, features: Any) -> Any:
@@ -372,7 +353,7 @@ class SliderMode(Mode):
         return [((x, 0, min(size[0] - 1, x + 4), size[1] - 1), f"gap x={x}")]
 
     def error(self, prediction: Prediction, label: str) -> float | None:
-        x = parse_x(label)
+        x = number(label)
         return None if x is None else abs(prediction.fields["x"] - x)
 
     def validation_score(self, predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
