@@ -88,6 +88,53 @@ def workspace(work: Path, mode: str, source: Path, count: int, minutes: float, e
     return root, trained
 
 
+def http_latency(root: Path, images: list[bytes], extra: dict | None = None) -> float:
+    """Median milliseconds of one POST /api/v1/recognize to the workspace's app.py (uvicorn, one
+    worker, loopback), over ``images`` sent one after another."""
+    import base64
+    import socket
+
+    import requests
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--workers", "1"], cwd=root,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        times = []
+        with requests.Session() as session:
+            for data in images:
+                started = time.perf_counter()
+                reply = session.post(f"{url}/api/v1/recognize", timeout=10,
+                                     json={"image": base64.b64encode(data).decode(), **(extra or {})})
+                times.append(time.perf_counter() - started)
+                reply.raise_for_status()
+        return 1000 * float(np.median(times[10:]))
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def text_reference(work: Path) -> tuple[Path, list[bytes]]:
+    """A CTC workspace trained a minute on generated text captchas: the per-request cost to match."""
+    shutil.rmtree(work / "works", ignore_errors=True)
+    subprocess.run([sys.executable, str(ROOT / "New_work.py"), "works", "site", "--mode", "CTC"], cwd=work,
+                   check=True, capture_output=True)
+    root = work / "works" / "site"
+    for script, *args in (("gen_sample_by_captcha.py", "--count", "1000", "--seed", "1"), ("split_dataset.py",),
+                          ("pack_dataset.py",), ("train.py", "--minutes", "1"), ("save_model.py",)):
+        run(root, script, *args)
+    return root, [p.read_bytes() for p in sorted((root / "data" / "test").iterdir())]
+
+
 def row(name: str, errors: list[float], within: tuple[float, ...]) -> str:
     """One table row: how many, mean and median error, and the share within each tolerance."""
     e = np.asarray(errors)
@@ -95,17 +142,18 @@ def row(name: str, errors: list[float], within: tuple[float, ...]) -> str:
             + " | ".join(f"{(e <= t).mean():.3f}" for t in within) + " |")
 
 
-def bench_slider(args: argparse.Namespace, work: Path) -> list[str]:
+def bench_slider(args: argparse.Namespace, work: Path) -> tuple[list[str], Path, list[bytes]]:
     source, held = split_pictures(args.pictures, work, args.backgrounds)
     root, trained = workspace(work, "SLIDER", source, args.count, args.minutes, [])
     recognizer = Recognizer(root)
     rng = random.Random(11)
-    model_errors, matcher_errors, times = [], [], []
+    model_errors, matcher_errors, times, sent = [], [], [], []
     for i in range(args.test):
         width, height = rng.choice(((280, 160), (268, 150), (320, 160), (340, 212), (300, 170)))
         background, piece, x, _ = render_slider(open_image(held[i % len(held)]).convert("RGB"), width, height, rng)
         buffer = io.BytesIO()
         background.save(buffer, "PNG")
+        sent.append(buffer.getvalue())
         started = time.perf_counter()
         answer = recognizer.recognize(buffer.getvalue())
         times.append(time.perf_counter() - started)
@@ -118,7 +166,7 @@ def bench_slider(args: argparse.Namespace, work: Path) -> list[str]:
         match = match_piece(open_image(path), open_image(path.with_name(path.name.replace("_1.", "_2."))))
         agree.append(match is not None and abs(answer["x"] - match["x"]) <= 5)
 
-    return ["### SLIDER: held-out backgrounds (generated gaps, sizes 268-340 px wide)", "",
+    return [f"### SLIDER: held-out backgrounds (generated gaps, sizes 268-340 px wide)", "",
             f"training: {args.count} captchas from {args.backgrounds} backgrounds, {trained}", "",
             "| answer | captchas | mean error px | median | within 2 px | within 3 px | within 5 px |",
             "| --- | --- | --- | --- | --- | --- | --- |",
@@ -126,15 +174,15 @@ def bench_slider(args: argparse.Namespace, work: Path) -> list[str]:
             row("training-free matcher (with the piece)", matcher_errors, (2, 3, 5)), "",
             f"served through Recognizer: {1000 * float(np.median(times)):.2f} ms per captcha (median)", "",
             f"real slider captchas (slider_toutiao, {len(real)}, unlabelled): the trained model and the "
-            f"matcher agree within 5 px on {np.mean(agree):.3f} of them", ""]
+            f"matcher agree within 5 px on {np.mean(agree):.3f} of them", ""], root, sent
 
 
-def bench_rotate(args: argparse.Namespace, work: Path) -> list[str]:
+def bench_rotate(args: argparse.Namespace, work: Path) -> tuple[list[str], Path, list[bytes]]:
     source, held = split_pictures(args.pictures, work, None)
     root, trained = workspace(work, "ROTATE", source, args.count, args.minutes, [])
     recognizer = Recognizer(root)
     rng = random.Random(12)
-    errors, constant, times = [], [], []
+    errors, constant, times, sent = [], [], [], []
     truths = []
     for i in range(args.test):
         spec = RotateSpec(rng.choice((120, 152, 200)), rng.choice(("circle", "circle", "square")),
@@ -143,6 +191,7 @@ def bench_rotate(args: argparse.Namespace, work: Path) -> list[str]:
         image = turned(open_image(held[i % len(held)]), angle, spec.size, spec.crop, (255, 255, 255))
         buffer = io.BytesIO()
         image.save(buffer, "PNG")
+        sent.append(buffer.getvalue())
         started = time.perf_counter()
         answer = recognizer.recognize(buffer.getvalue())
         times.append(time.perf_counter() - started)
@@ -156,7 +205,7 @@ def bench_rotate(args: argparse.Namespace, work: Path) -> list[str]:
             "| answer | captchas | mean error deg | median | within 5 deg | within 10 deg |",
             "| --- | --- | --- | --- | --- | --- |",
             row("trained model", errors, (5, 10)), row(f"constant guess ({best} deg)", constant, (5, 10)), "",
-            f"served through Recognizer: {1000 * float(np.median(times)):.2f} ms per captcha (median)", ""]
+            f"served through Recognizer: {1000 * float(np.median(times)):.2f} ms per captcha (median)", ""], root, sent
 
 
 def main() -> None:
@@ -169,13 +218,28 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=500, help="held-out captchas answered")
     parser.add_argument("--work", type=Path, default=Path("/tmp/capforge-measured"))
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--serve", action="store_true", help="also time POST /api/v1/recognize against a CTC model's")
     args = parser.parse_args()
     lines = [f"## {datetime.date.today()}: `{' '.join(['.venv/bin/python bench/measured.py', *sys.argv[1:]])}`", "",
              f"machine: {describe()}", ""]
+    served = []
     for mode in args.modes:
         work = args.work / mode.lower()
         work.mkdir(parents=True, exist_ok=True)
-        lines += (bench_slider if mode == "SLIDER" else bench_rotate)(args, work)
+        table, root, sent = (bench_slider if mode == "SLIDER" else bench_rotate)(args, work)
+        lines += table
+        served.append((mode, root, sent))
+    if args.serve:
+        (args.work / "ctc").mkdir(parents=True, exist_ok=True)
+        reference, images = text_reference(args.work / "ctc")
+        text_ms = http_latency(reference, (images * 4)[:200])
+        lines += ["### Per request over HTTP (app.py, one uvicorn worker, loopback, sequential; median)", "",
+                  "| model | ms per request | against the text model |", "| --- | --- | --- |",
+                  f"| CTC text model (160x60 captchas) | {text_ms:.2f} | 1.00 |"]
+        for mode, root, sent in served:
+            ms = http_latency(root, sent[:200])
+            lines.append(f"| {mode} | {ms:.2f} | {ms / text_ms:.2f} |")
+        lines.append("")
     text = "\n".join(lines)
     print(text)
     if not args.no_write:

@@ -182,8 +182,10 @@ def match_piece(background: Image.Image, piece: Image.Image) -> dict[str, float]
 class SliderMode(MeasuredMode):
     name = "SLIDER"
     monitor = "val_gap_score"
+    # A quarter of the text modes' rate: at 1e-3 and above the band softmax settled on one place for
+    # every image (bench/results/measured.md, "The rate").
     defaults = {"IMAGE_HEIGHT": 96, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "RESIZE": "stretch",
-                "BATCH_SIZE": 32}
+                "BATCH_SIZE": 32, "LR": 5e-4}
     measure = ("pixels", (2.0, 3.0, 5.0))
     inputs = (
         Input("piece", "image", "the piece that slides into the gap (optional): adds the training-free "
