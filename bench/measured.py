@@ -71,20 +71,26 @@ def split_pictures(folder: Path, work: Path, backgrounds: int | None) -> tuple[P
     return target, held
 
 
-def workspace(work: Path, mode: str, source: Path, count: int, minutes: float, extra: list[str]) -> tuple[Path, str]:
-    """Scaffold, generate from ``source``, check, split, pack, train and export; the train log's last line."""
+def workspace(work: Path, mode: str, source: Path, count: int, minutes: float, extra: list[str],
+              reuse: bool = False) -> tuple[Path, str]:
+    """Scaffold, generate from ``source``, check (and --fix: generated pictures may repeat), split,
+    pack, train and export; the train log's last line. ``reuse``: a workspace exported before is
+    answered again as it is."""
+    root, note = work / "works" / "site", work / "trained.txt"
+    if reuse and (root / "exports" / "current").is_dir() and note.is_file():
+        return root, note.read_text().strip() + " (exported by an earlier run, reused)"
     shutil.rmtree(work / "works", ignore_errors=True)
     subprocess.run([sys.executable, str(ROOT / "New_work.py"), "works", "site", "--mode", mode], cwd=work,
                    check=True, capture_output=True)
-    root = work / "works" / "site"
     with (root / "settings.py").open("a") as f:
         f.write("".join(line + "\n" for line in extra))
     run(root, "gen_sample_by_captcha.py", "--count", str(count), "--seed", "1", "--source", str(source))
-    run(root, "check_file.py")
+    run(root, "check_file.py", "--fix")
     run(root, "split_dataset.py")
     run(root, "pack_dataset.py")
     trained = run(root, "train.py", "--minutes", str(minutes)).strip().splitlines()[-1]
     run(root, "save_model.py")
+    note.write_text(trained)
     return root, trained
 
 
@@ -144,7 +150,7 @@ def row(name: str, errors: list[float], within: tuple[float, ...]) -> str:
 
 def bench_slider(args: argparse.Namespace, work: Path) -> tuple[list[str], Path, list[bytes]]:
     source, held = split_pictures(args.pictures, work, args.backgrounds)
-    root, trained = workspace(work, "SLIDER", source, args.count, args.minutes, [])
+    root, trained = workspace(work, "SLIDER", source, args.count, args.minutes, [], args.reuse)
     recognizer = Recognizer(root)
     rng = random.Random(11)
     model_errors, matcher_errors, times, sent = [], [], [], []
@@ -160,11 +166,12 @@ def bench_slider(args: argparse.Namespace, work: Path) -> tuple[list[str], Path,
         model_errors.append(abs(answer["x"] - x))
         match = match_piece(background, piece)
         matcher_errors.append(abs(match["x"] - x) if match else float("inf"))
-    agree, real = [], sorted((SHARED / "slider_toutiao" / "images").glob("*_1.png"))
+    apart, real = [], sorted((SHARED / "slider_toutiao" / "images").glob("*_1.png"))
     for path in real:
         answer = recognizer.recognize(path.read_bytes())
         match = match_piece(open_image(path), open_image(path.with_name(path.name.replace("_1.", "_2."))))
-        agree.append(match is not None and abs(answer["x"] - match["x"]) <= 5)
+        apart.append(answer["x"] - match["x"] if match else float("inf"))
+    gaps = np.abs(apart)
 
     return [f"### SLIDER: held-out backgrounds (generated gaps, sizes 268-340 px wide)", "",
             f"training: {args.count} captchas from {args.backgrounds} backgrounds, {trained}", "",
@@ -174,12 +181,13 @@ def bench_slider(args: argparse.Namespace, work: Path) -> tuple[list[str], Path,
             row("training-free matcher (with the piece)", matcher_errors, (2, 3, 5)), "",
             f"served through Recognizer: {1000 * float(np.median(times)):.2f} ms per captcha (median)", "",
             f"real slider captchas (slider_toutiao, {len(real)}, unlabelled): the trained model and the "
-            f"matcher agree within 5 px on {np.mean(agree):.3f} of them", ""], root, sent
+            f"matcher agree within 5 px on {(gaps <= 5).mean():.3f} of them, within 15 px (the same gap) on "
+            f"{(gaps <= 15).mean():.3f}; the model's x minus the matcher's, median {np.median(apart):.1f} px", ""], root, sent
 
 
 def bench_rotate(args: argparse.Namespace, work: Path) -> tuple[list[str], Path, list[bytes]]:
     source, held = split_pictures(args.pictures, work, None)
-    root, trained = workspace(work, "ROTATE", source, args.count, args.minutes, [])
+    root, trained = workspace(work, "ROTATE", source, args.count, args.minutes, [], args.reuse)
     recognizer = Recognizer(root)
     rng = random.Random(12)
     errors, constant, times, sent = [], [], [], []
@@ -218,6 +226,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=500, help="held-out captchas answered")
     parser.add_argument("--work", type=Path, default=Path("/tmp/capforge-measured"))
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--reuse", action="store_true", help="answer again with workspaces exported by an earlier run")
     parser.add_argument("--serve", action="store_true", help="also time POST /api/v1/recognize against a CTC model's")
     args = parser.parse_args()
     lines = [f"## {datetime.date.today()}: `{' '.join(['.venv/bin/python bench/measured.py', *sys.argv[1:]])}`", "",
@@ -229,6 +238,7 @@ def main() -> None:
         table, root, sent = (bench_slider if mode == "SLIDER" else bench_rotate)(args, work)
         lines += table
         served.append((mode, root, sent))
+        print("\n".join(table), flush=True)
     if args.serve:
         (args.work / "ctc").mkdir(parents=True, exist_ok=True)
         reference, images = text_reference(args.work / "ctc")

@@ -30,85 +30,83 @@ MODES = MODE_CLASSES.keys()  # a live view: a mode added to the registry is a va
 BACKBONES = BACKBONE_BUILDERS.keys()
 RESIZE_POLICIES = ("pad", "stretch")
 
-
-_DATA, _MODEL, _TRAIN, _SERVE, _LOOP = DATA, MODEL, TRAIN, SERVE, LOOP
-
+# The options every workspace has; a mode's own (Mode.options) join them in table().
 GLOBAL_OPTIONS: tuple[Option, ...] = (
-    Option("MODE", "CTC", str, "recognition mode", _MODEL, choices=MODES),
-    Option("IMAGE_HEIGHT", 48, int, "model input height in pixels", _DATA, minimum=8, maximum=1024),
-    Option("IMAGE_WIDTH", 128, int, "model input width in pixels", _DATA, minimum=8, maximum=2048),
-    Option("IMAGE_CHANNELS", 1, int, "1 = greyscale input, 3 = colour input", _DATA, choices=(1, 3)),
+    Option("MODE", "CTC", str, "recognition mode", MODEL, choices=MODES),
+    Option("IMAGE_HEIGHT", 48, int, "model input height in pixels", DATA, minimum=8, maximum=1024),
+    Option("IMAGE_WIDTH", 128, int, "model input width in pixels", DATA, minimum=8, maximum=2048),
+    Option("IMAGE_CHANNELS", 1, int, "1 = greyscale input, 3 = colour input", DATA, choices=(1, 3)),
     Option("RESIZE", "pad", str, "'pad' keeps the aspect ratio and pads; 'stretch' distorts to fit",
-           _DATA, choices=RESIZE_POLICIES),
+           DATA, choices=RESIZE_POLICIES),
     Option("CAPTCHA_LENGTH", 4, int, "maximum characters per label (ORDINARY, CTC_TINY); "
-           "default generator length", _DATA, minimum=1, maximum=64),
+           "default generator length", DATA, minimum=1, maximum=64),
     Option("CHARSET", "", (str, list), "the characters (or class names) the model outputs; "
-           "'' learns them from the training labels", _DATA),
-    Option("CASE_SENSITIVE", False, bool, "False folds labels and charset to lower case", _DATA),
+           "'' learns them from the training labels", DATA),
+    Option("CASE_SENSITIVE", False, bool, "False folds labels and charset to lower case", DATA),
     Option("LABEL_SEPARATOR", "_-.", str, "characters that end the label in a file name "
-           "('abcd_1.png', 'abcd-1.png', 'abcd.1.png'); '' uses the whole name", _DATA),
-    Option("VALIDATION_SPLIT", 0.1, float, "share of the pool split into validation", _DATA,
+           "('abcd_1.png', 'abcd-1.png', 'abcd.1.png'); '' uses the whole name", DATA),
+    Option("VALIDATION_SPLIT", 0.1, float, "share of the pool split into validation", DATA,
            minimum=0.0, maximum=0.5),
-    Option("TEST_SPLIT", 0.1, float, "share of the pool split into test", _DATA,
+    Option("TEST_SPLIT", 0.1, float, "share of the pool split into test", DATA,
            minimum=0.0, maximum=0.5),
-    Option("SEED", 42, int, "seed for splitting, shuffling and initialisation", _DATA, minimum=0),
-    Option("PACK_SHARD_SIZE", 2000, int, "images per TFRecord shard", _DATA, minimum=1),
-    Option("PACK_COMPRESSION", "", str, "TFRecord compression", _DATA, choices=("", "GZIP", "ZLIB")),
-    Option("BACKBONE", "small_cnn", str, "feature extractor", _MODEL, choices=BACKBONES),
+    Option("SEED", 42, int, "seed for splitting, shuffling and initialisation", DATA, minimum=0),
+    Option("PACK_SHARD_SIZE", 2000, int, "images per TFRecord shard", DATA, minimum=1),
+    Option("PACK_COMPRESSION", "", str, "TFRecord compression", DATA, choices=("", "GZIP", "ZLIB")),
+    Option("BACKBONE", "small_cnn", str, "feature extractor", MODEL, choices=BACKBONES),
     Option("PRETRAINED", False, bool, "load ImageNet weights (needs a download; never required)",
-           _MODEL),
-    Option("BATCH_SIZE", 64, int, "images per training step", _TRAIN, minimum=1, maximum=4096),
+           MODEL),
+    Option("BATCH_SIZE", 64, int, "images per training step", TRAIN, minimum=1, maximum=4096),
     Option("EPOCHS", 100, int, "maximum passes over the training data without --minutes (with it, "
-           "the budget decides)", _TRAIN,
+           "the budget decides)", TRAIN,
            minimum=1, maximum=100000),
-    Option("LR", 2e-3, float, "initial learning rate", _TRAIN, minimum=1e-7, maximum=1.0),
+    Option("LR", 2e-3, float, "initial learning rate", TRAIN, minimum=1e-7, maximum=1.0),
     Option("EARLY_PATIENCE", 10, int, "epochs in which neither the validation score rose nor its "
            "loss fell before training stops (not with --minutes: a budgeted run finishes its decay)",
-           _TRAIN, minimum=1),
+           TRAIN, minimum=1),
     Option("LR_PATIENCE", 4, int, "epochs without improvement before the learning rate drops",
-           _TRAIN, minimum=1),
+           TRAIN, minimum=1),
     Option("LR_SCHEDULE", "auto", str, "'plateau': halve the rate after LR_PATIENCE flat epochs; "
            "'budget': LR for 60 % of the --minutes budget, then a cosine down to 1 % of it; 'auto': budget "
-           "when train.py has --minutes, else plateau", _TRAIN, choices=("auto", "plateau", "budget")),
+           "when train.py has --minutes, else plateau", TRAIN, choices=("auto", "plateau", "budget")),
     Option("WEIGHT_AVERAGE", 0.99, float, "momentum of the moving average of the weights that "
-           "validation, checkpoints and the export use (0: the last step's weights)", _TRAIN,
+           "validation, checkpoints and the export use (0: the last step's weights)", TRAIN,
            minimum=0.0, maximum=0.99999),
-    Option("LABEL_SMOOTHING", 0.0, float, "label smoothing for softmax modes", _TRAIN,
+    Option("LABEL_SMOOTHING", 0.0, float, "label smoothing for softmax modes", TRAIN,
            minimum=0.0, maximum=0.5),
-    Option("DATA_ENHANCEMENT", True, bool, "random augmentation of training images", _TRAIN),
+    Option("DATA_ENHANCEMENT", True, bool, "random augmentation of training images", TRAIN),
     Option("DISTRIBUTE", "none", str, "'mirrored': all local GPUs (or CPUs); 'multi_worker': "
-           "machines listed in TF_CONFIG", _TRAIN, choices=("none", "mirrored", "multi_worker")),
+           "machines listed in TF_CONFIG", TRAIN, choices=("none", "mirrored", "multi_worker")),
     Option("PARITY_TOLERANCE", 1e-3, float, "largest ONNX vs Keras output difference export "
-           "accepts", _TRAIN, minimum=0.0, maximum=1.0),
+           "accepts", TRAIN, minimum=0.0, maximum=1.0),
     Option("MIN_CONFIDENCE", 0.0, float, "answers below this confidence are not 'accepted'",
-           _SERVE, minimum=0.0, maximum=1.0),
-    Option("MAX_IMAGE_BYTES", 2_000_000, int, "largest image a request may send", _SERVE,
+           SERVE, minimum=0.0, maximum=1.0),
+    Option("MAX_IMAGE_BYTES", 2_000_000, int, "largest image a request may send", SERVE,
            minimum=1000, maximum=50_000_000),
-    Option("MAX_BATCH", 32, int, "requests answered together in one model call", _SERVE,
+    Option("MAX_BATCH", 32, int, "requests answered together in one model call", SERVE,
            minimum=1, maximum=1024),
     Option("BATCH_WAIT_MS", 0.0, float, "how long a lone request waits for others to batch with "
            "(0: requests that queue while the model is busy are batched anyway)",
-           _SERVE, minimum=0.0, maximum=1000.0),
+           SERVE, minimum=0.0, maximum=1000.0),
     Option("INFERENCE_THREADS", 1, int, "onnxruntime threads per model call when serving (0: one per "
            "core); 1 leaves the other cores to decoding and HTTP, and is fastest under load",
-           _SERVE, minimum=0, maximum=256),
+           SERVE, minimum=0, maximum=256),
     Option("CACHE_SIZE", 2048, int, "answers kept for identical images (0 turns the cache off)",
-           _SERVE, minimum=0),
+           SERVE, minimum=0),
     Option("FEEDBACK", False, bool, "accept corrected labels at POST /api/v1/feedback (into data/inbox "
-           "for review)", _LOOP),
+           "for review)", LOOP),
     Option("CAPTURE", "off", str, "which answered images the server keeps in data/inbox for review: "
-           "'doubtful' (below CAPTURE_BELOW or not accepted), 'all', or 'off'", _LOOP,
+           "'doubtful' (below CAPTURE_BELOW or not accepted), 'all', or 'off'", LOOP,
            choices=("off", "doubtful", "all")),
     Option("CAPTURE_BELOW", 0.9, float, "with CAPTURE = 'doubtful', answers below this confidence are "
-           "kept", _LOOP, minimum=0.0, maximum=1.0),
+           "kept", LOOP, minimum=0.0, maximum=1.0),
     Option("OUTCOME_WINDOW", 0, int, "the newest answers kept (image and answer) so that crawlers can "
            "report them right or wrong at POST /api/v1/report; 0: only captured ones can be reported",
-           _LOOP, minimum=0, maximum=1_000_000),
+           LOOP, minimum=0, maximum=1_000_000),
     Option("INBOX_MAX_FILES", 10000, int, "images data/inbox holds at most (captured, fed back, "
-           "pre-labelled); beyond it nothing more is kept", _LOOP, minimum=1),
-    Option("INBOX_MAX_MB", 500.0, float, "megabytes data/inbox holds at most", _LOOP, minimum=0.1),
+           "pre-labelled); beyond it nothing more is kept", LOOP, minimum=1),
+    Option("INBOX_MAX_MB", 500.0, float, "megabytes data/inbox holds at most", LOOP, minimum=0.1),
     Option("RECENT_SPLIT", 0.2, float, "share of newly labelled images capforge retrain holds out as "
-           "data/recent, the split a candidate must improve on", _LOOP, minimum=0.05, maximum=0.5),
+           "data/recent, the split a candidate must improve on", LOOP, minimum=0.05, maximum=0.5),
 )
 
 # Why the defaults are what they are: bench/results/defaults.md.

@@ -273,19 +273,7 @@ class Mode:
     @classmethod
     def summary(cls, report: Mapping[str, Any]) -> str:
         """A readable summary of this mode's test report: by default the text modes' (sequence
-        and character accuracy, confusions, calibration), or a measured mode's (mean error and
-        the share within each tolerance); a mode with its own report overrides it."""
-        if "mean_error" in report:
-            unit = report["unit"]
-            return "\n".join([
-                f"model: {report['model']}",
-                f"{report['split']}: {report['images']} images"
-                + (f" ({len(report['skipped'])} skipped: unreadable or unlabelled)" if report["skipped"] else ""),
-                f"mean error {report['mean_error']:.2f} {unit}   median {report['median_error']:.2f}   "
-                f"worst {report['max_error']:.2f}",
-                "within: " + ", ".join(f"{k} {unit}: {v:.3f}" for k, v in report["within"].items()),
-                f"{report['ms_per_image']:.2f} ms per image (preprocessing included)",
-                f"report: {report['report_path']}; pictures: reports/{report['split']}_worst.png (largest errors)"])
+        and character accuracy, confusions, calibration); a mode with its own report overrides it."""
         lines = [
             f"model: {report['model']}",
             f"{report['split']}: {report['images']} images"

@@ -48,6 +48,20 @@ class MeasuredMode(Mode):
     def plausible(self, text: str, lengths: Sequence[int] | None) -> bool:
         return True  # every measure can be right
 
+    @classmethod
+    def summary(cls, report: Mapping[str, Any]) -> str:
+        """The test report in words: mean, median and worst error, and the share within each tolerance."""
+        unit = report["unit"]
+        return "\n".join([
+            f"model: {report['model']}",
+            f"{report['split']}: {report['images']} images"
+            + (f" ({len(report['skipped'])} skipped: unreadable or unlabelled)" if report["skipped"] else ""),
+            f"mean error {report['mean_error']:.2f} {unit}   median {report['median_error']:.2f}   "
+            f"worst {report['max_error']:.2f}",
+            "within: " + ", ".join(f"{k} {unit}: {v:.3f}" for k, v in report["within"].items()),
+            f"{report['ms_per_image']:.2f} ms per image (preprocessing included)",
+            f"report: {report['report_path']}; pictures: reports/{report['split']}_worst.png (largest errors)"])
+
     def learnable(self, records: Any, parse: Any, labels: Sequence[str], pattern: str = NUMBER) -> tuple[Any, int]:
         """The serialized ``records`` whose label (``parse(record)[1]``) is a measure this mode
         learns, and how many of ``labels`` are: pack keeps what check_file.py flags."""

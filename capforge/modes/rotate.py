@@ -43,12 +43,17 @@ def circle_mask(size: int) -> Image.Image:
     return mask
 
 
-def turned(picture: Image.Image, angle: float, size: int, crop: str, fill: tuple[int, int, int]) -> Image.Image:
+def turned(picture: Image.Image, angle: float, size: int, crop: str, fill: tuple[int, int, int],
+           rng: random.Random | None = None) -> Image.Image:
     """``picture`` turned counter-clockwise by ``angle`` degrees and cropped as a site shows it:
     the centred square that stays covered at every angle, ``size`` pixels, and for 'circle' the
-    disc inside it on ``fill``."""
+    disc inside it on ``fill``. With ``rng``, the square is 85-100 % of the short side, anywhere
+    in the picture (sites crop their pictures differently; no two captchas repeat)."""
     square = min(picture.size)
     left, top = (picture.width - square) // 2, (picture.height - square) // 2
+    if rng is not None:
+        square = round(square * rng.uniform(0.85, 1.0))
+        left, top = rng.randint(0, picture.width - square), rng.randint(0, picture.height - square)
     picture = picture.convert("RGB").crop((left, top, left + square, top + square))
     rotated = picture.rotate(angle, resample=Image.BICUBIC)
     inner = square / math.sqrt(2) if crop == "square" else square  # a square must stay covered when turned
@@ -87,7 +92,7 @@ class RotateSpec:
         rng, angle = self._plan(seed, index)
         picture = pick_picture(self.source, rng, self.size * 2)
         counter_clockwise = angle if self.direction == "clockwise" else -angle  # the label undoes the turn
-        image = turned(picture, counter_clockwise, self.size, self.crop, (255, 255, 255))
+        image = turned(picture, counter_clockwise, self.size, self.crop, (255, 255, 255), rng)
         return [(self.file_names(seed, index)[0], encode(image, self.fmt))]
 
 

@@ -32,6 +32,7 @@ from capforge.modes.measured import MeasuredMode, number
 
 STRIDE = 8  # input pixels per column band: the sequence backbones keep W/8 columns (the default charset)
 NEAR = 1  # bands each side of the likeliest whose probability the confidence adds
+SHIFT = 16  # training: input pixels a picture may move each way (its label with it)
 APART = 3  # bands between the answer and each other candidate (a gap is wider than that)
 STYLES = ("dark", "light", "outline", "shadow")
 
@@ -242,17 +243,28 @@ class SliderMode(MeasuredMode):
 
     def dataset(self, records: Any, parse: Callable[[Any], Any], manifest: Mapping[str, Any], split: str,
                 augment: bool) -> tuple[Any, int] | None:
-        """(image, [x in input pixels]); training varies brightness and contrast per image."""
+        """(image, [x in input pixels]); training varies brightness and contrast per image and
+        moves it by up to SHIFT input pixels each way (the label moving with it), so that the
+        gap is found by its look, not by where the site's few backgrounds put it."""
         import tensorflow as tf
+
+        height, width = manifest["preprocessing"]["height"], manifest["preprocessing"]["width"]
 
         def example(record: Any) -> tuple[Any, Any]:
             image, label = parse(record)
             image = tf.cast(image, tf.float32) / 255.0
+            x = tf.strings.to_number(label, tf.float32)
             if augment:
                 mean = tf.reduce_mean(image)
                 image = (image - mean) * tf.random.uniform([], 0.7, 1.3) + mean + tf.random.uniform([], -0.1, 0.1)
                 image = tf.clip_by_value(image, 0.0, 1.0)
-            return image, tf.strings.to_number(label, tf.float32)[None]
+                across = tf.random.uniform([], -SHIFT, SHIFT + 1, tf.int32)
+                down = tf.random.uniform([], -SHIFT // 2, SHIFT // 2 + 1, tf.int32)
+                padded = tf.pad(image, [[SHIFT, SHIFT], [SHIFT, SHIFT], [0, 0]], mode="SYMMETRIC")
+                image = padded[SHIFT - down:SHIFT - down + height, SHIFT - across:SHIFT - across + width]
+                image = tf.ensure_shape(image, (height, width, image.shape[-1]))
+                x = tf.clip_by_value(x + tf.cast(across, tf.float32), 0.0, width - 1.0)
+            return image, x[None]
 
         records, usable = self.learnable(records, parse, manifest["splits"][split]["labels"])
         return records.map(example, num_parallel_calls=tf.data.AUTOTUNE), usable
