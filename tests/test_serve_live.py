@@ -7,7 +7,6 @@ import base64
 import contextlib
 import json
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -17,12 +16,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from conftest import free_port, run_script, running_app, wait_until_answering
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                "--disable-component-update", "--disable-sync"]
-
+from conftest import BROWSER_ARGS, CHROMIUM, answers_on_the_page, free_port, run_script, running_app, wait_until_answering
 
 @pytest.fixture(scope="module")
 def server(served_works: Path) -> Iterator[tuple[str, Path]]:
@@ -100,38 +94,6 @@ def test_port_in_use_and_no_workers_are_clear_errors(server: tuple[str, Path]) -
     assert result.returncode == 2 and "pass another --port" in result.stderr
     result = run_script(workspace, "app.py", "--workers", "0")
     assert result.returncode == 2 and "--workers 0: the server needs at least 1 worker process" in result.stderr
-
-
-def answers_on_the_page(url: str, pictures: list[Path], expected: list[str], pages: int = 1,
-                        screenshot: Path | None = None) -> tuple[list[str | None], str]:
-    """In headless Chromium, open ``pages`` pages of the Gradio UI and, taking them in turn, upload
-    each picture and press Recognize; wait up to 15 s for the page to show its expected text.
-    Returns what each page showed (None when the answer never came) and the last info line."""
-    from playwright.sync_api import TimeoutError as NoAnswer
-    from playwright.sync_api import sync_playwright
-
-    shown: list[str | None] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-        tabs = [browser.new_context().new_page() for _ in range(pages)]
-        for tab in tabs:
-            tab.goto(url + "/", wait_until="networkidle")
-        for i, (picture, text) in enumerate(zip(pictures, expected)):
-            tab = tabs[i % pages]
-            tab.locator("input[type=file]").first.set_input_files(str(picture))
-            tab.get_by_role("button", name="Recognize").click()
-            try:
-                tab.wait_for_function("text => document.querySelector('#result textarea')?.value === text && "
-                                      "document.querySelector('#info textarea')?.value.includes('ms')",
-                                      arg=text, timeout=15000)
-                shown.append(text)
-            except NoAnswer:
-                shown.append(None)
-        info = tabs[-1].locator("#info textarea").input_value()
-        if screenshot:
-            tabs[-1].screenshot(path=str(screenshot))
-        browser.close()
-    return shown, info
 
 
 def loaded(tab: Any, selector: str) -> bool:

@@ -87,7 +87,8 @@ def build_ui(registry: ModelRegistry) -> Any:
             mode = model.predictor.mode
             started = time.perf_counter()
             prediction = model.predictor.predict([image])[0]
-            inputs = parse_inputs(mode, {i.name: v for i, v in zip(beside, values)})
+            # an empty number box sends 0 from the browser: on the page that means "not given"
+            inputs = parse_inputs(mode, {i.name: v for i, v in zip(beside, values) if v or i.kind != "number"})
             if inputs:
                 prediction = mode.respond(prediction, image, inputs)
         except CapforgeError as exc:  # an unknown model, an input this mode does not read: say so on the page
@@ -109,9 +110,11 @@ def build_ui(registry: ModelRegistry) -> Any:
                 with gr.Column():
                     model = gr.Dropdown(names, value=names[0] if names else None, label="model")
                     image = gr.Image(type="pil", label="captcha", sources=["upload", "clipboard"])
-                    extras = [gr.Image(type="pil", label=f"{given.name}: {given.help}", elem_id=f"input-{given.name}")
+                    # empty until a person fills them in: an input left empty is not sent
+                    extras = [gr.Image(type="pil", label=f"{given.name}: {given.help}", elem_id=f"input-{given.name}",
+                                       sources=["upload", "clipboard"])
                               if given.kind == "image" else
-                              gr.Number(label=f"{given.name}: {given.help}", elem_id=f"input-{given.name}")
+                              gr.Number(None, label=f"{given.name}: {given.help}", elem_id=f"input-{given.name}")
                               if given.kind == "number" else
                               gr.Textbox(label=f"{given.name}: {given.help}", elem_id=f"input-{given.name}")
                               for given in beside]

@@ -20,7 +20,7 @@ from capforge.recognizer import Recognizer
 from capforge.serve.api import create_app
 from capforge.serve.registry import ModelRegistry
 from capforge.serve.ui import build_ui
-from conftest import new_work, run_script, running_app
+from conftest import CHROMIUM, answers_on_the_page, new_work, run_script, running_app
 
 MEASURED = [name for name, cls in MODE_CLASSES.items() if cls.measure]
 # Small inputs so that a minute of training on two cores learns; generated sizes as the defaults.
@@ -92,12 +92,16 @@ def test_scaffold_to_served_answer(tmp_path: Path, mode: str) -> None:
         assert "'piece' is not read by ROTATE" in refused.json()["error"]["message"]
     page = build_ui(ModelRegistry(root.parent, None))
     handler = next(f.fn for f in page.fns.values() if getattr(f.fn, "__name__", "") == "answer")
-    text, _, _, marks, whole = handler("site", Image.open(sample), *([None] * 2 if mode == "SLIDER" else []))
+    text, _, _, marks, whole = handler("site", Image.open(sample), *([None] * len(MODE_CLASSES[mode].inputs)))
     assert text == answer["result"] and whole[field] == answer[field]
     assert (marks is not None) == (mode == "SLIDER")  # the gap is drawn on the picture
 
-    # the example crawler turns answers into what a site wants, against the demo route
     with running_app(root, "--demo-captcha") as url:
+        if CHROMIUM is not None:  # ./run test installs it; without it test_serve_live skips its pages too
+            # a person on the page, its inputs beside the image left empty, gets the API's answer
+            shown, info = answers_on_the_page(url, [sample], [answer["result"]])
+            assert shown == [answer["result"]], info
+        # the example crawler turns answers into what a site wants, against the demo route
         crawled = run_script(root, "spider_example.py", "--url", url, "--count", "2")
     assert crawled.returncode == 0, crawled.stderr
     assert crawled.stdout.count("solved: drag " if mode == "SLIDER" else "solved: turn ") == 2, crawled.stdout
