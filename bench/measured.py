@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -141,6 +142,17 @@ def text_reference(work: Path) -> tuple[Path, list[bytes]]:
     return root, [p.read_bytes() for p in sorted((root / "data" / "test").iterdir())]
 
 
+def answered(recognizer: Recognizer, image: Any, sent: list[bytes], times: list[float]) -> dict:
+    """``recognizer``'s answer to ``image`` sent as PNG bytes; the bytes and the seconds kept."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    sent.append(buffer.getvalue())
+    started = time.perf_counter()
+    answer = recognizer.recognize(sent[-1])
+    times.append(time.perf_counter() - started)
+    return answer
+
+
 def row(name: str, errors: list[float], within: tuple[float, ...]) -> str:
     """One table row: how many, mean and median error, and the share within each tolerance."""
     e = np.asarray(errors)
@@ -157,12 +169,7 @@ def bench_slider(args: argparse.Namespace, work: Path) -> tuple[list[str], Path,
     for i in range(args.test):
         width, height = rng.choice(((280, 160), (268, 150), (320, 160), (340, 212), (300, 170)))
         background, piece, x, _ = render_slider(open_image(held[i % len(held)]).convert("RGB"), width, height, rng)
-        buffer = io.BytesIO()
-        background.save(buffer, "PNG")
-        sent.append(buffer.getvalue())
-        started = time.perf_counter()
-        answer = recognizer.recognize(buffer.getvalue())
-        times.append(time.perf_counter() - started)
+        answer = answered(recognizer, background, sent, times)
         model_errors.append(abs(answer["x"] - x))
         match = match_piece(background, piece)
         matcher_errors.append(abs(match["x"] - x) if match else float("inf"))
@@ -197,12 +204,7 @@ def bench_rotate(args: argparse.Namespace, work: Path) -> tuple[list[str], Path,
                           None, "png")
         angle = rng.randrange(360)
         image = turned(open_image(held[i % len(held)]), angle, spec.size, spec.crop, (255, 255, 255))
-        buffer = io.BytesIO()
-        image.save(buffer, "PNG")
-        sent.append(buffer.getvalue())
-        started = time.perf_counter()
-        answer = recognizer.recognize(buffer.getvalue())
-        times.append(time.perf_counter() - started)
+        answer = answered(recognizer, image, sent, times)
         errors.append(angle_error(answer["angle"], angle))
         truths.append(angle)
     best = min(range(360), key=lambda guess: sum(angle_error(guess, t) for t in truths))
