@@ -180,7 +180,7 @@ def bench_slider(args: argparse.Namespace, work: Path) -> tuple[list[str], Path,
         apart.append(answer["x"] - match["x"] if match else float("inf"))
     gaps = np.abs(apart)
 
-    return [f"### SLIDER: held-out backgrounds (generated gaps, sizes 268-340 px wide)", "",
+    return ["### SLIDER: held-out backgrounds (generated gaps, sizes 268-340 px wide)", "",
             f"training: {args.count} captchas from {args.backgrounds} backgrounds, {trained}", "",
             "| answer | captchas | mean error px | median | within 2 px | within 3 px | within 5 px |",
             "| --- | --- | --- | --- | --- | --- | --- |",

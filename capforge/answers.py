@@ -35,7 +35,8 @@ def parse_inputs(mode: Mode, given: Mapping[str, Any], image_from: Callable[[Any
     taken as it is. An input that another mode reads but this one does not is refused (it would
     be silently ignored)."""
     own = {i.name: i for i in mode.inputs}
-    sent = {name: value for name, value in given.items() if name in every_input() and value not in (None, "")}
+    readable = every_input()
+    sent = {name: value for name, value in given.items() if name in readable and value not in (None, "")}
     for name in sent:
         if name not in own:
             reads = ", ".join(f"'{i.name}'" for i in mode.inputs) or "nothing"

@@ -54,7 +54,7 @@ class Recognizer:
         the same kinds of image, and ``display_width``)."""
         started = time.perf_counter()
         mode = self.predictor.mode
-        given = parse_inputs(mode, inputs, lambda value: _file_bytes(value))
+        given = parse_inputs(mode, inputs, _file_bytes)
         data = None if isinstance(image, Image.Image) else _file_bytes(image)
         prediction = self.predictor.predict([image if data is None else data])[0]
         if given:

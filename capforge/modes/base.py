@@ -329,11 +329,15 @@ class Mode:
         text answers (right or wrong) or a label that names no measure."""
         return None
 
+    @staticmethod
+    def outputs(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch: int = 256) -> np.ndarray:
+        """``predict``'s outputs for uint8 ``images``, fed in batches of ``batch`` as floats in [0, 1]."""
+        return np.concatenate([predict(images[start:start + batch].astype(np.float32) / 255.0)
+                               for start in range(0, len(images), batch)])
+
     def validation_score(self, predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
                          labels: Sequence[Any], boxes: Sequence[np.ndarray] = ()) -> float:
         """Share of uint8 ``images`` whose decoded text equals the label exactly."""
-        correct = 0
-        for start in range(0, len(labels), 256):
-            outputs = predict(images[start:start + 256].astype(np.float32) / 255.0)
-            correct += sum(p.text == t for p, t in zip(self.decode(outputs), labels[start:start + 256]))
-        return correct / len(labels) if len(labels) else 0.0
+        if not len(labels):
+            return 0.0
+        return sum(p.text == t for p, t in zip(self.decode(self.outputs(predict, images)), labels)) / len(labels)

@@ -243,12 +243,11 @@ class RotateMode(MeasuredMode):
     def validation_score(self, predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
                          labels: Sequence[Any], boxes: Sequence[np.ndarray] = ()) -> float:
         """1 - mean absolute angle error / 180: 1 when every angle is right, 0.5 for guessing."""
-        errors = []
-        for start in range(0, len(labels), 256):
-            outputs = predict(images[start:start + 256].astype(np.float32) / 255.0)
-            got, _ = self.angles(outputs.reshape(len(outputs), -1))
-            errors += [angle_error(a, float(t)) for a, t in zip(got, labels[start:start + 256])]
-        return 1.0 - float(np.mean(errors)) / 180.0 if errors else 0.0
+        if not len(labels):
+            return 0.0
+        outputs = self.outputs(predict, images)
+        got, _ = self.angles(outputs.reshape(len(outputs), -1))
+        return 1.0 - float(np.mean([angle_error(a, float(t)) for a, t in zip(got, labels)])) / 180.0
 
     def error(self, prediction: Prediction, label: str) -> float | None:
         angle = number(label)

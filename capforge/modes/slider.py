@@ -359,12 +359,14 @@ class SliderMode(MeasuredMode):
         return Prediction(prediction.text, prediction.confidence, prediction.chars, fields=fields)
 
     def annotations(self, prediction: Prediction, size: tuple[int, int]) -> list[tuple[tuple[int, int, int, int], str]]:
-        """The gap's box where the piece gave its size, else a band down the image at x."""
+        """The model's x as a band down the image, and the matcher's gap as a box where the piece was sent."""
         x = int(prediction.fields["x"])
-        if "y" in prediction.fields:
-            y, width = int(prediction.fields["y"]), int(prediction.fields["width"])
-            return [((x, y, x + width, y + width), f"gap x={x}")]
-        return [((x, 0, min(size[0] - 1, x + 4), size[1] - 1), f"gap x={x}")]
+        marks = [((x, 0, min(size[0] - 1, x + 4), size[1] - 1), f"model: x={x}")]
+        if "match" in prediction.fields:
+            m = prediction.fields["match"]
+            left, top, side = int(m["x"]), int(m["y"]), int(m["width"])
+            marks.append(((left, top, left + side, top + side), f"matcher: x={left}"))
+        return marks
 
     def error(self, prediction: Prediction, label: str) -> float | None:
         x = number(label)
@@ -373,9 +375,7 @@ class SliderMode(MeasuredMode):
     def validation_score(self, predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
                          labels: Sequence[Any], boxes: Sequence[np.ndarray] = ()) -> float:
         """The mean of 1 - error / 32 input pixels (0 beyond): 1 when every gap is found to the pixel."""
-        scores = []
-        for start in range(0, len(labels), 256):
-            outputs = predict(images[start:start + 256].astype(np.float32) / 255.0)
-            xs, _, _ = self.positions(outputs)
-            scores += [max(0.0, 1.0 - abs(x - float(t)) / 32) for x, t in zip(xs, labels[start:start + 256])]
-        return float(np.mean(scores)) if scores else 0.0
+        if not len(labels):
+            return 0.0
+        xs, _, _ = self.positions(self.outputs(predict, images))
+        return float(np.mean([max(0.0, 1.0 - abs(x - float(t)) / 32) for x, t in zip(xs, labels)]))

@@ -80,8 +80,9 @@ def router(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
         if upload is None or isinstance(upload, str):
             raise RequestError(422, "missing_field", "the multipart field 'file' is required")
         data = await upload.read(model.settings.MAX_IMAGE_BYTES + 1)
+        readable = every_input()
         fields = {name: await value.read(model.settings.MAX_IMAGE_BYTES + 1) if hasattr(value, "read") else value
-                  for name, value in form.items() if name in every_input()}
+                  for name, value in form.items() if name in readable}
         inputs = _inputs(model, fields)
         return JSONResponse(await recognize(model, checked_bytes(data, model.settings.MAX_IMAGE_BYTES),
                                             form.get("prompt"), metrics, inputs))
