@@ -30,6 +30,10 @@ from capforge.workspace import RECENT, SPLITS, Workspace
 class SplitPlan:
     moves: list[tuple[Path, Path]] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
+    kept: dict[str, list[Path]] = field(default_factory=dict)
+    """Copies of images in a split this run gives no share (a test folder the user gave, with
+    TEST_SPLIT = 0): they stay where they are, by split, since moving them would change that split
+    and training on them would train on its images."""
 
 
 def _digest(path: Path) -> str:
@@ -53,9 +57,12 @@ def plan(workspace: Workspace, settings: Mapping[str, Any], source: Path,
     for path, digest in zip(images, digests):
         groups.setdefault(digest, []).append(path)
     result = SplitPlan()
+    taking = {"train", *(name for name, share in shares.items() if share > 0)}
     by_folder: dict[Path, list[tuple[str, list[Path]]]] = {}
     for digest, paths in groups.items():
-        if digest in already:  # a copy was split before: keep duplicates together
+        if digest in already and already[digest] not in taking:
+            result.kept.setdefault(already[digest], []).extend(paths)
+        elif digest in already:  # a copy was split before: keep duplicates together
             result.counts[already[digest]] += len(paths)
             result.moves += [(p, workspace.split_dir(already[digest])) for p in paths]
         else:

@@ -116,6 +116,10 @@ def cmd_split(ws: Workspace, settings: Settings, args: argparse.Namespace) -> in
     ws.init_layout()
     result = split(ws, settings, args.source)
     totals = {s: sum(1 for _ in iter_images(ws.split_dir(s))) for s in ("train", "validation", "test")}
+    for held, copies in result.kept.items():
+        print(f"kept {len(copies)} image(s) where they are, e.g. {ws.relative(copies[0])}: they are copies "
+              f"of images in {ws.relative(ws.split_dir(held))}, which this split adds nothing to; "
+              "training on them would train on those images. Delete them, or move them there yourself.")
     if not result.moves:
         if not any(totals.values()):
             raise DataError(f"no images in {ws.relative(args.source or ws.pool)}; generate some with "

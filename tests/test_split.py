@@ -102,3 +102,25 @@ def test_copy_from_outside_keeps_the_source_and_carries_labels(workspace: Path, 
 def test_empty_pool_is_a_clear_error(workspace: Path) -> None:
     result = run_script(workspace, "split_dataset.py")
     assert result.returncode == 2 and "no images in data/pool" in result.stderr
+
+
+def test_a_test_folder_the_user_gave_stays_as_given(workspace: Path) -> None:
+    """TEST_SPLIT = 0 with a data/test of the site's own: no pool image goes there, class folders
+    and copies of test images included (a copy stays in the pool, named in the output)."""
+    pool, given = workspace / "data" / "pool", workspace / "data" / "test"
+    for k in range(7):
+        generate(CaptchaSpec("0123456789", 4, 4), pool / f"class{k}", 13, seed=40 + k, progress=False)
+    tests = generate(CaptchaSpec("0123456789", 4, 4), given, 20, seed=50, progress=False)
+    copies = [pool / "class0" / f"{p.name.split('_')[0]}_again{i}.png" for i, p in enumerate(tests[:2])]
+    for test_image, copy in zip(tests, copies):
+        shutil.copy(test_image, copy)
+    before = files(given)
+    with (workspace / "settings.py").open("a") as settings:
+        settings.write("TEST_SPLIT = 0.0\n")
+    result = run_script(workspace, "split_dataset.py")
+    assert result.returncode == 0, result.stderr
+    assert files(given) == before
+    assert "kept 2 image(s) where they are" in result.stdout and "data/test" in result.stdout
+    assert sorted(p.name for p in pool.rglob("*.png")) == sorted(c.name for c in copies)
+    counts = split_counts(workspace)
+    assert counts["test"] == 20 and counts["validation"] > 0
