@@ -60,8 +60,8 @@ class EfficientDetMode(Mode):
                "that reads each box for click order; '' uses the detector's classes", SERVE),
     )
     # The whole colour picture at a size its five feature levels divide (multiples of 32), small
-    # batches at a higher rate, averaged over the 500 steps they were measured with
-    # (bench/results/detection.md).
+    # batches at a higher rate (bench/results/defaults.md, "EFFICIENTDET defaults"), averaged
+    # over about the last 500 steps.
     defaults = {"IMAGE_HEIGHT": 128, "IMAGE_WIDTH": 256, "IMAGE_CHANNELS": 3, "BATCH_SIZE": 4,
                 "LR": 0.003, "EARLY_PATIENCE": 15, "WEIGHT_AVERAGE": 0.998}
 
