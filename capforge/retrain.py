@@ -5,11 +5,12 @@ validation and a held-out ``data/recent`` (RECENT_SPLIT of them); the test split
 Training continues from the current best weights; the candidate is exported beside the served
 model and both are read through the serving path on the fixed test split and on the recent one.
 The gate promotes the candidate only when it is not worse on the test split beyond sampling
-noise (McNemar's test on the images one gets right and the other wrong) and is better on the
-recent split; otherwise the served export stays, and the report says why. A candidate worse on
-the test split is dropped (the checkpoint goes back to the served model's); one that is only not
-better yet is kept as the starting point of the next retrain, so a young model's training adds up
-over rounds instead of starting again from the served weights each time. A running server picks up a promoted export by itself (it watches exports/current).
+noise and is better on the recent split beyond it (both by McNemar's exact test on the images one
+gets right and the other wrong, 5 % two-sided); otherwise the served export stays, and the report
+says why. A candidate worse on the test split is dropped (the checkpoint goes back to the served
+model's); one that is only not better yet is kept as the starting point of the next retrain, so a
+young model's training adds up over rounds instead of starting again from the served weights each
+time. A running server picks up a promoted export by itself (it watches exports/current).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from capforge.workspace import RECENT, Workspace
 
 CANDIDATE = "candidate"
 BEFORE = "best.before-retrain.keras"
-NOISE_Z = 1.96  # two-sided 5 %: a drop smaller than this many standard errors is sampling noise
+SIGNIFICANCE = 0.025  # one-sided, so a two-sided 5 %: a smaller difference is sampling noise
 
 
 @dataclass
@@ -55,19 +56,37 @@ class Verdict:
     worse: bool  # worse on the test split beyond sampling noise
 
 
+def mcnemar_p(more: int, fewer: int) -> float:
+    """Exact one-sided McNemar p-value: how likely one model reads ``more`` images the other
+    misses, against ``fewer`` the other way round, if both were equally good (each changed answer
+    then a fair coin). Exact, not the normal approximation: a gate sees a handful of changes."""
+    changed = more + fewer
+    return sum(math.comb(changed, k) for k in range(more, changed + 1)) / 2 ** changed
+
+
+def changes(current: Sequence[bool], candidate: Sequence[bool]) -> tuple[int, int]:
+    """(images only the candidate reads, images only the current model reads)."""
+    won = sum(n and not c for c, n in zip(current, candidate))
+    lost = sum(c and not n for c, n in zip(current, candidate))
+    return won, lost
+
+
 def decide(test_current: Sequence[bool], test_candidate: Sequence[bool],
            recent_current: Sequence[bool], recent_candidate: Sequence[bool]) -> Verdict:
-    """The promotion gate, on per-image correctness (same images, same order, for both models)."""
-    lost = sum(c and not n for c, n in zip(test_current, test_candidate))  # current right, candidate wrong
-    won = sum(n and not c for c, n in zip(test_current, test_candidate))
-    noise = NOISE_Z * math.sqrt(lost + won)
-    worse = lost - won > noise
+    """The promotion gate, on per-image correctness (same images, same order, for both models):
+    not worse on the test split and better on the recent one, each beyond sampling noise by the
+    same test (so a gain of one image, or of five with none lost, never promotes: six at least)."""
+    won, lost = changes(test_current, test_candidate)
+    worse = mcnemar_p(lost, won) <= SIGNIFICANCE
     reasons = [f"test split: the candidate reads {won} image(s) the current model misses and misses {lost} it "
-               f"reads; {'worse beyond' if worse else 'within'} sampling noise (a net loss over "
-               f"{noise:.1f} counts as worse)"]
-    better = sum(recent_candidate) > sum(recent_current)
+               f"reads; {'worse beyond' if worse else 'within'} sampling noise (McNemar, "
+               f"p = {mcnemar_p(lost, won):.3f} that it is this much worse by chance)"]
+    gained, dropped = changes(recent_current, recent_candidate)
+    chance = mcnemar_p(gained, dropped)
+    better = chance <= SIGNIFICANCE
     reasons.append(f"recent split: {sum(recent_candidate)} of {len(recent_candidate)} right against "
-                   f"{sum(recent_current)} for the current model; {'better' if better else 'not better'}")
+                   f"{sum(recent_current)} for the current model ({gained} gained, {dropped} lost; p = "
+                   f"{chance:.3f} by chance); {'better' if better else 'not better'} beyond sampling noise")
     return Verdict(not worse and better, reasons, won, lost, worse)
 
 
