@@ -1,14 +1,18 @@
-"""The training callbacks, in the order train.py runs them: BackupAndRestore (a killed run
-resumes with its epoch, optimizer state and log), a moving average of the weights
-(WEIGHT_AVERAGE) that everything after it sees, the mode's score on the whole validation set
-(``val_seq_acc``; ``val_map50`` for detection), the best checkpoint, early stopping, the
-learning-rate schedule, TensorBoard, the CSV log and the wall-time limit.
+"""The training callbacks, in the order train.py runs them: the clock (training time, across
+resumes), a moving average of the weights (WEIGHT_AVERAGE) that everything after it sees, the
+mode's score on the whole validation set (``val_seq_acc``; ``val_map50`` for detection), the
+best checkpoint, early stopping, the learning-rate schedule, the backup (a killed run resumes
+with its epoch, optimizer, log and every callback's state), TensorBoard, the CSV log and the
+time limit.
 
 Imported by ``train`` when training starts: this module imports Keras (and so TensorFlow).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import math
 import time
 from pathlib import Path
@@ -18,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from capforge.atomic import write_atomically
 from capforge.errors import SettingsError
 from capforge.modes import Mode
 from capforge.weight_average import weight_average_callback
@@ -54,15 +59,37 @@ class ValidationScore(keras.callbacks.Callback):
                                                                  *self.val)
 
 
-class TimeLimit(keras.callbacks.Callback):
-    """Stop once ``minutes`` of wall time have passed (the epoch is closed normally)."""
+class Clock(keras.callbacks.Callback):
+    """The training time spent, which a resumed run carries on from rather than starting again:
+    the --minutes budget and its schedule read it."""
 
-    def __init__(self, minutes: float | None) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.deadline = time.monotonic() + 60 * minutes if minutes else None
+        self.started = time.monotonic()
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.started = time.monotonic()
+
+    def spent(self) -> float:
+        """Seconds of training so far, across resumes."""
+        return time.monotonic() - self.started
+
+    def state(self) -> dict[str, Any]:
+        return {"spent": self.spent()}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.started = time.monotonic() - state["spent"]
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop once ``minutes`` of training time have passed (the epoch is closed normally)."""
+
+    def __init__(self, minutes: float | None, clock: Clock) -> None:
+        super().__init__()
+        self.minutes, self.clock = minutes, clock
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.deadline and time.monotonic() > self.deadline:
+        if self.minutes and self.clock.spent() > 60 * self.minutes:
             self.model.stop_training = True
 
 
@@ -71,18 +98,17 @@ class BudgetSchedule(keras.callbacks.Callback):
     all-blank plateau), then a cosine down to 1 % of it, so a time-bounded run ends on small,
     precise steps instead of wherever a plateau left it."""
 
-    def __init__(self, lr: float, minutes: float) -> None:
+    def __init__(self, lr: float, minutes: float, clock: Clock) -> None:
         super().__init__()
-        self.lr, self.minutes = lr, minutes
-        self.started, self.epoch_decayed = time.monotonic(), False
+        self.lr, self.minutes, self.clock = lr, minutes, clock
+        self.epoch_decayed = False
 
     def decay(self) -> float:
         """How far the decay has gone: 0 during the hold, 1 at the end of the budget."""
-        spent = (time.monotonic() - self.started) / (60 * self.minutes)
+        spent = self.clock.spent() / (60 * self.minutes)
         return min(1.0, max(0.0, (spent - BUDGET_HOLD) / (1 - BUDGET_HOLD)))
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self.started = time.monotonic()
         self.epoch_decayed = False
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -109,14 +135,38 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
 
     def __init__(self, path: Path, monitor: str, budget: BudgetSchedule | None) -> None:
         super().__init__(str(path), monitor=monitor, mode="max", save_best_only=True)
-        self.budget = budget
+        self.budget, self.path = budget, path
+        # The score of a checkpoint this run saved after its last backup (read before training
+        # begins; a fresh run removes a finished run's record as it starts).
+        self.recorded = (json.loads(self.record().read_text())["score"]
+                         if self.record().is_file() and path.is_file() else None)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not settled(self.budget):
             self.best = None
         elif self.budget is not None:
             self.monitor_op = np.greater_equal
+        before = self.best
         super().on_epoch_end(epoch, logs)
+        if self.best is not None and self.best is not before:  # saved: its score beside it, at once
+            write_atomically(self.record(), json.dumps({"epoch": epoch, "score": float(self.best)}).encode())
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        self.record().unlink(missing_ok=True)  # read in __init__ already, for a resumed run
+
+    def record(self) -> Path:
+        """The score of the checkpoint on disk, written right after it (a kill between the
+        epoch's end and the backup must not let a worse epoch replace it on resuming)."""
+        return self.path.with_suffix(".json")
+
+    def state(self) -> dict[str, Any]:
+        return {"best": None if self.best is None else float(self.best)}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.best = state["best"]
+        if self.recorded is not None:
+            self.best = max(self.recorded, self.best if self.best is not None else self.recorded)
 
 
 class EarlyStop(keras.callbacks.Callback):
@@ -132,6 +182,12 @@ class EarlyStop(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.best_score, self.best_loss, self.wait = -math.inf, math.inf, 0
+
+    def state(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "best_loss": self.best_loss, "wait": self.wait}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.best_score, self.best_loss, self.wait = state["best_score"], state["best_loss"], state["wait"]
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -155,20 +211,84 @@ class EpochLine(keras.callbacks.Callback):
         print(f"epoch {epoch + 1}: {time.monotonic() - self.started:.1f} s, {figures}", flush=True)
 
 
+class Backup(keras.callbacks.BackupAndRestore):
+    """Keras' backup of the raw weights, the optimizer and the epoch, plus what the other
+    callbacks know (the best score, early-stop patience, the plateau schedule, the time spent,
+    the weight average), so that a killed run resumes to what an unkilled one would do. It runs
+    after them, saving what the epoch's end left; the state first, the weights last, so a kill
+    in between resumes knowing at least as much as the weights it restores."""
+
+    STATE, AVERAGE = "state.json", "average.npz"
+
+    def __init__(self, folder: Path, parts: Mapping[str, Any], averaging: Any | None) -> None:
+        super().__init__(str(folder), double_checkpoint=True)
+        self.folder, self.parts, self.averaging = folder, parts, averaging
+        self.resumed: dict[str, Any] | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if not (self.folder / self.STATE).is_file():
+            return
+        self.resumed = json.loads((self.folder / self.STATE).read_text())
+        for name, part in self.parts.items():
+            if name in self.resumed:
+                part.restore(self.resumed[name])
+        if self.averaging is not None and (self.folder / self.AVERAGE).is_file():
+            with np.load(self.folder / self.AVERAGE) as saved:
+                self.averaging.restore(self.resumed["average_step"], [saved[k] for k in sorted(saved, key=int)])
+        best = self.parts["best"].best
+        print(f"resuming after epoch {self.resumed['epoch']}: {self.resumed['clock']['spent']:.0f} s of training "
+              f"spent, best {self.parts['best'].monitor} so far {'none' if best is None else f'{best:.4f}'}",
+              flush=True)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state: dict[str, Any] = {"epoch": epoch + 1, **{name: part.state() for name, part in self.parts.items()}}
+        if self.averaging is not None:
+            state["average_step"], averages = self.averaging.state()
+            buffer = io.BytesIO()
+            np.savez(buffer, **{str(i): a for i, a in enumerate(averages)})
+            write_atomically(self.folder / self.AVERAGE, buffer.getvalue())
+        write_atomically(self.folder / self.STATE, json.dumps(state).encode())
+        with self.averaging.holding_raw() if self.averaging is not None else contextlib.nullcontext():
+            super().on_epoch_end(epoch, logs)
+
+
+class Plateau(keras.callbacks.ReduceLROnPlateau):
+    """Keras' halving on plateaus, with a state a resumed run restores."""
+
+    def state(self) -> dict[str, Any]:
+        return {"best": float(self.best) if self.best is not None else None, "wait": self.wait,
+                "cooldown_counter": self.cooldown_counter,
+                "learning_rate": float(np.asarray(self.model.optimizer.learning_rate))}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.best, self.wait, self.cooldown_counter = state["best"], state["wait"], state["cooldown_counter"]
+        self.model.optimizer.learning_rate = state["learning_rate"]
+
+
 def training_callbacks(checkpoints: Path, logs: Path, best: Path, settings: Mapping[str, Any], mode: Mode,
                        val: tuple[Any, ...], minutes: float | None) -> list[Any]:
     """Every callback of a training run, in the order they must run."""
-    budget = BudgetSchedule(settings["LR"], minutes) if lr_schedule(settings, minutes) == "budget" else None
-    averaging = [weight_average_callback(settings["WEIGHT_AVERAGE"])] if settings["WEIGHT_AVERAGE"] else []
-    return [  # in this order: the backup keeps the raw weights, the rest see the average
-        keras.callbacks.BackupAndRestore(str(checkpoints / "backup")),
-        *averaging,
+    clock = Clock()
+    budget = (BudgetSchedule(settings["LR"], minutes, clock) if lr_schedule(settings, minutes) == "budget"
+              else None)
+    averaging = weight_average_callback(settings["WEIGHT_AVERAGE"]) if settings["WEIGHT_AVERAGE"] else None
+    best_checkpoint = BestCheckpoint(best, mode.monitor, budget)
+    stop = None if budget else EarlyStop(mode.monitor, settings["EARLY_PATIENCE"])
+    schedule = budget or Plateau(monitor="val_loss", factor=0.5, patience=settings["LR_PATIENCE"], min_lr=1e-6)
+    parts = {"clock": clock, "best": best_checkpoint, **({"early_stop": stop} if stop else {}),
+             **({} if budget else {"plateau": schedule})}
+    return [  # in this order: the average is what everything after it sees; the backup saves what
+              # the callbacks before it know
+        clock,
+        *([averaging] if averaging else []),
         ValidationScore(mode, val),
-        BestCheckpoint(best, mode.monitor, budget),
-        *([] if budget else [EarlyStop(mode.monitor, settings["EARLY_PATIENCE"])]),
-        budget or keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                                    patience=settings["LR_PATIENCE"], min_lr=1e-6),
+        best_checkpoint,
+        *([stop] if stop else []),
+        schedule,
+        Backup(checkpoints / "backup", parts, averaging),  # before the log: a logged epoch is backed up
         keras.callbacks.TensorBoard(str(logs / "tensorboard")),
         keras.callbacks.CSVLogger(str(logs / "training.csv"), append=True),
-        TimeLimit(minutes),
+        TimeLimit(minutes, clock),
     ]

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 from tqdm import tqdm
 
+from capforge.atomic import write_atomically
 from capforge.data.images import Geometry, ImageHook, Preprocessing, geometry, iter_images, open_image
 from capforge.data.labels import configured_charset
 from capforge.modes.efficientdet.boxes import label_file_of, read_boxes
@@ -241,9 +242,7 @@ def save_report(report: Report, path: Path) -> None:
         "suggestions": report.suggestions,
         "reasoning": report.reasoning,
     }
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(partial, path)
+    write_atomically(path, json.dumps(data, indent=2, ensure_ascii=False).encode())
 
 
 def quarantine(findings: list[Finding], workspace: Workspace) -> list[tuple[Path, Path]]:

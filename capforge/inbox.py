@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from capforge.atomic import write_atomically
 from capforge.check import Finding, quarantine
 from capforge.data.images import IMAGE_SUFFIXES
 from capforge.data.labels import LABEL_FILES, configured_charset
@@ -51,12 +52,6 @@ def content_key(data: bytes) -> str:
 
 def now() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.part")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 @dataclass

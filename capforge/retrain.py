@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from capforge.atomic import write_atomically
 from capforge.data.images import iter_images
 from capforge.errors import DataError, WorkspaceError
-from capforge.inbox import write_atomically
 from capforge.workspace import RECENT, Workspace
 
 CANDIDATE = "candidate"

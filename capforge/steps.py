@@ -164,6 +164,8 @@ def cmd_train(ws: Workspace, settings: Settings, args: argparse.Namespace) -> in
           + (f"; best {summary['monitor']} {summary['best']:.4f}" if summary["best"] is not None else "")
           + "; "
           f"checkpoint {ws.relative(ws.checkpoints)}/best.keras, curves logs/training_curves.png")
+    if settings["DISTRIBUTE"] == "multi_worker":
+        print(f"weights {summary['weights']} (every worker of this run prints the same)")
     return 0
 
 
@@ -265,7 +267,10 @@ def _args_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="server processes, each with its own copy of the models "
                    "(default: one per core, at most 4)")
     p.add_argument("--models", help="comma-separated site names to serve (default: every export)")
-    p.add_argument("--api-key", default="", help="require this X-API-Key header (or CAPFORGE_API_KEY)")
+    p.add_argument("--api-key", default="", help="require an API key: NAME:KEY pairs, comma-separated (one "
+                   "per crawler), or one KEY (or CAPFORGE_API_KEY); crawlers send X-API-Key, people log in at /login")
+    p.add_argument("--rate-limit", type=float, default=0.0, help="API requests a second per key and worker "
+                   "process; more get 429 with Retry-After (default 0: no limit)")
     p.add_argument("--demo-captcha", action="store_true", help="serve synthetic captchas at /demo/captcha")
 
 
@@ -277,7 +282,8 @@ def serve_works(works: Path, args: argparse.Namespace) -> int:
     """Serve every exported workspace in the folder ``works`` (a container's mounted works/)."""
     from capforge.serve.server import serve
 
-    config = {"works": str(works), "api_key": args.api_key, "demo_captcha": args.demo_captcha,
+    config = {"works": str(works), "api_keys": args.api_key, "rate_limit": args.rate_limit,
+              "demo_captcha": args.demo_captcha,
               "models": args.models.split(",") if args.models else None, "overrides": args.overrides}
     serve(config, args.host, args.port, args.workers)
     return 0

@@ -198,4 +198,18 @@ def _train_here(workspace: Workspace, settings: Mapping[str, Any], minutes: floa
     scores = history.history.get(mode.monitor, [])
     return {"epochs_run": len(scores), "monitor": mode.monitor, "best": max(scores, default=None),
             "seconds": round(time.monotonic() - started, 1), "charset_size": len(mode.charset.symbols),
-            "label_width": mode.label_width, "resumed": resuming, "skipped": skipped}
+            "label_width": mode.label_width, "resumed": resuming, "skipped": skipped,
+            "weights": weights_digest(model)}
+
+
+def weights_digest(model: Any) -> str:
+    """A short digest of the trained weights (the ones the optimizer steps; the same on every
+    worker of one multi-machine run, which is how a user sees that they trained one model)."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha1()
+    for weight in model.trainable_weights:
+        digest.update(np.asarray(weight.value).tobytes())
+    return digest.hexdigest()[:16]

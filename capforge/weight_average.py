@@ -10,7 +10,8 @@ with ``num_updates``: momentum ``min(m, (1 + t) / (10 + t))`` at step t.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -27,8 +28,8 @@ def warm_momentum(momentum: float, step: int) -> float:
 def weight_average_callback(momentum: float) -> Any:
     """A Keras callback that averages the model's floating-point weights after every step.
 
-    Place it after BackupAndRestore (which must save the raw weights training resumes from) and
-    before the callbacks that judge or save the model at the end of an epoch.
+    Place it before the callbacks that judge or save the model at the end of an epoch; a backup
+    saves the raw weights training resumes from inside ``holding_raw``.
     """
     import keras
     import tensorflow as tf
@@ -76,5 +77,26 @@ def weight_average_callback(momentum: float) -> Any:
                 for weight, value in zip(self.weights, self.raw):
                     weight.assign(value)
                 self.raw = None
+
+        @contextlib.contextmanager
+        def holding_raw(self) -> Iterator[None]:
+            """The raw weights in the model for a while (a backup must keep what training
+            resumes from), the average again afterwards."""
+            averaged = self.raw is not None
+            self._use_raw()
+            try:
+                yield
+            finally:
+                if averaged:
+                    self._use_average()
+
+        def state(self) -> tuple[int, list[np.ndarray]]:
+            """The step count and the averages: what a resumed run goes on from."""
+            return self.step, [np.asarray(a.value()) for a in self.averages]
+
+        def restore(self, step: int, averages: list[np.ndarray]) -> None:
+            self.step = step
+            for average, value in zip(self.averages, averages):
+                average.assign(value)
 
     return WeightAverage()

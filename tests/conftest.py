@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -121,11 +121,22 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networkin
                 "--disable-component-update", "--disable-sync"]
 
 
+def log_in(tab: Any, key: str) -> None:
+    """On the server's login page (where a page behind keys sends a browser), enter ``key``
+    and wait for the page it was sent from."""
+    assert "/login" in tab.url, tab.url
+    tab.locator("input[name=key]").fill(key)
+    tab.get_by_role("button", name="Log in").click()
+    tab.wait_for_url("**/ui/**")
+    tab.wait_for_load_state("networkidle")
+
+
 def answers_on_the_page(url: str, pictures: list[Path], expected: list[str], pages: int = 1,
-                        screenshot: Path | None = None) -> tuple[list[str | None], str]:
-    """In headless Chromium, open ``pages`` pages of the Gradio UI and, taking them in turn, upload
-    each picture and press Recognize; wait up to 15 s for the page to show its expected text.
-    Returns what each page showed (None when the answer never came) and the last info line."""
+                        screenshot: Path | None = None, key: str | None = None) -> tuple[list[str | None], str]:
+    """In headless Chromium, open ``pages`` pages of the Gradio UI (logging in with ``key``
+    first, when given) and, taking them in turn, upload each picture and press Recognize; wait up
+    to 15 s for the page to show its expected text. Returns what each page showed (None when the
+    answer never came) and the last info line."""
     from playwright.sync_api import TimeoutError as NoAnswer
     from playwright.sync_api import sync_playwright
 
@@ -135,6 +146,8 @@ def answers_on_the_page(url: str, pictures: list[Path], expected: list[str], pag
         tabs = [browser.new_context().new_page() for _ in range(pages)]
         for tab in tabs:
             tab.goto(url + "/", wait_until="networkidle")
+            if key is not None:
+                log_in(tab, key)
         for i, (picture, text) in enumerate(zip(pictures, expected)):
             tab = tabs[i % pages]
             tab.locator("input[type=file]").first.set_input_files(str(picture))

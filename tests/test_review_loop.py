@@ -20,7 +20,7 @@ from capforge.retrain import decide
 from capforge.serve.api import create_app
 from capforge.serve.registry import ModelRegistry
 
-from conftest import run_script, running_app
+from conftest import answers_on_the_page, run_script, running_app
 from test_serve_live import CHROMIUM, loaded, page_tab
 
 
@@ -247,6 +247,33 @@ def test_the_loop_over_a_live_server_the_crawler_and_the_review_tab(own_works: P
             tab.locator("body").press("Escape")  # Esc skips
             record = ws / "data" / "inbox" / f"{second['key']}.json"
             assert eventually(lambda: json.loads(record.read_text()).get("skipped") == 1)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (./run test installs it)")
+def test_behind_keys_a_person_logs_in_recognises_and_reviews(own_works: Path) -> None:
+    """A server with named keys, as the compose file runs it: crawlers send their header; a
+    person in headless Chromium is sent to the login page, logs in once, recognises a captcha
+    on the page and labels a captured one in the review tab."""
+    ws = own_works / "digits"
+    pool, picture = ws / "data" / "pool", sorted((ws / "data" / "test").glob("*.png"))[0]
+    keys = "spider:k-spider-1,people:k-people-2"
+    with running_app(ws, "--workers", "1", "--api-key", keys, "--set", "CAPTURE=all") as url:
+        body = {"image": base64.b64encode(picture.read_bytes()).decode()}
+        assert requests.post(f"{url}/api/v1/recognize", json=body, timeout=10).status_code == 401
+        answer = requests.post(f"{url}/api/v1/recognize", json=body, headers={"X-API-Key": "k-spider-1"},
+                               timeout=10).json()
+        shown, _ = answers_on_the_page(url, [picture], [answer["result"]], key="k-people-2")
+        assert shown == [answer["result"]]
+        with page_tab(url, "review: digits", key="k-people-2") as tab:
+            box = tab.locator("#review-label-digits textarea")
+            tab.wait_for_function("a => document.querySelector('#review-label-digits textarea')?.value === a",
+                                  arg=answer["result"], timeout=15000)  # the captured answer, pre-filled
+            box.fill("4321")
+            box.press("Enter")
+            assert eventually(lambda: any(pool.glob("4321_*.png")))
+        metrics = requests.get(f"{url}/metrics", headers={"X-API-Key": "k-spider-1"}, timeout=10).text
+        assert re.search(r'capforge_key_requests_total\{key="people"\} [1-9]', metrics)
+        assert re.search(r'capforge_key_requests_total\{key="spider"\} [1-9]', metrics)
 
 
 def test_a_class_label_is_a_folder_and_never_a_path(tmp_path: Path) -> None:

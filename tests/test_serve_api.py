@@ -267,7 +267,7 @@ def test_feedback_is_off_by_default_then_kept_in_the_inbox_labelled(own_works: P
 
 
 def test_api_key_and_body_limit(works: Path) -> None:
-    api = client(works, api_key="s3cret", max_body_bytes=10_000)
+    api = client(works, api_keys="s3cret", max_body_bytes=10_000)
     assert api.get("/healthz").status_code == 200
     assert api.post("/api/v1/recognize", json={"image": "aGk="}).json()["error"]["code"] == "unauthorized"
     ok = api.post("/api/v1/recognize", json={"image": b64(sample(works))}, headers={"X-API-Key": "s3cret"})
@@ -275,6 +275,73 @@ def test_api_key_and_body_limit(works: Path) -> None:
     huge = api.post("/api/v1/recognize", content=b"x" * 20_000,
                     headers={"X-API-Key": "s3cret", "content-type": "application/json"})
     assert huge.status_code == 413 and huge.json()["error"]["code"] == "body_too_large"
+
+
+def test_named_keys_for_crawlers_bearcat_clients_and_people(works: Path) -> None:
+    api = client(works, api_keys="spider:k-spider-1,mobile:k-mobile-2", rate_limit=2.0)
+    image = b64(sample(works))
+    for headers in ({"X-API-Key": "k-spider-1"}, {"Authorization": "Bearer k-mobile-2"}):
+        assert api.post("/api/v1/recognize", json={"image": image}, headers=headers).status_code == 200
+    for wrong in ({"X-API-Key": "k-spider-"}, {"X-API-Key": "k-spider-1 "}, {"X-API-Key": ""}, {}):
+        answer = api.post("/api/v1/recognize", json={"image": image}, headers=wrong)
+        assert answer.status_code == 401 and "X-API-Key" in answer.json()["error"]["message"]
+    # Bearcat clients post a form to / and send no headers: the key goes in the URL
+    assert api.post("/", data={"img": image}).status_code == 401
+    assert api.post("/?key=k-mobile-2", data={"img": image}).json()["return_code"] == "200"
+    assert api.get("/api/v1/models?key=k-mobile-2").status_code == 401  # only the Bearcat route reads ?key=
+    # people: the page and /docs send a browser to /login, which sets a session cookie
+    html = {"accept": "text/html"}
+    for path in ("/ui/", "/docs", "/"):
+        away = api.get(path, headers=html, follow_redirects=False)
+        assert away.status_code == 303 and away.headers["location"].startswith("/login?next="), path
+    assert "API key" in api.get("/login").text
+    refused = api.post("/login", data={"key": "guess", "next": "/docs"}, follow_redirects=False)
+    assert refused.status_code == 401 and "not one of this server" in refused.text
+    assert "capforge_session" not in refused.headers.get("set-cookie", "")
+    outside = api.post("/login", data={"key": "k-spider-1", "next": "//evil.example/"}, follow_redirects=False)
+    assert outside.status_code == 303 and outside.headers["location"] == "/ui/"  # never to another site
+    person = client(works, api_keys="spider:k-spider-1,mobile:k-mobile-2")
+    entered = person.post("/login", data={"key": "k-mobile-2", "next": "/docs"}, follow_redirects=False)
+    assert entered.status_code == 303 and entered.headers["location"] == "/docs"
+    assert person.get("/docs", headers=html).status_code == 200 and person.get("/openapi.json").status_code == 200
+    assert person.post("/api/v1/recognize", json={"image": image}).status_code == 200  # the page's own calls
+    forged = person.cookies["capforge_session"].replace("mobile.", "spider.")
+    stranger = client(works, api_keys="spider:k-spider-1,mobile:k-mobile-2")
+    stranger.cookies.set("capforge_session", forged)
+    assert stranger.get("/api/v1/models").status_code == 401
+    person.get("/logout")
+    assert person.get("/api/v1/models").status_code == 401
+    # each key its own rate (2 a second here): the third call at once is refused, the other key is not
+    api = client(works, api_keys="spider:k-spider-1,mobile:k-mobile-2", rate_limit=2.0)
+    calls = [api.get("/api/v1/models", headers={"X-API-Key": "k-spider-1"}) for _ in range(3)]
+    assert [c.status_code for c in calls] == [200, 200, 429]
+    assert calls[2].json()["error"]["code"] == "rate_limited" and int(calls[2].headers["Retry-After"]) >= 1
+    assert api.get("/api/v1/models", headers={"X-API-Key": "k-mobile-2"}).status_code == 200
+    assert api.get("/healthz").status_code == 200  # never limited, never locked
+    metrics = api.get("/metrics", headers={"X-API-Key": "k-mobile-2"}).text
+    assert 'capforge_key_requests_total{key="spider"} 3.0' in metrics
+    assert 'capforge_errors_total{code="rate_limited"} 1.0' in metrics
+
+
+def test_wrong_logins_from_one_address_are_slowed_down(works: Path) -> None:
+    api = client(works, api_keys="k-spider-1")
+    answers = [api.post("/login", data={"key": f"guess{i}"}) for i in range(6)]
+    assert [a.status_code for a in answers] == [401] * 5 + [429]
+    assert int(answers[-1].headers["Retry-After"]) >= 1
+    late = api.post("/login", data={"key": "k-spider-1"}, follow_redirects=False)
+    assert late.status_code == 429  # even the right key waits: guessing gains nothing
+
+
+@pytest.mark.parametrize(("keys", "message"), [
+    ("spider:a,spider:b", "given twice"), ("bad name:x", "names are"), ("spider:", "is empty"),
+    ("a:same,b:same", "share one key"),
+])
+def test_a_malformed_key_list_is_a_clear_error(keys: str, message: str) -> None:
+    from capforge.errors import SettingsError
+    from capforge.serve.access import ApiKeys
+
+    with pytest.raises(SettingsError, match=message):
+        ApiKeys.parse(keys)
 
 
 def test_a_broken_re_export_keeps_the_previous_model_serving(works: Path, tmp_path: Path,

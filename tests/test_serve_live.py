@@ -16,7 +16,8 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from conftest import BROWSER_ARGS, CHROMIUM, answers_on_the_page, free_port, run_script, running_app, wait_until_answering
+from conftest import (BROWSER_ARGS, CHROMIUM, answers_on_the_page, free_port, log_in, run_script, running_app,
+                      wait_until_answering)
 
 @pytest.fixture(scope="module")
 def server(served_works: Path) -> Iterator[tuple[str, Path]]:
@@ -102,8 +103,9 @@ def loaded(tab: Any, selector: str) -> bool:
 
 
 @contextlib.contextmanager
-def page_tab(url: str, name: str) -> Iterator[Any]:
-    """A headless Chromium page of the server's UI with the tab ``name`` open."""
+def page_tab(url: str, name: str, key: str | None = None) -> Iterator[Any]:
+    """A headless Chromium page of the server's UI with the tab ``name`` open (logged in with
+    ``key`` first, when given)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -111,6 +113,8 @@ def page_tab(url: str, name: str) -> Iterator[Any]:
         try:
             tab = browser.new_page()
             tab.goto(url + "/ui/", wait_until="networkidle")
+            if key is not None:
+                log_in(tab, key)
             tab.get_by_role("tab", name=name).click()
             yield tab
         finally:

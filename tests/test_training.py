@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from capforge.settings import load_settings
 from capforge.workspace import Workspace, create_workspace
 
 from clean_data import fill_photo_pool, fill_pool
+from conftest import run_script
 
 SMALL = "IMAGE_HEIGHT = 32\nIMAGE_WIDTH = 96\nCAPTCHA_LENGTH = 4\nCHARSET = '0123456789'\n"
 
@@ -181,28 +183,51 @@ def test_parity_failure_is_reported_and_nothing_installed(tmp_path: Path, monkey
     assert not (ws.exports / "current").exists()
 
 
-def test_killed_run_resumes_with_its_epoch_count(tmp_path: Path) -> None:
-    ws = prepared(tmp_path, "CTC_TINY", "EPOCHS = 4\nBATCH_SIZE = 8\n", count=300)
-    log = ws.logs / "training.csv"
-    process = subprocess.Popen([sys.executable, str(ws.root / "train.py")], cwd=ws.root,
+def test_a_killed_budgeted_run_resumes_its_clock_and_its_best_score(tmp_path: Path) -> None:
+    """Killed after its best epochs of the decay, a --minutes run resumes with the time it had
+    spent, the decaying rate and the best score it knew: best.keras is replaced only by an epoch
+    at least as good, every epoch is logged once, and the two runs together keep the budget."""
+    import hashlib
+
+    ws = prepared(tmp_path, "CTC_TINY", "BATCH_SIZE = 8\n", count=300)
+    lr, log, best = load_settings(ws.root)["LR"], ws.logs / "training.csv", ws.checkpoints / "best.keras"
+    process = subprocess.Popen([sys.executable, str(ws.root / "train.py"), "--minutes", "1"], cwd=ws.root,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def decaying(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+        return [row for row in rows if float(row["learning_rate"]) < lr * 0.999]
+
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
-        if log.exists() and len(log.read_text().strip().splitlines()) >= 2:  # header + epoch 0
+        if log.exists() and len(decaying(list(csv.DictReader(log.open())))) >= 3:
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
     assert process.poll() is None, "training ended before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    done = len(list(csv.DictReader(log.open())))
-    assert (ws.checkpoints / "backup").exists()
-    result = subprocess.run([sys.executable, str(ws.root / "train.py")], cwd=ws.root, capture_output=True,
-                            text=True, timeout=600)
+    before = list(csv.DictReader(log.open()))
+    settled = decaying(before)[1:]  # epochs that began in the decay: the ones best.keras may come from
+    best_before = max(float(row["val_seq_acc"]) for row in settled)
+    digest = hashlib.sha1(best.read_bytes()).hexdigest()
+
+    result = run_script(ws.root, "train.py", "--minutes", "1")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "(resumed)" in result.stdout
-    epochs = [int(row["epoch"]) for row in csv.DictReader(log.open())]
-    assert epochs[:done] == list(range(done)) and epochs[-1] == 3
-    assert len(set(epochs)) == 4  # every epoch once: none repeated, none lost
+    resumed = re.search(r"resuming after epoch (\d+): (\d+) s of training spent, best val_seq_acc so far ([\d.]+)",
+                        result.stdout)
+    assert resumed, result.stdout
+    assert int(resumed.group(1)) == len(before) and float(resumed.group(3)) >= best_before - 1e-4
+    spent = int(resumed.group(2))
+    assert 36 <= spent <= 60  # the decay had begun (60 % of the budget) and the budget had not run out
+    trained = float(re.search(r"in ([\d.]+) s", result.stdout).group(1))
+    assert trained < 60 - spent + 15, (spent, trained)  # the rest of the budget, not a new one
+    after = list(csv.DictReader(log.open()))
+    assert [int(row["epoch"]) for row in after] == list(range(len(after)))  # every epoch once
+    new = after[len(before):]
+    assert new and all(float(row["learning_rate"]) < lr * 0.999 for row in new)  # still decaying
+    if max(float(row["val_seq_acc"]) for row in new) < float(resumed.group(3)):
+        assert hashlib.sha1(best.read_bytes()).hexdigest() == digest  # no worse epoch replaced it
+    else:
+        assert hashlib.sha1(best.read_bytes()).hexdigest() != digest  # one as good did
     assert not (ws.checkpoints / "backup").exists()
 
 
@@ -227,7 +252,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path: Path) -> None:
 def test_two_workers_on_loopback_train_one_model_and_only_the_chief_writes(tmp_path: Path) -> None:
     import shutil
 
-    from conftest import free_port, run_script
+    from conftest import free_port
 
     chief = prepared(tmp_path, "CTC_TINY", "EPOCHS = 1\nBATCH_SIZE = 16\nDISTRIBUTE = 'multi_worker'\n", count=60)
     other = tmp_path / "second_machine" / "w"  # each machine holds its own copy of the workspace
@@ -241,6 +266,8 @@ def test_two_workers_on_loopback_train_one_model_and_only_the_chief_writes(tmp_p
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], "\n".join(o[-2000:] for o in outputs)
     assert "worker 1 of the cluster: training with the chief" in outputs[1]
+    digests = [re.findall(r"^weights (\w+)", output, re.M) for output in outputs]
+    assert len(digests[0]) == 1 and digests[0] == digests[1], digests  # one model, not two
     for i, root in enumerate((chief.root, other)):
         env = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
         result = run_script(root, "save_model.py", env=env)
@@ -402,11 +429,13 @@ def test_budget_schedule_holds_the_rate_for_60_percent_then_decays_to_1_percent(
 
     from capforge import callbacks
 
-    clock = [0.0]
-    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
+    now = [0.0]
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: now[0])
     model = SimpleNamespace(optimizer=SimpleNamespace(learning_rate=None))
-    budget = callbacks.BudgetSchedule(0.002, 10)
+    clock_callback = callbacks.Clock()
+    budget = callbacks.BudgetSchedule(0.002, 10, clock_callback)
     budget.set_model(model)
+    clock_callback.on_train_begin()
     budget.on_train_begin()
     rates, decayed = [], []
     for epoch in range(21):  # 30-second epochs over a 10-minute budget
@@ -414,7 +443,7 @@ def test_budget_schedule_holds_the_rate_for_60_percent_then_decays_to_1_percent(
         budget.on_train_batch_begin(0)
         rates.append(model.optimizer.learning_rate)
         decayed.append(callbacks.settled(budget))
-        clock[0] += 30
+        now[0] += 30
         logs: dict = {}
         budget.on_epoch_end(epoch, logs)
         assert logs["learning_rate"] == pytest.approx(rates[-1])  # the CSV log shows the rate

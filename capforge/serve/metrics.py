@@ -19,6 +19,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("capforge_requests", "Requests by route", ["route"], registry=self.registry)
         self.errors = Counter("capforge_errors", "Error answers by code", ["code"], registry=self.registry)
+        self.keys = Counter("capforge_key_requests", "Requests by API key name (with keys set)", ["key"],
+                            registry=self.registry)
         self.latency = Histogram("capforge_latency_seconds", "Recognition latency", registry=self.registry,
                                  buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2))
         self.answers = Counter("capforge_answers", "Answers given, by model", ["model"], registry=self.registry)

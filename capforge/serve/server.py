@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from capforge.errors import SettingsError
+from capforge.serve.access import ApiKeys
 from capforge.serve.api import MULTIPROCESS_DIR, ServeOptions, create_app
 from capforge.serve.registry import ModelRegistry
 
@@ -37,7 +38,8 @@ def build_app(config: dict[str, Any]) -> Any:
         raise SettingsError(f"no exported model under {config['works']}"
                             + (f" named {', '.join(config['models'])}" if config.get("models") else "")
                             + "; run save_model.py first")
-    options = ServeOptions(api_key=config.get("api_key", ""), demo_captcha=config.get("demo_captcha", False))
+    options = ServeOptions(api_keys=config.get("api_keys", ""), rate_limit=config.get("rate_limit", 0.0),
+                           demo_captcha=config.get("demo_captcha", False))
     app = create_app(registry, options)
     page = build_ui(registry)
     # root_path: without it the files that unqueued events return (report pictures, the captcha
@@ -77,14 +79,16 @@ def serve(config: dict[str, Any], host: str, port: int, workers: int | None = No
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise SettingsError(f"--workers {workers}: the server needs at least 1 worker process")
-    api_key = config.get("api_key") or os.environ.get("CAPFORGE_API_KEY", "")
-    config["api_key"] = api_key
+    config["api_keys"] = config.get("api_keys") or os.environ.get("CAPFORGE_API_KEY", "")
+    keys = ApiKeys.parse(config["api_keys"])  # a malformed list stops here, with what is wrong
+    if config.get("rate_limit", 0) < 0:
+        raise SettingsError(f"--rate-limit {config['rate_limit']}: give requests a second per key, 0 for no limit")
     with socket.socket() as probe:
         try:
             probe.bind((host, port))
         except OSError as exc:
             raise SettingsError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --port") from None
-    if not is_loopback(host) and not api_key:
+    if not is_loopback(host) and not keys:
         raise SettingsError(f"--host {host} is reachable from other machines; set an API key with "
                             "--api-key or CAPFORGE_API_KEY (or bind to 127.0.0.1)")
     where = f"on http://{host}:{port}/ (page /ui/, API /api/v1/recognize, docs /docs)"
