@@ -12,9 +12,11 @@ case "${1:-}" in
     exec "$PYTHON" -m pip install --quiet "${CAPFORGE_SOURCE:-$HERE}[serve]"
     ;;
   start)
-    # Any address but loopback needs an API key: CAPFORGE_API_KEY (the server refuses otherwise).
+    # Any address but loopback needs API keys: CAPFORGE_API_KEY, NAME:KEY pairs or one key (the
+    # server refuses otherwise); CAPFORGE_RATE_LIMIT: API requests a second per key.
     exec "$PYTHON" -m capforge serve "${CAPFORGE_WORKS:-/works}" --host "${CAPFORGE_HOST:-0.0.0.0}" \
-      --port "${CAPFORGE_PORT:-7860}" ${CAPFORGE_WORKERS:+--workers "$CAPFORGE_WORKERS"}
+      --port "${CAPFORGE_PORT:-7860}" ${CAPFORGE_WORKERS:+--workers "$CAPFORGE_WORKERS"} \
+      ${CAPFORGE_RATE_LIMIT:+--rate-limit "$CAPFORGE_RATE_LIMIT"}
     ;;
   *)
     echo "usage: deploy/serve.sh install | start" >&2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -147,20 +148,32 @@ def test_click_order_with_a_recogniser_built_from_a_real_tiny_model(tmp_path: Pa
 
 
 def test_acceptance_scaffold_to_boxes_over_http(tmp_path: Path) -> None:
+    """Every step of a click-captcha workspace, with a detector that has learnt something: it
+    memorises 16 captchas (validation is the same images, so the best checkpoint is the best
+    memorised), and test.py, reading them through the served ONNX model, finds their boxes
+    (mAP@0.5 about 0.9 here; an untrained or broken detector, anchors, decoding or mAP, near 0)."""
     works = tmp_path / "works"
     assert new_work(works, "clicks", "--mode", "EFFICIENTDET").returncode == 0
     root = works / "clicks"
     with (root / "settings.py").open("a") as f:
-        f.write("EPOCHS = 1\n")
-    for script, *args in (("gen_sample_by_captcha.py", "--count", "80", "--seed", "3"), ("split_dataset.py",),
-                          ("pack_dataset.py",), ("train.py",), ("save_model.py",), ("test.py",)):
+        f.write("CHARSET = 'AB'\nIMAGE_HEIGHT = 64\nIMAGE_WIDTH = 128\nDATA_ENHANCEMENT = False\nLR = 0.01\n"
+                "BATCH_SIZE = 8\nEPOCHS = 35\nEARLY_PATIENCE = 35\nWEIGHT_AVERAGE = 0\n"
+                "VALIDATION_SPLIT = 0.05\nTEST_SPLIT = 0.05\n")
+    steps = [("gen_sample_by_captcha.py", "--count", "18", "--seed", "3", "--width", "128", "--height", "64",
+              "--length", "2"), ("split_dataset.py",), ("pack_dataset.py",), ("train.py",), ("save_model.py",),
+             ("test.py", "--split", "train"), ("test.py",)]
+    for script, *args in steps:
+        if script == "pack_dataset.py":
+            for path in (root / "data" / "train").iterdir():
+                shutil.copy(path, root / "data" / "validation" / path.name)
         result = run_script(root, script, *args)
         assert result.returncode == 0, f"{script}: {result.stderr[-3000:]}"
         assert "Traceback" not in result.stderr
-    report = json.loads((root / "reports" / "test_report.json").read_text())
+    report = json.loads((root / "reports" / "train_report.json").read_text())
     for key in ("map50", "map50_95", "map75", "per_class_ap50", "precision", "recall"):
         assert key in report
-    assert 0.0 <= report["map50"] <= 1.0 and report["images"] == 8 and report["objects"] >= 24
+    assert report["images"] == 16 and report["objects"] == 32
+    assert report["map50"] >= 0.6, report["map50"]
     assert (root / "reports" / "test_predictions.png").stat().st_size > 0
     manifest = json.loads((root / "exports" / "current" / "manifest.json").read_text())
     assert manifest["mode"] == "EFFICIENTDET" and manifest["parity"]["max_abs_diff"] <= 1e-3
@@ -180,7 +193,7 @@ def test_acceptance_scaffold_to_boxes_over_http(tmp_path: Path) -> None:
     boxes = answer["boxes"]
     assert "_candidates" not in answer
     assert boxes and [b["x1"] for b in boxes] == sorted(b["x1"] for b in boxes)
-    assert all(0 <= b["x1"] <= b["x2"] <= 320 and 0 <= b["y1"] <= b["y2"] <= 160 for b in boxes)
+    assert all(0 <= b["x1"] <= b["x2"] <= 128 and 0 <= b["y1"] <= b["y2"] <= 64 for b in boxes)
     target = boxes[0]["label"]
     top = max(b["score"] for b in boxes if b["label"] == target)
     best = {(round((b["x1"] + b["x2"]) / 2, 1), round((b["y1"] + b["y2"]) / 2, 1))
