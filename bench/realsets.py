@@ -160,13 +160,10 @@ def plateau_note(first: int | None, epochs: int, seconds: float) -> str:
     return f"first right at epoch {first} (~{seconds * first / max(1, epochs) / 60:.1f} min)"
 
 
-def run_capforge(name: str, spec: RealSet, data: Path, limit: int | None, minutes: float, works: Path,
-                 overrides: list[str], tag: str) -> dict[str, Any]:
-    """The user's flow with the workspace scripts; the figures of its test report."""
-    from accuracy import inference_ms
-
-    from capforge.serve.predictor import Predictor
-
+def new_workspace(name: str, spec: RealSet, data: Path, limit: int | None, works: Path,
+                  tag: str) -> tuple[Path, Path, dict[str, Any]]:
+    """A workspace of the set as a user starts one: train/ in data/pool, test/ in data/test,
+    check_file.py's suggestions applied. Returns it, its log and the suggestions."""
     site = f"{name}_{limit or 'all'}{tag}"
     ws = works / site
     if ws.exists():
@@ -184,9 +181,19 @@ def run_capforge(name: str, spec: RealSet, data: Path, limit: int | None, minute
     shutil.copytree(data / "test", ws / "data" / "test", dirs_exist_ok=True)
     with (ws / "settings.py").open("a") as f:
         f.write(spec.settings)
-    sets = [f"--set={o}" for o in overrides]
     script(ws, "check_file.py", log=log)
-    suggestions = apply_suggestions(ws)
+    return ws, log, apply_suggestions(ws)
+
+
+def run_capforge(name: str, spec: RealSet, data: Path, limit: int | None, minutes: float, works: Path,
+                 overrides: list[str], tag: str) -> dict[str, Any]:
+    """The user's flow with the workspace scripts; the figures of its test report."""
+    from accuracy import inference_ms
+
+    from capforge.serve.predictor import Predictor
+
+    ws, log, suggestions = new_workspace(name, spec, data, limit, works, tag)
+    sets = [f"--set={o}" for o in overrides]
     script(ws, "split_dataset.py", log=log)
     started = time.monotonic()
     script(ws, "pack_dataset.py", *sets, log=log)

@@ -69,11 +69,14 @@ class Item:
 
     @property
     def order(self) -> tuple[int, int, float, str, str]:
-        """Review order: skipped ones last; then answers the site said were wrong; then the least
-        confident first (then the oldest)."""
+        """Review order: skipped ones last; first the answers the site said were wrong, then label
+        suspects (the most confident disagreement first), then the least confident answers (then
+        the oldest)."""
         confidence = self.record.get("confidence")
-        return (self.record.get("skipped", 0), 0 if self.record.get("outcome") == "wrong" else 1,
-                confidence if isinstance(confidence, (int, float)) else -1.0, self.record.get("time", ""), self.key)
+        value = confidence if isinstance(confidence, (int, float)) else -1.0
+        tier = 0 if self.record.get("outcome") == "wrong" else 1 if "origin" in self.record else 2
+        return (self.record.get("skipped", 0), tier, -value if tier == 1 else value, self.record.get("time", ""),
+                self.key)
 
     def describe(self) -> str:
         r = self.record
@@ -84,6 +87,9 @@ class Item:
             parts.append(f"the site said {r.get('answer', '')!r} was WRONG")
         if r.get("label"):
             parts.append(f"labelled {r['label']!r} by the sender")
+        if r.get("origin"):
+            parts.append(f"labelled {r.get('origin_label', '')!r} in {r['origin']}; a model trained without it "
+                         "reads otherwise")
         return "; ".join(parts)
 
 
@@ -207,31 +213,50 @@ class Inbox:
         return f"{problem[1]}; allowed: {', '.join(rules)}"
 
     def label(self, item: Item, label: str, by: str) -> Path:
-        """Write ``item`` into the pool as labelled ``label``; record who labelled it (``by``: a
-        person or the site); remove it from the inbox. Returns the labelled file."""
+        """Write ``item`` into the pool as labelled ``label`` (a label suspect: into its split, in
+        place of the file it was copied from); record who labelled it (``by``: a person or the
+        site); remove it from the inbox. Returns the labelled file."""
         problem = self.label_problem(label)
         if problem:
             raise DataError(problem)
         if not self.settings["CASE_SENSITIVE"]:
             label = label.lower()
-        pool, suffix = self.workspace.pool, item.image.suffix
-        pool.mkdir(parents=True, exist_ok=True)
-        listed = next((pool / n for n in LABEL_FILES if (pool / n).is_file()), None)
+        origin = self.workspace.root / item.record["origin"] if item.record.get("origin") else None
+        if origin is not None and not origin.is_file():
+            raise DataError(f"{item.record['origin']} is no longer there; skip this image "
+                            "(it was moved or relabelled since check_file.py --suspects)")
+        entry = {**item.record, "label": label, "labelled_by": by, "labelled_at": now()}
+        if origin is not None and label == item.record.get("origin_label"):  # confirmed: it stays
+            os.remove(item.image)  # a copy: the image itself is where it was
+            self._provenance({**entry, "file": item.record["origin"], "confirmed": True})
+            item.image.with_suffix(".json").unlink(missing_ok=True)
+            return origin
+        folder = self.workspace.split_dir(item.record["origin_split"]) if origin else self.workspace.pool
+        target = self._place(folder, item, label)
+        os.replace(item.image, target)
+        if origin is not None:
+            os.remove(origin)  # its bytes are the labelled file now: a rename, under its new label
+        self._provenance({**entry, "file": self.workspace.relative(target)})
+        item.image.with_suffix(".json").unlink(missing_ok=True)  # its content is in provenance.jsonl now
+        return target
+
+    def _place(self, folder: Path, item: Item, label: str) -> Path:
+        """Where ``item`` goes in ``folder`` labelled ``label`` (a class sub-folder, the label in the
+        file name, or a row of the folder's labels file); the labels file row is written here."""
+        suffix = item.image.suffix
+        folder.mkdir(parents=True, exist_ok=True)
+        listed = next((folder / n for n in LABEL_FILES if (folder / n).is_file()), None)
         if self.mode.labels_by_folder:
-            target = pool / label / f"{item.key}{suffix}"
+            target = folder / label / f"{item.key}{suffix}"
         elif listed is None and not any(c in label for c in f"{self.settings['LABEL_SEPARATOR']}/\\.:*?\"<>|"):
-            target = pool / f"{label}_{item.key}{suffix}"
-        else:  # the pool lists its labels, or the label cannot be a file name
-            folder = pool if listed is not None else pool / REVIEWED
-            target = folder / f"{item.key}{suffix}"
-            self._append_label(listed or folder / "labels.csv", target.name, label)
+            target = folder / f"{label}_{item.key}{suffix}"
+        else:  # the folder lists its labels, or the label cannot be a file name
+            sub = folder if listed is not None else folder / REVIEWED
+            target = sub / f"{item.key}{suffix}"
+            self._append_label(listed or sub / "labels.csv", target.name, label)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             raise DataError(f"{self.workspace.relative(target)} exists already; nothing was moved")
-        os.replace(item.image, target)
-        self._provenance({**item.record, "file": self.workspace.relative(target), "label": label,
-                          "labelled_by": by, "labelled_at": now()})
-        item.image.with_suffix(".json").unlink(missing_ok=True)  # its content is in provenance.jsonl now
         return target
 
     def _append_label(self, labels_file: Path, name: str, label: str) -> None:

@@ -118,7 +118,8 @@ def _example(image: bytes, label: str, source: str, boxes: list[float] | None = 
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def _write_shard(path: Path, records: list[bytes], compression: str) -> None:
+def write_shard(path: Path, records: list[bytes], compression: str) -> None:
+    """Write ``records`` to one TFRecord shard, whole or not at all."""
     import tensorflow as tf
 
     partial = path.with_name(path.name + ".part")
@@ -198,6 +199,6 @@ def _pack_splits(workspace: Workspace, preprocessing: Preprocessing, reader: Lab
             count = max(1, -(-len(records) // size))
             shards = [f"{split}-{i:05d}-of-{count:05d}.tfrecord" for i in range(count)]
             for i, name in enumerate(shards):
-                _write_shard(staging / name, records[i * size:(i + 1) * size], settings["PACK_COMPRESSION"])
+                write_shard(staging / name, records[i * size:(i + 1) * size], settings["PACK_COMPRESSION"])
             manifest["splits"][split] = {"count": len(records), "shards": shards, "labels": labels}
             manifest["skipped"][split] = skipped

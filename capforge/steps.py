@@ -85,11 +85,19 @@ def cmd_gen(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
 
 def _args_check(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fix", action="store_true", help="move bad files to data/quarantine")
+    p.add_argument("--suspects", action="store_true", help="instead: find labels that a model trained without "
+                   "them confidently reads otherwise (cross-validated over the packed splits); queue them for review")
+    p.add_argument("--folds", type=int, default=4, help="--suspects: models to train, each without a fold (default 4)")
+    p.add_argument("--minutes", type=float, default=2.0, help="--suspects: training minutes per fold (default 2)")
+    p.add_argument("--confidence", type=float, default=0.9,
+                   help="--suspects: flag readings other than the label at this confidence or more (default 0.9)")
 
 
 def cmd_check(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
     from capforge.check import check, format_report, quarantine, save_report
 
+    if args.suspects:
+        return _suspects(ws, settings, args)
     report = check(ws, settings, hook(ws, "utils", "label_from_path"),
                      hook(ws, "utils", "preprocess_image"))
     print(format_report(report, ws, settings))
@@ -102,6 +110,24 @@ def cmd_check(ws: Workspace, settings: Settings, args: argparse.Namespace) -> in
               "(reasons in REASONS.tsv); nothing was deleted")
         return 0
     return 1 if report.findings else 0
+
+
+def _suspects(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    """check_file.py --suspects (capforge.suspects)."""
+    from capforge.suspects import find_suspects, queue_for_review
+
+    summary = find_suspects(ws, settings, args.folds, args.minutes, args.confidence)
+    suspects = summary["suspects"]
+    print(f"{len(suspects)} suspect label(s) among {summary['images']} images (models trained without each fold "
+          f"read their fold at {', '.join(f'{a:.3f}' for a in summary['fold_accuracy'])}); list: reports/suspects.csv")
+    for suspect in suspects[:10]:
+        print(f"  {suspect['path']}: labelled {suspect['label']!r}, read {suspect['reading']!r} "
+              f"at {suspect['confidence']:.3f}")
+    if suspects:
+        queued = queue_for_review(ws, settings, summary)
+        print(f"queued {queued} for review, first in line (review.py, or the page's review tab); a label given "
+              "there renames the image where it is")
+    return 0
 
 
 def _args_split(p: argparse.ArgumentParser) -> None:

@@ -152,7 +152,7 @@ def test_interrupted_pack_leaves_the_previous_pack(tmp_path: Path, monkeypatch: 
     ws = prepared(tmp_path, "CTC_TINY", "PACK_SHARD_SIZE = 10\n", count=60)
     before = {p.name: p.read_bytes() for p in ws.packed.iterdir()}
     calls = {"n": 0}
-    real = packing._write_shard
+    real = packing.write_shard
 
     def failing(path: Path, records: list, compression: str) -> None:
         calls["n"] += 1
@@ -160,7 +160,7 @@ def test_interrupted_pack_leaves_the_previous_pack(tmp_path: Path, monkeypatch: 
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-pack
         real(path, records, compression)
 
-    monkeypatch.setattr(packing, "_write_shard", failing)
+    monkeypatch.setattr(packing, "write_shard", failing)
     with pytest.raises(KeyboardInterrupt):
         packing.pack(ws, load_settings(ws.root, ["IMAGE_WIDTH=128"]), progress=False)
     assert {p.name: p.read_bytes() for p in ws.packed.iterdir()} == before
