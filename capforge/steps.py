@@ -88,7 +88,8 @@ def _args_check(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suspects", action="store_true", help="instead: find labels that a model trained without "
                    "them confidently reads otherwise (cross-validated over the packed splits); queue them for review")
     p.add_argument("--folds", type=int, default=4, help="--suspects: models to train, each without a fold (default 4)")
-    p.add_argument("--minutes", type=float, default=2.0, help="--suspects: training minutes per fold (default 2)")
+    p.add_argument("--minutes", type=float, default=2.0, help="--suspects: training minutes per fold (default 2; "
+                   "0: EPOCHS, with early stopping)")
     p.add_argument("--confidence", type=float, default=0.9,
                    help="--suspects: flag readings other than the label at this confidence or more (default 0.9)")
 

@@ -3,7 +3,7 @@
 Every labelled image of train, validation and test is read by a model that never saw it: the
 packed records of the three splits are dealt into ``folds`` folds by a hash of each image's path,
 and for each fold a model trains on the other folds (in a scratch copy of the workspace: its
-settings, its hooks and the re-sharded records) for ``minutes``, then reads the fold's images
+settings, its hooks and the re-sharded records) for ``minutes`` (0: for EPOCHS), then reads the fold's images
 through the same predictor ``test.py`` uses before an export. An answer other than the label, at
 ``confidence`` or more, makes the image a suspect. ``reports/suspects.csv`` lists them, the most
 confident first, and each is copied into the review inbox ahead of everything else, with the
@@ -90,9 +90,9 @@ def find_suspects(workspace: Workspace, settings: Mapping[str, Any], folds: int 
     if mode_cls.labels_from_boxes or mode_cls.measure:
         raise SettingsError(f"--suspects reads text and class labels; MODE={settings['MODE']} labels are "
                             f"{'boxes' if mode_cls.labels_from_boxes else 'measured positions or angles'}")
-    if folds < 2 or minutes <= 0 or not 0 < confidence <= 1:
+    if folds < 2 or minutes < 0 or not 0 < confidence <= 1:
         raise SettingsError(f"--folds {folds}, --minutes {minutes}, --confidence {confidence}: folds must be "
-                            "2 or more, minutes above 0, and the confidence between 0 and 1")
+                            "2 or more, minutes 0 or more, and the confidence between 0 and 1")
     manifest = read_manifest(workspace)
     check_pack_matches(manifest, workspace, settings)
     records = _records(workspace, manifest)
@@ -117,7 +117,7 @@ def find_suspects(workspace: Workspace, settings: Mapping[str, Any], folds: int 
             if progress:
                 print(f"fold {fold + 1} of {folds}: training on {len(train_part)} images, reading {len(held)}",
                       flush=True)
-            train(scratch, settings, minutes, verbose=0)
+            train(scratch, settings, minutes or None, verbose=0)  # 0: EPOCHS, with early stopping
             predictor = CheckpointPredictor(scratch)
             right = 0
             for split, source in held:
