@@ -27,8 +27,8 @@ def test_suspects_are_the_wrong_labels_and_review_renames_them_in_place(tmp_path
     ws = create_workspace(tmp_path / "works", "digits", "ORDINARY")
     with (ws.root / "settings.py").open("a") as f:
         f.write("IMAGE_HEIGHT = 32\nIMAGE_WIDTH = 96\nCHARSET = '0123456789'\nCAPTCHA_LENGTH = 4\nBATCH_SIZE = 16\n"
-                "LR = 0.003\nDATA_ENHANCEMENT = False\nEPOCHS = 60\nEARLY_PATIENCE = 60\n")
-    fill_pool(ws.pool, 450, lengths=(4, 4))
+                "LR = 0.003\nDATA_ENHANCEMENT = False\nEPOCHS = 40\nEARLY_PATIENCE = 40\n")
+    fill_pool(ws.pool, 700, lengths=(4, 4))
     assert invoke("split", ws.root, []) == 0
     wrong = {mislabel(p) for split in ("train", "validation", "test")
              for p in sorted((ws.root / "data" / split).glob("*.png"))[:3]}
@@ -38,10 +38,10 @@ def test_suspects_are_the_wrong_labels_and_review_renames_them_in_place(tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((ws.root / "reports" / "suspects.csv").open()))
     flagged = [ws.root / row["path"] for row in rows]
-    assert len(set(flagged) & wrong) >= 5, (result.stdout, rows)  # most of the 9 wrong labels
-    # most confident first: the top of the list is where the wrong ones are (models this small,
-    # trained on 300 images, also misread some right labels, further down)
-    assert len(set(flagged[:5]) & wrong) >= 4, rows
+    assert len(set(flagged) & wrong) >= 6, (result.stdout, rows)  # most of the 9 wrong labels (7 here)
+    # most confident first: the top of the list is where the wrong ones are (models this small
+    # also misread a right label now and then, further down)
+    assert len(set(flagged[:6]) & wrong) >= 5, rows
     assert all(row["reading"] != row["label"] and float(row["confidence"]) >= 0.9 for row in rows)
     assert f"queued {len(rows)} for review" in result.stdout
 
