@@ -164,9 +164,7 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
         return {"best": None if self.best is None else float(self.best)}
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        self.best = state["best"]
-        if self.recorded is not None:
-            self.best = max(self.recorded, self.best if self.best is not None else self.recorded)
+        self.best = max((s for s in (state["best"], self.recorded) if s is not None), default=None)
 
 
 class EarlyStop(keras.callbacks.Callback):

@@ -227,15 +227,14 @@ class Inbox:
                             "(it was moved or relabelled since check_file.py --suspects)")
         entry = {**item.record, "label": label, "labelled_by": by, "labelled_at": now()}
         if origin is not None and label == item.record.get("origin_label"):  # confirmed: it stays
+            target, entry["confirmed"] = origin, True
             os.remove(item.image)  # a copy: the image itself is where it was
-            self._provenance({**entry, "file": item.record["origin"], "confirmed": True})
-            item.image.with_suffix(".json").unlink(missing_ok=True)
-            return origin
-        folder = self.workspace.split_dir(item.record["origin_split"]) if origin else self.workspace.pool
-        target = self._place(folder, item, label)
-        os.replace(item.image, target)
-        if origin is not None:
-            os.remove(origin)  # its bytes are the labelled file now: a rename, under its new label
+        else:
+            folder = self.workspace.split_dir(item.record["origin_split"]) if origin else self.workspace.pool
+            target = self._place(folder, item, label)
+            os.replace(item.image, target)
+            if origin is not None:
+                os.remove(origin)  # its bytes are the labelled file now: a rename, under its new label
         self._provenance({**entry, "file": self.workspace.relative(target)})
         item.image.with_suffix(".json").unlink(missing_ok=True)  # its content is in provenance.jsonl now
         return target

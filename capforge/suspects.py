@@ -43,10 +43,11 @@ def _records(workspace: Workspace, manifest: Mapping[str, Any]) -> list[tuple[st
     """(split, source path, serialized record) of every packed image."""
     import tensorflow as tf
 
+    from capforge.data.records import split_records
+
     found = []
     for split in SPLITS:
-        files = [str(workspace.packed / name) for name in manifest["splits"][split]["shards"]]
-        for record in tf.data.TFRecordDataset(files, compression_type=manifest["compression"] or None):
+        for record in split_records(workspace, manifest, split):
             source = tf.io.parse_single_example(record, {"source": tf.io.FixedLenFeature([], tf.string)})["source"]
             found.append((split, source.numpy().decode("utf-8"), record.numpy()))
     return found
@@ -119,16 +120,14 @@ def find_suspects(workspace: Workspace, settings: Mapping[str, Any], folds: int 
                       flush=True)
             train(scratch, settings, minutes or None, verbose=0)  # 0: EPOCHS, with early stopping
             predictor = CheckpointPredictor(scratch)
-            right = 0
-            for split, source in held:
-                if not (workspace.root / source).is_file():  # moved or removed since it was packed
-                    continue
-                answer = predictor.answer(*_read(predictor, workspace.root / source))
-                right += answer.text == labels[source]
-                if answer.text != labels[source]:
-                    disagreements.append(Suspect(source, split, labels[source], answer.text,
-                                                 round(answer.confidence, 4)))
-            accuracy.append(right / max(1, len(held)))
+            present = [(split, source) for split, source in held  # files moved since packing are left out
+                       if (workspace.root / source).is_file()]
+            files = [workspace.root / source for _, source in present]
+            answers = [answer for start in range(0, len(files), 64) for answer in predictor.predict(files[start:start + 64])]
+            disagreements += [Suspect(source, split, labels[source], answer.text, round(answer.confidence, 4))
+                              for (split, source), answer in zip(present, answers) if answer.text != labels[source]]
+            right = sum(answer.text == labels[source] for (_, source), answer in zip(present, answers))
+            accuracy.append(right / max(1, len(present)))
     disagreements.sort(key=lambda s: -s.confidence)
     summary = {"folds": folds, "minutes_per_fold": minutes, "confidence": confidence, "images": len(records),
                "fold_accuracy": [round(a, 4) for a in accuracy],
@@ -136,12 +135,6 @@ def find_suspects(workspace: Workspace, settings: Mapping[str, Any], folds: int 
                "disagreements": [asdict(s) for s in disagreements]}
     _write(workspace, summary)
     return summary
-
-
-def _read(predictor: Any, path: Path) -> tuple[Any, Any]:
-    """(the model's output, the image's placement) for one image file."""
-    array, placed = predictor.placed(path)
-    return predictor.probabilities(array[None])[0], placed
 
 
 def _write(workspace: Workspace, summary: Mapping[str, Any]) -> None:

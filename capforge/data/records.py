@@ -126,7 +126,8 @@ def _mirror_and_zoom(images: Any) -> Any:
     return tf.image.crop_and_resize(images, tf.concat([corner, corner + side], 1), tf.range(batch), [height, width])
 
 
-def _records(workspace: Workspace, manifest: Mapping[str, Any], split: str, training: bool, seed: int) -> Any:
+def split_records(workspace: Workspace, manifest: Mapping[str, Any], split: str, training: bool = False,
+                  seed: int = 0) -> Any:
     """The split's serialized examples, shuffled when training."""
     import tensorflow as tf
 
@@ -161,7 +162,7 @@ def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, 
     mode's blending (``Mode.blend``) for modes whose images may be photos (``Mode.colour_matters``)."""
     import tensorflow as tf
 
-    ds = _records(workspace, manifest, split, training, seed)
+    ds = split_records(workspace, manifest, split, training, seed)
     own = mode.dataset(ds, _parse_fn(manifest, boxes=mode.labels_from_boxes), manifest, split, training and augment)
     if own is not None:  # a mode with its own targets (detection: anchors)
         ds, count = own
@@ -199,7 +200,7 @@ def load_arrays(workspace: Workspace, manifest: Mapping[str, Any], split: str,
 
     detection = mode.labels_from_boxes
     images, labels, boxes = [], [], []
-    records = _records(workspace, manifest, split, False, 0).map(_parse_fn(manifest, detection))
+    records = split_records(workspace, manifest, split).map(_parse_fn(manifest, detection))
     for item in tqdm(records, desc=f"loading {split}", unit="img", total=manifest["splits"][split]["count"]):
         image, *rest = (x.numpy() for x in item)
         label = [c.decode("utf-8") for c in rest[-1]] if detection else rest[0].decode("utf-8")

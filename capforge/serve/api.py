@@ -45,9 +45,10 @@ class Guard:
     """Plain ASGI middleware (cheaper than BaseHTTPMiddleware): the body-size limit, the API
     keys (a browser without a session is sent to /login) and the per-key rate limit."""
 
-    def __init__(self, app: Any, options: ServeOptions, metrics: Metrics, registry: ModelRegistry) -> None:
-        self.app, self.options, self.metrics, self.registry = app, options, metrics, registry
-        self.keys, self.limit = ApiKeys.parse(options.api_keys), RateLimit(options.rate_limit)
+    def __init__(self, app: Any, options: ServeOptions, keys: ApiKeys, metrics: Metrics,
+                 registry: ModelRegistry) -> None:
+        self.app, self.options, self.keys, self.metrics, self.registry = app, options, keys, metrics, registry
+        self.limit = RateLimit(options.rate_limit)
 
     def body_limit(self) -> int:
         if self.options.max_body_bytes is not None:
@@ -128,9 +129,10 @@ def create_app(registry: ModelRegistry, options: ServeOptions | None = None) -> 
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return JSONResponse(error_body("invalid_parameter", problems), status_code=422)
 
-    app.add_middleware(Guard, options=options, metrics=metrics, registry=registry)
+    keys = ApiKeys.parse(options.api_keys)
+    app.add_middleware(Guard, options=options, keys=keys, metrics=metrics, registry=registry)
     for module in (recognise, admin, feedback, review, *((demo,) if options.demo_captcha else ())):
         app.include_router(module.router(registry, metrics))
-    if options.api_keys:
-        app.include_router(login.router(ApiKeys.parse(options.api_keys)))
+    if keys:
+        app.include_router(login.router(keys))
     return app

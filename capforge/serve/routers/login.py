@@ -11,7 +11,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from capforge.serve.access import SESSION_COOKIE, SESSION_SECONDS, ApiKeys, RateLimit
 
-FAILED_LOGIN_RATE, FAILED_LOGIN_BURST = 0.2, 5  # per client address: five tries, then one every 5 s
+# Wrong keys allowed per client address: a burst, then a trickle a second (guessing gains nothing).
+FAILED_LOGIN_RATE, FAILED_LOGIN_BURST = 0.2, 5
 
 
 def page(next_path: str, message: str = "") -> str:
