@@ -14,11 +14,12 @@ from capforge.errors import InputError
 from capforge.modes import MODE_CLASSES, Mode, Prediction, accepted
 
 
-def build_answer(model: str, prediction: Prediction, min_confidence: float, request_id: str | None,
+def build_answer(model: str, prediction: Prediction, mode: Mode, min_confidence: float, request_id: str | None,
                  started: float) -> dict[str, Any]:
-    """The answer: model, result, confidence, chars (and the mode's fields), accepted, request_id
-    and time_ms since ``started`` (a time.perf_counter() reading)."""
-    out = {"model": model, **prediction.to_dict()}
+    """The answer: model, result, confidence, chars (and the mode's and its answer rule's fields),
+    accepted, request_id and time_ms since ``started`` (a time.perf_counter() reading). The
+    result is what the mode's answer rule (ANSWER) makes of the reading: an arithmetic result."""
+    out = {"model": model, **mode.rule.answer(prediction).to_dict()}
     # gated on the confidence as sent (rounded), so a threshold copied from an answer accepts it
     return out | {"accepted": accepted(out["confidence"], min_confidence), "request_id": request_id,
                   "time_ms": round((time.perf_counter() - started) * 1000, 3)}

@@ -38,6 +38,7 @@ KINDS = {
     "cross_split": "the same image is in two splits (leaks test data into training)",
     "bad_boxes": "box labels missing, malformed, outside the image or of an unknown class",
     "out_of_range": "a measured label (an angle, a position) outside what the image allows",
+    "not_answerable": "the ANSWER rule cannot answer the label (ANSWER = 'arithmetic': not an expression)",
 }
 
 

@@ -94,6 +94,8 @@ def answer_split(workspace: Workspace, settings: Mapping[str, Any], predictor: P
             answer = predictor.answer(output, placed)  # in the image's own pixels, where it has any
             row = {"path": str(path), "label": label, "prediction": answer.text,
                    "confidence": answer.confidence, "correct": answer.text == label}
+            site = mode.rule.answer(answer).text  # what the site gets (ANSWER): an arithmetic result
+            row |= {"answer": site, "answer_correct": bool(site) and site == mode.rule.answer_of(label)}
             error = mode.error(answer, label)
             if error is not None and mode.measure:  # measured answers: right when within the widest tolerance
                 row |= {"error": round(error, 3), "correct": error <= mode.measure[1][-1]}
@@ -154,6 +156,7 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
     report = {
         "split": split, "mode": mode.name, "model": source, "images": n, "skipped": skipped,
         "sequence_accuracy": sum(r["correct"] for r in rows) / n,
+        "rule": mode.rule.name, "answer_accuracy": sum(r["answer_correct"] for r in rows) / n,
         "character_accuracy": 1 - (edits["replace"] + edits["delete"]) / max(1, total_symbols),
         "cer": sum(edits.values()) / max(1, total_symbols),
         "accuracy_by_length": {str(k): {"count": len(v), "accuracy": sum(v) / len(v)}

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 from tqdm import tqdm
 
 from capforge.version import __version__
-from capforge.data.images import Geometry, Preprocessing, geometry, iter_images, open_image, preprocess_to_uint8
+from capforge.data.images import Geometry, Preprocessing, geometry, iter_images, preprocess_to_uint8
 from capforge.data.labels import LabelReader
 from capforge.errors import CapforgeError, DataError, disk_space
 from capforge.modes import MODE_CLASSES, label_reader
@@ -84,7 +84,7 @@ def _encode(job: tuple[str, list[str], Preprocessing, bool | None]) -> list[Enco
     out: list[Encoded | None] = []
     for path in paths:
         try:
-            image = open_image(path)
+            image = preprocessing.open(path)
             if extra is not None:
                 image = extra(image)
             corners: list[float] = []

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from tqdm import tqdm
 
-from capforge.data.images import IMAGE_SUFFIXES, open_image
+from capforge.data.images import IMAGE_SUFFIXES
 from capforge.errors import DataError, ImageError
 from capforge.evaluate import load_predictor
 from capforge.inbox import Inbox, content_key
@@ -45,7 +45,7 @@ def answer_files(predictor: Any, folder: Path, min_confidence: float, progress: 
         for path in files[start:start + BATCH]:
             name = path.relative_to(folder).as_posix()
             try:
-                readable.append((name, open_image(path)))
+                readable.append((name, predictor.preprocessing.open(path)))
             except ImageError as exc:
                 problem = str(exc).split(": ", 1)[-1]  # the row names the file already
                 rows.append({"file": name, "answer": "", "confidence": 0.0, "accepted": False, "problem": problem})

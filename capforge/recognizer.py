@@ -59,7 +59,7 @@ class Recognizer:
         prediction = self.predictor.predict([image if data is None else data])[0]
         if given:
             prediction = mode.respond(prediction, image if data is None else open_image(data), given)
-        return build_answer(self.name, prediction, self.min_confidence,
+        return build_answer(self.name, prediction, mode, self.min_confidence,
                             content_key(data) if data is not None else None, started)
 
 

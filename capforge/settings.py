@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from capforge.data.images import FRAME_MERGES
 from capforge.errors import SettingsError
 from capforge.models.backbones import BACKBONES as BACKBONE_BUILDERS
 from capforge.modes import MODE_CLASSES
@@ -38,6 +39,11 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
     Option("IMAGE_CHANNELS", 1, int, "1 = greyscale input, 3 = colour input", DATA, choices=(1, 3)),
     Option("RESIZE", "pad", str, "'pad' keeps the aspect ratio and pads; 'stretch' distorts to fit",
            DATA, choices=RESIZE_POLICIES),
+    Option("FRAMES", "first", str, "what the model reads of an animated image (GIF): 'first' or 'last' frame, "
+           "'frame' (FRAME_INDEX), or per pixel across all frames the 'darkest', 'lightest' or 'median' "
+           "(characters drawn in different frames: 'darkest' for dark text)", DATA, choices=FRAME_MERGES),
+    Option("FRAME_INDEX", 0, int, "the frame FRAMES = 'frame' reads (0: the first; past the last: the last)",
+           DATA, minimum=0, maximum=1000),
     Option("CAPTCHA_LENGTH", 4, int, "maximum characters per label (ORDINARY, CTC_TINY); "
            "default generator length", DATA, minimum=1, maximum=64),
     Option("CHARSET", "", (str, list), "the characters (or class names) the model outputs; "

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from capforge.errors import Aborted, CapforgeError, DataError
 from capforge.modes import MODE_CLASSES
+from capforge.modes.answer_rules import rule_of
 from capforge.quiet import quiet_output
 from capforge.settings import Settings, load_settings
 from capforge.step_table import STEPS
@@ -56,6 +57,8 @@ def _args_gen(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, help="image width (default 160; click captchas 320)")
     p.add_argument("--height", type=int, help="image height (default 60; click captchas 160)")
     p.add_argument("--format", default="png", help="png, jpg, gif, bmp or webp (default png)")
+    p.add_argument("--frames", type=int, default=1, help="text captchas: with --format gif, animations of this "
+                   "many frames that show the characters across them (default 1: still images)")
     p.add_argument("--seed", type=int, help="seed for reproducible output (default: a new one)")
     p.add_argument("--source", type=Path, help="ROTATE, SLIDER: a folder of your site's pictures (upright "
                    "pictures; slider backgrounds) to build captchas from (default: pictures drawn from nothing)")
@@ -64,16 +67,26 @@ def _args_gen(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_gen(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
+    import dataclasses
     import random
 
     from capforge.data.generate import generate, parse_length
 
-    charset = args.charset or settings.CHARSET or "0123456789abcdefghijklmnopqrstuvwxyz"
+    charset = args.charset or settings.CHARSET or rule_of(settings).sample_charset
     if isinstance(charset, list):
         charset = "".join(charset)
+    cut = sorted(set(charset) & set(settings.LABEL_SEPARATOR))
+    if cut:
+        raise DataError(f"the labels would hold {cut}, where LABEL_SEPARATOR ({settings.LABEL_SEPARATOR!r}) ends a "
+                        f"label in a file name: they would be read back cut short. Set LABEL_SEPARATOR = '_' in "
+                        f"settings.py, or leave {cut} out of the charset")
     mode_cls = MODE_CLASSES[settings.MODE]
     spec = mode_cls.sample_spec(settings, charset, parse_length(args.length) if args.length else None,
                                 args.width, args.height, args.format.lower(), args.source)
+    if args.frames != 1:
+        if not hasattr(spec, "frames"):
+            raise DataError(f"--frames is for text captchas; {settings.MODE} draws other pictures")
+        spec = dataclasses.replace(spec, frames=args.frames)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**9)
     out = (args.out or ws.pool).resolve()
     paths = generate(spec, out, args.count, seed, args.workers)

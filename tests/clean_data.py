@@ -7,6 +7,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from capforge.data.generate import expression
+
 
 def render(text: str, width: int, height: int, rng: random.Random) -> Image.Image:
     font = ImageFont.load_default(size=int(height * 0.7))
@@ -16,12 +18,14 @@ def render(text: str, width: int, height: int, rng: random.Random) -> Image.Imag
 
 
 def fill_pool(pool: Path, count: int, lengths: tuple[int, int] = (3, 4), classes_in_folders: bool = False,
-              seed: int = 0, width: int = 96, height: int = 32) -> list[str]:
-    """Write ``count`` labelled images; NUM_CLASSES style (one class per folder) if asked."""
+              seed: int = 0, width: int = 96, height: int = 32, operators: str = "") -> list[str]:
+    """Write ``count`` labelled images; NUM_CLASSES style (one class per folder) if asked; sums
+    and differences as the generator draws them ('12+7') where ``operators`` are given."""
     rng = random.Random(seed)
     labels = []
     for i in range(count):
-        label = "".join(rng.choice("0123456789") for _ in range(rng.randint(*lengths)))
+        label = expression(operators, rng) if operators else \
+            "".join(rng.choice("0123456789") for _ in range(rng.randint(*lengths)))
         labels.append(label)
         if classes_in_folders:
             folder = pool / f"class{label}"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
@@ -47,6 +48,8 @@ class CaptchaSpec:
     width: int = 160
     height: int = 60
     fmt: str = "png"
+    expressions: bool = False  # draw sums and products ('12+7') instead of random text (ANSWER = 'arithmetic')
+    frames: int = 1  # more than one: an animated GIF that shows the characters across its frames
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
@@ -56,6 +59,9 @@ class CaptchaSpec:
         if not 1 <= self.min_length <= self.max_length <= 64:
             raise DataError(f"label length must satisfy 1 <= min <= max <= 64; received "
                             f"{self.min_length}-{self.max_length}")
+        if not 1 <= self.frames <= 32 or self.frames > 1 and self.fmt != "gif":
+            raise DataError(f"--frames must be 1 to 32, and more than 1 only with --format gif; received "
+                            f"{self.frames} frames as {self.fmt}")
         if not (16 <= self.width <= 2048 and 16 <= self.height <= 1024):
             raise DataError(f"image size must be 16..2048 wide and 16..1024 high; received "
                             f"{self.width}x{self.height}")
@@ -82,10 +88,31 @@ def parse_length(text: str) -> tuple[int, int]:
 def sample_name(spec: CaptchaSpec, seed: int, index: int) -> tuple[str, str]:
     """The label and file name of sample ``index`` for ``seed``."""
     rng = random.Random(f"label:{seed}:{index}")
-    length = rng.randint(spec.min_length, spec.max_length)
-    label = "".join(rng.choice(spec.charset) for _ in range(length))
+    if spec.expressions:
+        label = expression(spec.charset, rng)
+    else:
+        length = rng.randint(spec.min_length, spec.max_length)
+        label = "".join(rng.choice(spec.charset) for _ in range(length))
     unique = hashlib.sha1(f"{seed}:{index}".encode()).hexdigest()[:10]
     return label, f"{label}_{unique}.{spec.fmt}"
+
+
+EXPRESSION_OPERATORS = "+-×÷"
+
+
+def expression(charset: str, rng: random.Random) -> str:
+    """An arithmetic captcha's text as sites draw it: two numbers of one or two digits and one
+    of the operators in ``charset`` (all of ``+-×÷`` when it has none); no negative results and
+    only even divisions, as sites ask for."""
+    operators = [c for c in EXPRESSION_OPERATORS if c in charset] or list(EXPRESSION_OPERATORS)
+    op = rng.choice(operators)
+    a, b = (rng.randint(0, rng.choice((9, 99))) for _ in range(2))
+    if op == "-" and a < b:
+        a, b = b, a
+    if op == "÷":
+        b = rng.randint(1, 9)
+        a = b * rng.randint(0, 99 // b)
+    return f"{a}{op}{b}"
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:
@@ -102,7 +129,40 @@ def render(spec: CaptchaSpec, label: str, seed: int, index: int) -> bytes:
     import captcha.image
 
     captcha.image.secrets = _SeededSecrets(f"image:{seed}:{index}")  # type: ignore[attr-defined]
-    return encode(captcha.image.ImageCaptcha(spec.width, spec.height).generate_image(label), spec.fmt)
+    image = captcha.image.ImageCaptcha(spec.width, spec.height).generate_image(label)
+    if spec.frames > 1:
+        return animate(image, len(label), spec.frames, random.Random(f"frames:{seed}:{index}"))
+    return encode(image, spec.fmt)
+
+
+def animate(image: Image.Image, characters: int, count: int, rng: random.Random) -> bytes:
+    """An animated GIF of ``count`` frames that shows the ``characters`` of ``image`` across its
+    frames, as course-selection sites draw them: the first frame holds none (only the
+    background), and each character shows in a few of the later frames (one at a time, or
+    building up), with specks that move from frame to frame. No single frame shows them all."""
+    array = np.asarray(image.convert("RGB"))
+    edges = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
+    background = np.median(edges, axis=0).astype(np.uint8)
+    bounds = np.linspace(0, array.shape[1], characters + 1).round().astype(int)  # one band of columns a character
+    later = list(range(1, count))
+    building = rng.random() < 0.5 and count > 2
+    frames = []
+    for k in range(count):
+        frame = np.empty_like(array)
+        frame[:] = background
+        for c in range(characters):
+            # building up: character c shows from its frame on, but the last frame leaves one out
+            shown = (later[c % len(later)] <= k < count - 1 or k == count - 1 and c != characters - 1) \
+                if building else k == later[c % len(later)]
+            if shown:
+                frame[:, bounds[c]:bounds[c + 1]] = array[:, bounds[c]:bounds[c + 1]]
+        for _ in range(rng.randint(5, 15)):  # specks, lighter than the text
+            y, x = rng.randrange(array.shape[0]), rng.randrange(array.shape[1])
+            frame[max(0, y - 1):y + 1, max(0, x - 1):x + 1] = rng.randint(120, 200)
+        frames.append(Image.fromarray(frame))
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=200, loop=0, disposal=1)
+    return buffer.getvalue()
 
 
 class Spec(Protocol):

@@ -49,14 +49,20 @@ class Preprocessing:
     width: int
     channels: int = 1
     resize: str = "pad"
+    frames: str = "first"  # how an animation's frames become one image (FRAMES, see merge_frames)
+    frame_index: int = 0  # the frame FRAMES = 'frame' reads
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> "Preprocessing":
-        return cls(settings["IMAGE_HEIGHT"], settings["IMAGE_WIDTH"],
-                   settings["IMAGE_CHANNELS"], settings["RESIZE"])
+        return cls(settings["IMAGE_HEIGHT"], settings["IMAGE_WIDTH"], settings["IMAGE_CHANNELS"], settings["RESIZE"],
+                   settings.get("FRAMES", "first"), settings.get("FRAME_INDEX", 0))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def open(self, source: bytes | str | Path | Image.Image) -> Image.Image:
+        """``source`` decoded as the model reads it: an animation's frames merged as FRAMES says."""
+        return open_image(source, self.frames, self.frame_index)
 
 
 def image_suffix(data: bytes) -> str:
@@ -69,8 +75,30 @@ def image_suffix(data: bytes) -> str:
     return suffix if suffix in IMAGE_SUFFIXES else ".png"
 
 
-def open_image(source: bytes | str | Path | Image.Image) -> Image.Image:
-    """Open and fully decode an image (first frame of an animation); raise ImageError if bad."""
+# Frames read at most from one animation: a captcha's characters show within its first seconds.
+MAX_FRAMES = 64
+# FRAMES: how an animation (GIF, APNG, WebP) becomes one image; a still image is itself under each.
+FRAME_MERGES = ("first", "last", "frame", "darkest", "lightest", "median")
+
+
+def merge_frames(frames: list[Image.Image], how: str, index: int = 0) -> Image.Image:
+    """One image from an animation's ``frames``: the first, the last, frame ``index`` ('frame';
+    the last where there are fewer), or per pixel across all frames the darkest, the lightest or
+    the median (characters drawn in different frames, noise that moves)."""
+    if how not in FRAME_MERGES:
+        raise ValueError(f"FRAMES must be one of {', '.join(FRAME_MERGES)}; received {how!r}")
+    if len(frames) == 1 or how == "first":
+        return frames[0]
+    if how in ("last", "frame"):
+        return frames[-1 if how == "last" else min(index, len(frames) - 1)]
+    stack = np.stack([np.asarray(to_rgb_or_grey(frame, 3)) for frame in frames])
+    merged = {"darkest": np.min, "lightest": np.max, "median": np.median}[how](stack, axis=0)
+    return Image.fromarray(merged.astype(np.uint8), "RGB")
+
+
+def open_image(source: bytes | str | Path | Image.Image, frames: str = "first", index: int = 0) -> Image.Image:
+    """Open and fully decode an image; of an animation, the image ``frames`` makes of its frames
+    (see merge_frames; by default the first frame). Raise ImageError if bad."""
     if isinstance(source, Image.Image):
         return source
     name = "image bytes" if isinstance(source, bytes) else str(source)
@@ -86,9 +114,17 @@ def open_image(source: bytes | str | Path | Image.Image) -> Image.Image:
         if image.width * image.height > MAX_PIXELS:
             raise ImageTooLargeError(f"{name}: {image.width}x{image.height} pixels is over the limit of "
                                      f"{MAX_PIXELS} pixels")
-        frame = next(ImageSequence.Iterator(image))
-        frame.load()
-        return frame
+        if frames == "first" or getattr(image, "n_frames", 1) == 1:
+            frame = next(ImageSequence.Iterator(image))
+            frame.load()
+            return frame
+        read = []
+        for frame in ImageSequence.Iterator(image):
+            frame.load()
+            read.append(frame.copy())  # the iterator reuses one object: keep each frame's pixels
+            if len(read) == MAX_FRAMES:
+                break
+        return merge_frames(read, frames, index)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -178,7 +214,7 @@ def preprocess_to_uint8(source: bytes | str | Path | Image.Image, p: Preprocessi
 
     ``extra`` is the workspace's ``utils.preprocess_image`` hook, run on the decoded image.
     """
-    image = open_image(source)
+    image = p.open(source)
     if extra is not None:
         image = extra(image)
     image = fit(to_rgb_or_grey(image, p.channels), p.height, p.width, p.resize)
@@ -195,7 +231,7 @@ def preprocess(source: bytes | str | Path | Image.Image, p: Preprocessing,
 def preprocess_placed(source: bytes | str | Path | Image.Image, p: Preprocessing,
                       extra: ImageHook | None = None) -> tuple[np.ndarray, Geometry]:
     """:func:`preprocess` plus where the image landed (detection maps boxes back with it)."""
-    image = open_image(source)
+    image = p.open(source)
     if extra is not None:
         image = extra(image)
     return preprocess(image, p), geometry(image.width, image.height, p)

@@ -20,6 +20,7 @@ import numpy as np
 from capforge.data.charset import Charset
 from capforge.data.generate import CaptchaSpec
 from capforge.data.labels import configured_charset
+from capforge.modes.answer_rules import Rule, rule_of
 from capforge.options import Option
 
 
@@ -120,6 +121,8 @@ class Mode:
         self.charset = charset
         self.settings = settings
         self.label_width = label_width
+        # what the site gets for a reading (ANSWER, of the modes that read text): the one answer builder applies it
+        self.rule: Rule = rule_of(settings)
 
     @classmethod
     def label_width_for(cls, settings: Mapping[str, Any], labels: Sequence[str]) -> int:
@@ -172,7 +175,8 @@ class Mode:
         captchas of CAPTCHA_LENGTH characters, 160x60. ``source``: a folder of pictures to build
         captchas from (modes that cut or turn pictures)."""
         low, high = lengths or (settings["CAPTCHA_LENGTH"],) * 2
-        return CaptchaSpec(charset, low, high, width or 160, height or 60, image_format)
+        return CaptchaSpec(charset, low, high, width or 160, height or 60, image_format,
+                           expressions=rule_of(settings).draws_expressions)
 
     @classmethod
     def settings_problem(cls, values: Mapping[str, Any]) -> str | None:
@@ -192,6 +196,9 @@ class Mode:
         if cls.length_capped and len(symbols) > settings["CAPTCHA_LENGTH"]:
             return "too_long", (f"label {label!r} has {len(symbols)} > CAPTCHA_LENGTH={settings['CAPTCHA_LENGTH']}; "
                                 f"CAPTCHA_LENGTH = {len(symbols)} or more fits it")
+        rule = rule_of(settings)
+        if rule.answer_of(label) is None:
+            return "not_answerable", f"label {label!r} is not what ANSWER = {rule.name!r} reads ({rule.reads})"
         return None
 
     @classmethod
@@ -279,6 +286,8 @@ class Mode:
             f"{report['split']}: {report['images']} images"
             + (f" ({len(report['skipped'])} skipped: unreadable or unlabelled)" if report["skipped"] else ""),
             f"sequence accuracy  {report['sequence_accuracy']:.4f}",
+            *([f"answers right      {report['answer_accuracy']:.4f} (ANSWER = {report['rule']!r}: the result the site "
+               "wants, from the reading)"] if report.get("rule", "text") != "text" else []),
             f"character accuracy {report['character_accuracy']:.4f}   CER {report['cer']:.4f}",
             "by length: " + ", ".join(f"{k}: {v['accuracy']:.3f} (n={v['count']})"
                                       for k, v in report["accuracy_by_length"].items()),

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from capforge.errors import SettingsError
+from capforge.modes.answer_rules import ANSWER
 from capforge.modes.base import Mode, Prediction
 from capforge.options import MODEL, Option
 
@@ -79,7 +80,8 @@ class CTCMode(Mode):
     name = "CTC"
     length_capped = False  # any length: labels are padded to the longest
     options = (Option("CTC_DECODER", "greedy", str, "CTC decoding: 'greedy' (fast) or 'beam' (prefix beam "
-                      "search, width 8)", MODEL, choices=("greedy", "beam")),)
+                      "search, width 8)", MODEL, choices=("greedy", "beam")), ANSWER)
+    serving_settings = ("ANSWER",)  # a rule changed after export applies when serving, no retraining
 
     def sequence(self, features: Any) -> Any:
         """Backbone features [B, H, W, C] -> a sequence [B, W, H*C] along the width."""

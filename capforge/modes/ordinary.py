@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from capforge.modes.answer_rules import ANSWER
 from capforge.modes.base import Mode, Prediction
 
 
@@ -16,6 +17,8 @@ class OrdinaryMode(Mode):
     name = "ORDINARY"
     reads_crops = True
     feature_kind = "global"
+    options = (ANSWER,)
+    serving_settings = ("ANSWER",)  # a rule changed after export applies when serving, no retraining
 
     def head(self, features: Any) -> Any:
         from keras import layers

@@ -40,7 +40,8 @@ def keep(model: ServedModel, data: bytes, answer: Mapping[str, Any]) -> str | No
     review = settings.CAPTURE == "all" or (settings.CAPTURE == "doubtful" and doubtful)
     if not review and not settings.OUTCOME_WINDOW:
         return None
-    record = {"source": "capture", "answer": answer["result"], "confidence": answer["confidence"],
+    # what a person corrects is the reading (an arithmetic answer's expression), not the result
+    record = {"source": "capture", "answer": answer.get("reading", answer["result"]), "confidence": answer["confidence"],
               "accepted": answer["accepted"], "model": model.name, "model_version": model.version}
     kept = model.inbox.add(data, image_suffix(data), record, awaiting=not review)
     return None if kept is None else "review" if review else "awaiting_report"
@@ -69,7 +70,8 @@ async def recognize(model: ServedModel, data: bytes, prompt: Any = None, metrics
     if inputs:  # in a thread: a mode may match pictures (a slider's piece)
         mode = model.predictor.mode
         prediction = await asyncio.to_thread(mode.respond, prediction, open_image(data), inputs)
-    answer = build_answer(model.name, prediction, model.settings.MIN_CONFIDENCE, key, started)
+    answer = build_answer(model.name, prediction, model.predictor.mode, model.settings.MIN_CONFIDENCE, key,
+                          started)
     if prompt is not None:  # in a thread: a CLICK_RECOGNIZER runs a second model on the crops
         # the detector's own classes may fall back on weaker boxes; a recogniser reads served boxes only
         boxes = answer.get("boxes", []) if model.recognizer else prediction.candidates or []

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field, create_model
 
 from capforge.modes import MODE_CLASSES
+from capforge.modes.answer_rules import RULES
 
 IMAGE_EXAMPLE = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAG7buVgAAAABJRU5ErkJggg=="
 
@@ -201,6 +202,9 @@ def with_mode_fields() -> tuple[type[BaseModel], type[BaseModel]]:
                                                       + (" (base64)" if given.kind == "image" else "")))
         for field_name, meaning in cls.answer_fields.items():
             answers[field_name] = (Any, Field(None, description=f"{name}: {meaning}"))
+    for rule in RULES.values():
+        for field_name, meaning in rule.answer_fields.items():
+            answers[field_name] = (Any, Field(None, description=f"ANSWER = {rule.name!r}: {meaning}"))
     return (create_model("RecognizeRequest", __base__=RecognizeRequest, **inputs),
             create_model("RecognizeAnswer", __base__=RecognizeAnswer, **answers))
 

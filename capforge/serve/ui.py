@@ -93,11 +93,12 @@ def build_ui(registry: ModelRegistry) -> Any:
                 prediction = mode.respond(prediction, image, inputs)
         except CapforgeError as exc:  # an unknown model, an input this mode does not read: say so on the page
             return "", {}, str(exc), None, {}
-        whole = build_answer(model.name, prediction, model.settings.MIN_CONFIDENCE, None, started)
+        whole = build_answer(model.name, prediction, mode, model.settings.MIN_CONFIDENCE, None, started)
         chars = {f"{i + 1}: {c}": round(p, 4) for i, (c, p) in enumerate(prediction.chars)}
         marks = mode.annotations(prediction, image.size)
-        return (prediction.text, chars,
-                f"confidence {prediction.confidence:.4f} ({'accepted' if whole['accepted'] else 'not accepted: below MIN_CONFIDENCE or cannot be right'})"
+        shown = whole["result"] + (f"   (read {whole['reading']!r})" if "reading" in whole else "")
+        return (shown, chars,
+                f"confidence {whole['confidence']:.4f} ({'accepted' if whole['accepted'] else 'not accepted: below MIN_CONFIDENCE or cannot be right'})"
                 f"; {whole['time_ms']:.1f} ms", None if marks is None else (image.convert("RGB"), marks), whole)
 
     examples = []
