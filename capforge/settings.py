@@ -44,6 +44,8 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
            "(characters drawn in different frames: 'darkest' for dark text)", DATA, choices=FRAME_MERGES),
     Option("FRAME_INDEX", 0, int, "the frame FRAMES = 'frame' reads (0: the first; past the last: the last)",
            DATA, minimum=0, maximum=1000),
+    Option("FONT_PATH", "", str, "fonts gen_sample_by_captcha.py draws with: a font file or a folder of them (empty: "
+           "the captcha package's, or for Chinese characters the CJK fonts installed, e.g. fonts-wqy-microhei)", DATA),
     Option("CAPTCHA_LENGTH", 4, int, "maximum characters per label (ORDINARY, CTC_TINY); "
            "default generator length", DATA, minimum=1, maximum=64),
     Option("CHARSET", "", (str, list), "the characters (or class names) the model outputs; "

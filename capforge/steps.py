@@ -53,7 +53,8 @@ def _args_gen(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, default=1000, help="how many images (default 1000)")
     p.add_argument("--length", help="label length N or range MIN-MAX (default CAPTCHA_LENGTH); "
                    "EFFICIENTDET: targets per image (default 3-5)")
-    p.add_argument("--charset", help="characters to draw from (default CHARSET, else 0-9a-z)")
+    p.add_argument("--charset", help="characters to draw from (default CHARSET, else 0-9a-z); 'hanzi': the 3,755 "
+                   "common Chinese characters, 'hanzi:N' N of them")
     p.add_argument("--width", type=int, help="image width (default 160; click captchas 320)")
     p.add_argument("--height", type=int, help="image height (default 60; click captchas 160)")
     p.add_argument("--format", default="png", help="png, jpg, gif, bmp or webp (default png)")
@@ -70,9 +71,9 @@ def cmd_gen(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int:
     import dataclasses
     import random
 
-    from capforge.data.generate import generate, parse_length
+    from capforge.data.generate import generate, named_charset, parse_length
 
-    charset = args.charset or settings.CHARSET or rule_of(settings).sample_charset
+    charset = named_charset(args.charset) if args.charset else settings.CHARSET or rule_of(settings).sample_charset
     if isinstance(charset, list):
         charset = "".join(charset)
     cut = sorted(set(charset) & set(settings.LABEL_SEPARATOR))

@@ -50,6 +50,7 @@ class CaptchaSpec:
     fmt: str = "png"
     expressions: bool = False  # draw sums and products ('12+7') instead of random text (ANSWER = 'arithmetic')
     frames: int = 1  # more than one: an animated GIF that shows the characters across its frames
+    fonts: tuple[str, ...] = ()  # font files to draw with; empty: the captcha package's own
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
@@ -98,6 +99,50 @@ def sample_name(spec: CaptchaSpec, seed: int, index: int) -> tuple[str, str]:
 
 
 EXPRESSION_OPERATORS = "+-×÷"
+FONT_SUFFIXES = (".ttf", ".otf", ".ttc")
+# Where Debian's CJK fonts live (./run installs fonts-wqy-microhei); the captcha package's font has no CJK.
+CJK_FONTS = ("/usr/share/fonts/truetype/wqy/*", "/usr/share/fonts/opentype/noto/*CJK*", "/usr/share/fonts/truetype/arphic/*")
+
+
+def is_cjk(char: str) -> bool:
+    """Whether ``char`` is a CJK ideograph (or CJK punctuation): text the default font cannot draw."""
+    return "\u2e80" <= char <= "\u9fff" or "\uf900" <= char <= "\ufaff"
+
+
+def font_files(font_path: str, charset: str) -> tuple[str, ...]:
+    """The fonts to draw ``charset`` with: FONT_PATH (a font file, or a folder of them); where it
+    is empty, the captcha package's own fonts, or for CJK characters the CJK fonts installed."""
+    if font_path:
+        path = Path(font_path).expanduser()
+        found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in FONT_SUFFIXES)
+        if not found:
+            raise DataError(f"FONT_PATH {font_path!r} is neither a font file nor a folder holding fonts "
+                            f"({', '.join(FONT_SUFFIXES)})")
+        return tuple(str(p) for p in found)
+    if not any(is_cjk(c) for c in charset):
+        return ()
+    found = [p for pattern in CJK_FONTS for p in sorted(Path("/").glob(pattern.lstrip("/")))
+             if p.suffix.lower() in FONT_SUFFIXES]
+    if not found:
+        raise DataError("Chinese (CJK) characters need a CJK font, and none is installed: ./run installs "
+                        "fonts-wqy-microhei (apt-get install fonts-wqy-microhei), or set FONT_PATH to your font")
+    return tuple(str(p) for p in found)
+
+
+def named_charset(text: str) -> str:
+    """``text`` as a charset: 'hanzi' names the 3,755 common Chinese characters (GB 2312 level 1),
+    'hanzi:N' N of them spread evenly over it; any other text is its own characters."""
+    name, _, count = text.partition(":")
+    if name != "hanzi":
+        return text
+    common = [bytes([high, low]).decode("gb2312") for high in range(0xB0, 0xD8) for low in range(0xA1, 0xFF)
+              if not (high == 0xD7 and low > 0xF9)]
+    if not count:
+        return "".join(common)
+    if not count.isdigit() or not 1 <= int(count) <= len(common):
+        raise DataError(f"'hanzi:N' takes N from 1 to {len(common)}; received {text!r}")
+    step = len(common) / int(count)
+    return "".join(common[int(i * step)] for i in range(int(count)))
 
 
 def expression(charset: str, rng: random.Random) -> str:
@@ -129,7 +174,7 @@ def render(spec: CaptchaSpec, label: str, seed: int, index: int) -> bytes:
     import captcha.image
 
     captcha.image.secrets = _SeededSecrets(f"image:{seed}:{index}")  # type: ignore[attr-defined]
-    image = captcha.image.ImageCaptcha(spec.width, spec.height).generate_image(label)
+    image = captcha.image.ImageCaptcha(spec.width, spec.height, fonts=list(spec.fonts) or None).generate_image(label)
     if spec.frames > 1:
         return animate(image, len(label), spec.frames, random.Random(f"frames:{seed}:{index}"))
     return encode(image, spec.fmt)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from capforge.data.charset import Charset
-from capforge.data.generate import CaptchaSpec
+from capforge.data.generate import CaptchaSpec, font_files
 from capforge.data.labels import configured_charset
 from capforge.modes.answer_rules import Rule, rule_of
 from capforge.options import Option
@@ -176,7 +176,8 @@ class Mode:
         captchas from (modes that cut or turn pictures)."""
         low, high = lengths or (settings["CAPTCHA_LENGTH"],) * 2
         return CaptchaSpec(charset, low, high, width or 160, height or 60, image_format,
-                           expressions=rule_of(settings).draws_expressions)
+                           expressions=rule_of(settings).draws_expressions,
+                           fonts=font_files(settings["FONT_PATH"], charset))
 
     @classmethod
     def settings_problem(cls, values: Mapping[str, Any]) -> str | None:
