@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from capforge.atomic import write_atomically
-from capforge.data.images import Geometry, ImageHook, Preprocessing, geometry, iter_images, open_image
+from capforge.data.images import Geometry, ImageHook, Preprocessing, geometry, iter_images, merge_frames, open_frames
 from capforge.data.labels import configured_charset
 from capforge.modes.efficientdet.boxes import label_file_of, read_boxes
 from capforge.modes.efficientdet.anchors import best_anchor_scale
@@ -61,6 +61,7 @@ class Report:
     box_sizes: list[tuple[float, float]] = field(default_factory=list)
     input_boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # model-input pixels
     colour: list[float] = field(default_factory=list)  # colourfulness of each image
+    animated: list[int] = field(default_factory=list)  # the frame count of each animated image
     suggestions: dict[str, Any] = field(default_factory=dict)
     reasoning: str = ""
 
@@ -114,9 +115,11 @@ def _check_boxes(path: Path, root: Path, size: tuple[int, int], allowed: set[str
     return None
 
 
-def _pixel_hash(image: Any) -> str:
-    digest = hashlib.sha1(f"{image.mode}{image.size}".encode())
-    digest.update(image.tobytes())
+def _pixel_hash(*images: Any) -> str:
+    digest = hashlib.sha1()
+    for image in images:
+        digest.update(f"{image.mode}{image.size}".encode())
+        digest.update(image.tobytes())
     return digest.hexdigest()
 
 
@@ -139,6 +142,7 @@ def check(workspace: Workspace, settings: Mapping[str, Any],
     mode_cls = MODE_CLASSES[settings["MODE"]]
     charset = configured_charset(settings)
     allowed = set(charset) if charset else None
+    reading = Preprocessing.from_settings(settings)
     check_labels = not mode_cls.labels_from_boxes  # box files are checked instead
     seen: dict[str, tuple[str, Path, str | None]] = {}
     files = [(split, root, path) for split, root in workspace.data_splits()
@@ -146,12 +150,15 @@ def check(workspace: Workspace, settings: Mapping[str, Any],
     for split, root, path in tqdm(files, desc="checking", unit="img", disable=not progress):
         report.counts[split] = report.counts.get(split, 0) + 1
         try:
-            image = open_image(path)
+            frames = open_frames(path)
+            image = merge_frames(frames, reading.frames, reading.frame_index)  # as the model will read it
             if image_hook is not None:
                 image = image_hook(image)
         except ImageError as exc:
             report.findings.append(Finding(path, "unreadable", str(exc).split(": ", 1)[-1]))
             continue
+        if len(frames) > 1:
+            report.animated.append(len(frames))
         report.sizes.append(image.size)
         report.colour.append(colourfulness(image))
         if mode_cls.labels_from_boxes:
@@ -175,7 +182,8 @@ def check(workspace: Workspace, settings: Mapping[str, Any],
             if problem:
                 report.findings.append(Finding(path, *problem))
                 continue
-        digest = _pixel_hash(image)
+        # an animation is the same only with every frame the same (the first frames of a site may all be blank)
+        digest = _pixel_hash(*frames) if len(frames) > 1 else _pixel_hash(image)
         if digest in seen:
             report.findings.append(_same_image(seen[digest], split, path, label))
             continue
@@ -215,6 +223,11 @@ def format_report(report: Report, workspace: Workspace, settings: Mapping[str, A
         heights = sorted(h for _, h in report.sizes)
         lines.append(f"width  min {widths[0]} / median {statistics.median(widths):g} / max {widths[-1]}")
         lines.append(f"height min {heights[0]} / median {statistics.median(heights):g} / max {heights[-1]}")
+    if report.animated:
+        reads = ("only their first frame: where a site draws its characters across frames, set FRAMES = 'darkest' "
+                 "(dark text), 'lightest' or 'median'" if settings["FRAMES"] == "first" else "them merged")
+        lines.append(f"{len(report.animated)} animated images ({min(report.animated)}-{max(report.animated)} "
+                     f"frames); FRAMES = {settings['FRAMES']!r} reads {reads}")
     if report.box_sizes:
         box_w = sorted(w for w, _ in report.box_sizes)
         box_h = sorted(h for _, h in report.box_sizes)
@@ -242,6 +255,7 @@ def save_report(report: Report, path: Path) -> None:
         "symbols": dict(report.symbols),
         "suggestions": report.suggestions,
         "reasoning": report.reasoning,
+        "animated_images": len(report.animated),
     }
     write_atomically(path, json.dumps(data, indent=2, ensure_ascii=False).encode())
 

@@ -14,6 +14,7 @@ from capforge import Recognizer
 from capforge.data.generate import CaptchaSpec, animate, render
 from capforge.data.images import Preprocessing, preprocess_to_uint8
 from clean_data import render as clean_digits
+from conftest import run_script
 
 
 def animation(label: str, seed: int) -> bytes:
@@ -49,3 +50,18 @@ def test_the_generator_draws_characters_across_frames_and_every_merge_reads_a_st
     still.paste(0, (40, 20, 120, 40))
     arrays = [preprocess_to_uint8(still, q) for q in p.values()]
     assert all(np.array_equal(arrays[0], a) for a in arrays[1:])
+
+
+def test_check_file_counts_animations_says_what_frames_reads_and_finds_no_false_duplicates(workspace: Path) -> None:
+    # every GIF's first frame is the same blank background: only their later frames tell them apart
+    spec = CaptchaSpec("0123456789", 4, 4, 96, 32, "gif", frames=3)
+    pool = workspace / "data" / "pool"
+    for i, label in enumerate(["1234", "5678", "9012"]):
+        frames = [Image.new("RGB", (96, 32), "white")] + [clean_digits(label, 96, 32, random.Random(i)).convert("RGB")] * 2
+        frames[0].save(pool / f"{label}_{i}.gif", save_all=True, append_images=frames[1:], duration=100)
+    (pool / "1234_again.gif").write_bytes((pool / "1234_0.gif").read_bytes())
+    (pool / "4821_x.gif").write_bytes(render(spec, "4821", 0, 0))
+    result = run_script(workspace, "check_file.py")
+    assert "5 animated images (2-3 frames); FRAMES = 'first' reads only their first frame" in result.stdout, result.stdout
+    assert "duplicate" in result.stdout and "1234_again.gif" in result.stdout
+    assert "label_conflict" not in result.stdout and "5678_1.gif" not in result.stdout, result.stdout

@@ -101,6 +101,12 @@ def open_image(source: bytes | str | Path | Image.Image, frames: str = "first", 
     (see merge_frames; by default the first frame). Raise ImageError if bad."""
     if isinstance(source, Image.Image):
         return source
+    return merge_frames(open_frames(source, 1 if frames == "first" else MAX_FRAMES), frames, index)
+
+
+def open_frames(source: bytes | str | Path, limit: int = MAX_FRAMES) -> list[Image.Image]:
+    """Every frame of an image (one for a still image), at most ``limit``, fully decoded; raise
+    ImageError, saying why, for an empty, unreadable, corrupt or too large one."""
     name = "image bytes" if isinstance(source, bytes) else str(source)
     try:
         if isinstance(source, bytes):
@@ -114,17 +120,13 @@ def open_image(source: bytes | str | Path | Image.Image, frames: str = "first", 
         if image.width * image.height > MAX_PIXELS:
             raise ImageTooLargeError(f"{name}: {image.width}x{image.height} pixels is over the limit of "
                                      f"{MAX_PIXELS} pixels")
-        if frames == "first" or getattr(image, "n_frames", 1) == 1:
-            frame = next(ImageSequence.Iterator(image))
-            frame.load()
-            return frame
         read = []
         for frame in ImageSequence.Iterator(image):
             frame.load()
-            read.append(frame.copy())  # the iterator reuses one object: keep each frame's pixels
-            if len(read) == MAX_FRAMES:
+            read.append(frame if limit == 1 else frame.copy())  # the iterator reuses one object
+            if len(read) == limit:
                 break
-        return merge_frames(read, frames, index)
+        return read
     except ImageError:
         raise
     except UnidentifiedImageError:

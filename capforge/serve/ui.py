@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from capforge.data.images import iter_images
+from capforge.data.images import iter_images, open_image
 from capforge.answers import build_answer, parse_inputs
 from capforge.errors import CapforgeError, ReviewError
 from capforge.modes import summary_text
@@ -79,14 +79,16 @@ def build_ui(registry: ModelRegistry) -> Any:
     beside = [given for cls in {m.predictor.mode.__class__ for m in registry.models.values()} for given in cls.inputs]
     beside = list({given.name: given for given in beside}.values())  # each input once, whichever modes read it
 
-    def answer(name: str, image: Any, *values: Any) -> tuple[str, dict[str, float], str, Any, dict[str, Any]]:
-        if image is None:
+    def answer(name: str, path: str | None, *values: Any) -> tuple[str, dict[str, float], str, Any, dict[str, Any]]:
+        if path is None:
             return "", {}, "upload an image first", None, {}
         try:
             model = registry.resolve(name or None)
             mode = model.predictor.mode
             started = time.perf_counter()
-            prediction = model.predictor.predict([image])[0]
+            # the file as uploaded: an animation keeps every frame for FRAMES to merge
+            prediction = model.predictor.predict([path])[0]
+            image = open_image(path)
             # an empty number box sends 0 from the browser: on the page that means "not given"
             inputs = parse_inputs(mode, {i.name: v for i, v in zip(beside, values) if v or i.kind != "number"})
             if inputs:
@@ -110,7 +112,8 @@ def build_ui(registry: ModelRegistry) -> Any:
             with gr.Row():
                 with gr.Column():
                     model = gr.Dropdown(names, value=names[0] if names else None, label="model")
-                    image = gr.Image(type="pil", label="captcha", sources=["upload", "clipboard"])
+                    # the uploaded file itself (image_mode None): an animation keeps its frames
+                    image = gr.Image(type="filepath", image_mode=None, label="captcha", sources=["upload", "clipboard"])
                     # empty until a person fills them in: an input left empty is not sent
                     extras = [gr.Image(type="pil", label=f"{given.name}: {given.help}", elem_id=f"input-{given.name}",
                                        sources=["upload", "clipboard"])
