@@ -25,6 +25,21 @@ def build_answer(model: str, prediction: Prediction, mode: Mode, min_confidence:
                   "time_ms": round((time.perf_counter() - started) * 1000, 3)}
 
 
+def prompt_clicks(mode: Mode, image: Image.Image, boxes: list[dict[str, Any]], prompt: Any,
+                  companion: Any = None) -> list[dict[str, Any]]:
+    """Click points for a crawler's ``prompt`` (the targets to click, in order) among ``boxes`` of a
+    mode that takes prompts; raises InputError for a prompt it cannot take, TargetNotFound where
+    a target is in none of the boxes."""
+    if not mode.takes_prompt:
+        takers = " and ".join(name for name, cls in MODE_CLASSES.items() if cls.takes_prompt)
+        raise InputError("prompt_not_supported", f"'prompt' is for {takers} models; this one is {mode.name}")
+    if not (isinstance(prompt, str) or isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)) \
+            or not prompt or len(prompt) > 64:
+        raise InputError("invalid_prompt", "'prompt' must be the targets to click in order: a string ('abc', or "
+                         "'cat,dog') or a list of names, at most 64")
+    return mode.clicks(image.convert("RGB"), boxes, prompt, companion)
+
+
 def every_input() -> dict[str, str]:
     """Each input some registered mode reads (name -> kind): what a request may send beside the image."""
     return {i.name: i.kind for cls in MODE_CLASSES.values() for i in cls.inputs}

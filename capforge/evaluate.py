@@ -20,7 +20,7 @@ from capforge.data.images import iter_images
 from capforge.errors import DataError, ImageError, WorkspaceError
 from capforge.modes import Mode, label_reader
 from capforge.reports import confusion_picture, reliability_picture, save_report, worst_grid
-from capforge.serve.predictor import MANIFEST, Predictor
+from capforge.serve.predictor import MANIFEST, Predictor, companion_of
 from capforge.train import BEST, TRAINING_FILE, load_checkpoint
 from capforge.workspace import Workspace, hook
 
@@ -168,6 +168,8 @@ def evaluate(workspace: Workspace, settings: Mapping[str, Any], split: str = "te
         "ms_per_image": 1000 * seconds / max(1, n),
         "wrong": [r for r in rows if not r["correct"]][:200],
     }
+    # whole captchas (a grid's tiles to click), read with the companion the server would load
+    report |= mode.whole_report(workspace, settings, predictor, companion_of(mode, settings, workspace.root.parent)) or {}
     target = save_report(workspace, split, report)
     worst_grid(rows, target.with_name(f"{split}_worst.png"))
     confusion_picture(confusions, target.with_name(f"{split}_confusions.png"))

@@ -31,7 +31,7 @@ class Option:
         if self.choices is not None:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         names = {bool: "True or False", int: "an integer", float: "a number", str: "a string",
-                 list: "a list of strings"}
+                 list: "a list of strings", tuple: "a tuple"}
         kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
         text = " or ".join(names[k] for k in kinds)
         if self.minimum is not None and self.maximum is not None:

@@ -11,6 +11,7 @@ from capforge.modes.base import Input, Mode, Prediction, accepted
 from capforge.modes.ctc import CTCMode
 from capforge.modes.ctc_tiny import CTCTinyMode
 from capforge.modes.efficientdet import EfficientDetMode
+from capforge.modes.grid import GridMode
 from capforge.modes.num_classes import NumClassesMode
 from capforge.modes.ordinary import OrdinaryMode
 from capforge.modes.rotate import RotateMode
@@ -18,7 +19,7 @@ from capforge.modes.slider import SliderMode
 
 MODE_CLASSES: dict[str, type[Mode]] = {
     cls.name: cls for cls in (OrdinaryMode, NumClassesMode, CTCMode, CTCTinyMode, EfficientDetMode, RotateMode,
-                                  SliderMode)
+                                  SliderMode, GridMode)
 }
 
 __all__ = ["MODE_CLASSES", "Input", "Mode", "Prediction", "accepted", "label_reader", "make_mode", "recorded_mode", "summary_text"]

@@ -106,6 +106,11 @@ class Mode:
     takes_prompt = False
     # Whether a click-captcha model may use this mode's export to read its crops (CLICK_RECOGNIZER).
     reads_crops = False
+    # Whether a request's image is answered by ``answer_image`` (cut into parts the model reads), not read whole.
+    cuts_image = False
+    # The setting that names another workspace whose export this mode's answers also read (a
+    # click captcha's CLICK_RECOGNIZER, a grid's PROMPT_MODEL); the server loads it beside the model.
+    companion: str | None = None
     # Settings read from the workspace when serving, not frozen into the export.
     serving_settings: tuple[str, ...] = ()
     # The fields this mode adds to every answer (name -> what it means), which ``decode`` (or
@@ -271,6 +276,18 @@ class Mode:
         """Training batches of photos mixed with each other, and their targets (PHOTO_AUGMENT);
         by default unchanged: a text's symbols cannot be blended."""
         return images, ids
+
+    def answer_image(self, image: Any, predict: Callable[[list[Any]], list[Prediction]], companion: Any = None,
+                     prompt: str | None = None) -> Prediction:
+        """The answer to a whole request ``image`` (PIL) of a mode that ``cuts_image``: its parts read
+        through ``predict`` (the model's answers to a list of images), ``companion`` (the export its
+        ``companion`` setting names, or None) and the crawler's ``prompt``."""
+        raise NotImplementedError(f"{self.name} reads a request's image whole")
+
+    def whole_report(self, workspace: Any, settings: Mapping[str, Any], predictor: Any,
+                     companion: Any = None) -> dict[str, Any] | None:
+        """Figures test.py adds to the shared report, measured on whole captchas (a grid's); None: none."""
+        return None
 
     def evaluate(self, workspace: Any, settings: Mapping[str, Any], predictor: Any, source: str, split: str,
                  progress: bool) -> dict[str, Any] | None:

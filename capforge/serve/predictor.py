@@ -16,7 +16,7 @@ import numpy as np
 from capforge.calibration import tempered
 from capforge.data.images import Geometry, Preprocessing, preprocess, preprocess_placed
 from capforge.errors import WorkspaceError
-from capforge.modes import Prediction, recorded_mode
+from capforge.modes import MODE_CLASSES, Mode, Prediction, recorded_mode
 from capforge.workspace import Workspace, hook
 
 MANIFEST = "manifest.json"
@@ -94,3 +94,24 @@ class Predictor:
         inputs = [self.placed(image) for image in images]
         outputs = self.probabilities(np.stack([array for array, _ in inputs]))
         return [self.answer(output, placed) for output, (_, placed) in zip(outputs, inputs)]
+
+
+def companion_of(mode: Mode, settings: Mapping[str, Any], works: Path) -> Predictor | None:
+    """The export that ``mode``'s companion setting (a click captcha's CLICK_RECOGNIZER, a grid's
+    PROMPT_MODEL) names, or None where it names none: a workspace path, relative to the works
+    folder's parent (``works/site_chars``), to the works folder (``site_chars``) or absolute."""
+    location = settings.get(mode.companion, "") if mode.companion else ""
+    if not location:
+        return None
+    path = Path(location)
+    candidates = [path] if path.is_absolute() else [path, works.parent / path, works / path]
+    for candidate in candidates:
+        if (candidate / "exports" / "current" / MANIFEST).is_file():
+            predictor = Predictor(candidate / "exports" / "current")
+            if not predictor.mode.reads_crops:
+                allowed = " or ".join(name for name, cls in MODE_CLASSES.items() if cls.reads_crops)
+                raise WorkspaceError(f"{mode.companion} {location!r} is a {predictor.mode.name} model; "
+                                     f"allowed: {allowed}")
+            return predictor
+    raise WorkspaceError(f"{mode.companion} {location!r} has no export (looked in "
+                         + ", ".join(str(c) for c in candidates) + "); run its save_model.py")

@@ -10,24 +10,19 @@ import time
 from typing import Any, Mapping
 
 from capforge.data.images import image_suffix, open_image
-from capforge.errors import ImageError, ImageTooLargeError, TargetNotFound
+from capforge.errors import ImageError, ImageTooLargeError, InputError, TargetNotFound
 from capforge.inbox import content_key
-from capforge.answers import build_answer
+from capforge.answers import build_answer, prompt_clicks
 from capforge.serve.inputs import RequestError
 from capforge.serve.metrics import Metrics
 from capforge.serve.registry import ServedModel
 
 def clicks_for(model: ServedModel, data: bytes, boxes: list[dict[str, Any]], prompt: Any) -> list[dict[str, Any]]:
-    """Click points for ``prompt`` in its order, chosen among ``boxes`` (detection models only)."""
-    if not model.predictor.mode.takes_prompt:
-        raise RequestError(400, "prompt_not_supported", f"'prompt' is for click-captcha (EFFICIENTDET) models; "
-                           f"{model.name} is {model.predictor.mode.name}")
-    if not (isinstance(prompt, str) or isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)) \
-            or not prompt or len(prompt) > 64:
-        raise RequestError(400, "invalid_prompt", "'prompt' must be the targets to click in order: a string "
-                           "('abc', or 'cat,dog') or a list of names, at most 64")
+    """Click points for ``prompt`` in its order, chosen among ``boxes`` (modes that take prompts)."""
     try:
-        return model.predictor.mode.clicks(open_image(data).convert("RGB"), boxes, prompt, model.recognizer)
+        return prompt_clicks(model.predictor.mode, open_image(data), boxes, prompt, model.recognizer)
+    except InputError as exc:
+        raise RequestError(400, exc.code, exc.message) from None
     except TargetNotFound as exc:
         raise RequestError(422, "target_not_found", str(exc)) from None
 
@@ -55,20 +50,23 @@ async def recognize(model: ServedModel, data: bytes, prompt: Any = None, metrics
     image's ``request_id`` (its content key), which outcome reports name."""
     started = time.perf_counter()
     key = content_key(data)  # the cache's key and the answer's request_id
-    prediction = model.cached(key)
-    if prediction is None:
-        predictor = model.predictor
-        try:
+    mode = model.predictor.mode
+    # a mode that cuts the image (a grid's tiles) answers it in a thread, uncached: its answer follows the prompt
+    prediction = None if mode.cuts_image else model.cached(key)
+    try:
+        if mode.cuts_image:
+            prediction = await asyncio.to_thread(mode.answer_image, open_image(data), model.predictor.predict,
+                                                 model.recognizer, prompt if isinstance(prompt, str) else None)
+        elif prediction is None:
             # Inline: a captcha decodes and resizes in well under a millisecond, less than a thread hop.
-            array, placed = predictor.placed(data)
-        except ImageError as exc:
-            too_large = isinstance(exc, ImageTooLargeError)
-            raise RequestError(413 if too_large else 400, "image_too_large" if too_large else "invalid_image",
-                               str(exc).replace("image bytes: ", "")) from None
-        prediction = predictor.answer(await model.batcher.submit(array), placed)
-        model.remember(key, prediction)
+            array, placed = model.predictor.placed(data)
+            prediction = model.predictor.answer(await model.batcher.submit(array), placed)
+            model.remember(key, prediction)
+    except ImageError as exc:
+        too_large = isinstance(exc, ImageTooLargeError)
+        raise RequestError(413 if too_large else 400, "image_too_large" if too_large else "invalid_image",
+                           str(exc).replace("image bytes: ", "")) from None
     if inputs:  # in a thread: a mode may match pictures (a slider's piece)
-        mode = model.predictor.mode
         prediction = await asyncio.to_thread(mode.respond, prediction, open_image(data), inputs)
     answer = build_answer(model.name, prediction, model.predictor.mode, model.settings.MIN_CONFIDENCE, key,
                           started)

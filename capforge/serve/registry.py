@@ -11,10 +11,10 @@ from typing import Any
 
 from capforge.serve.batching import MicroBatcher
 from capforge.serve.inputs import RequestError
-from capforge.serve.predictor import MANIFEST, Predictor
-from capforge.errors import ImageError, WorkspaceError
+from capforge.serve.predictor import MANIFEST, Predictor, companion_of
+from capforge.errors import ImageError
 from capforge.inbox import Inbox, Review
-from capforge.modes import MODE_CLASSES, Prediction
+from capforge.modes import Prediction
 from capforge.settings import Settings, load_settings
 from capforge.workspace import SITE_NAME, Workspace
 
@@ -31,7 +31,7 @@ class ServedModel:
     settings: Settings
     stamp: float
     batcher: MicroBatcher
-    recognizer: Predictor | None = None  # CLICK_RECOGNIZER's export, reading detected boxes
+    recognizer: Predictor | None = None  # the mode's companion export (CLICK_RECOGNIZER, PROMPT_MODEL)
     cache: OrderedDict = field(default_factory=OrderedDict)
 
     @property
@@ -121,7 +121,7 @@ class ModelRegistry:
             try:
                 settings = load_settings(ws.root, self.overrides)
                 predictor = Predictor(ws.exports / "current", settings.INFERENCE_THREADS or None, settings)
-                recognizer = self._recognizer(settings.CLICK_RECOGNIZER) if settings.CLICK_RECOGNIZER else None
+                recognizer = companion_of(predictor.mode, settings, self.works)
             except Exception as exc:  # noqa: BLE001 - any broken export: report it, keep what works
                 print(f"warning: not loading {ws.name}: {exc}" + ("; still serving the previous export"
                                                                    if known else ""), file=sys.stderr)
@@ -132,22 +132,6 @@ class ModelRegistry:
                                    self.observe_batch)
             self.models[ws.name] = ServedModel(ws.name, ws, predictor, settings, stamp, batcher, recognizer)
         self.max_image_bytes = max((m.settings.MAX_IMAGE_BYTES for m in self.models.values()), default=2_000_000)
-
-    def _recognizer(self, location: str) -> Predictor:
-        """The export of CLICK_RECOGNIZER: a path, relative to here, to the works folder's parent
-        (``works/site_chars``) or to the works folder (``site_chars``)."""
-        path = Path(location)
-        candidates = [path] if path.is_absolute() else [path, self.works.parent / path, self.works / path]
-        for candidate in candidates:
-            if (candidate / "exports" / "current" / MANIFEST).is_file():
-                predictor = Predictor(candidate / "exports" / "current")
-                if not predictor.mode.reads_crops:
-                    allowed = " or ".join(name for name, cls in MODE_CLASSES.items() if cls.reads_crops)
-                    raise WorkspaceError(f"CLICK_RECOGNIZER {location!r} is a {predictor.mode.name} model; "
-                                         f"allowed: {allowed}")
-                return predictor
-        raise WorkspaceError(f"CLICK_RECOGNIZER {location!r} has no export (looked in "
-                             + ", ".join(str(c) for c in candidates) + "); run its save_model.py")
 
     def resolve(self, name: str | None) -> ServedModel:
         """The model called ``name``; without a name, the only model."""

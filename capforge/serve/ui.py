@@ -86,9 +86,10 @@ def build_ui(registry: ModelRegistry) -> Any:
             model = registry.resolve(name or None)
             mode = model.predictor.mode
             started = time.perf_counter()
-            # the file as uploaded: an animation keeps every frame for FRAMES to merge
-            prediction = model.predictor.predict([path])[0]
             image = open_image(path)
+            # the file as uploaded: an animation keeps every frame for FRAMES to merge; a grid, its tiles
+            prediction = mode.answer_image(image, model.predictor.predict, model.recognizer) if mode.cuts_image \
+                else model.predictor.predict([path])[0]
             # an empty number box sends 0 from the browser: on the page that means "not given"
             inputs = parse_inputs(mode, {i.name: v for i, v in zip(beside, values) if v or i.kind != "number"})
             if inputs:

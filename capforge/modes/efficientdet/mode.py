@@ -43,6 +43,7 @@ class EfficientDetMode(Mode):
     labels_from_boxes = True
     calibrated = False  # box scores are sigmoid per class; no softmax temperature
     takes_prompt = True
+    companion = "CLICK_RECOGNIZER"
     # Read from the workspace when serving (not frozen into the export): tuning them needs no retraining.
     serving_settings = ("DETECTION_THRESHOLD", "NMS_IOU")
     options = (

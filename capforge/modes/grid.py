@@ -1,0 +1,192 @@
+"""GRID: photo-grid captchas (12306 and the like): "click every picture of <prompt>".
+
+The workspace trains a tile classifier exactly as NUM_CLASSES does (tiles in class folders);
+answering a whole captcha cuts it into the tiles GRID names, classifies them in one batch, and
+answers the indices of the tiles whose probability of the prompt's class is at least
+CLICK_SHARE (the likeliest tile where none is: a grid always asks for one). The prompt is read
+from the captcha's GRID_PROMPT box by PROMPT_MODEL (another workspace's export), or sent by the
+crawler as ``prompt``. ``test.py`` adds, for whole captchas in data/grid/ with their answers, the
+share answered exactly and per-tile precision and recall.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from capforge.data.images import iter_images, open_image
+from capforge.errors import DataError, TargetNotFound
+from capforge.modes.base import Input, Prediction
+from capforge.modes.num_classes import NumClassesMode
+from capforge.options import DATA, SERVE, Option
+
+# 12306's layout, the grid captcha most crawlers meet: 2 rows of 4 tiles of 67 pixels, 72 apart,
+# the first at (5, 41) of its 293 x 190 image, and the prompt's words right of its fixed sentence.
+GRID_12306 = (2, 4, 5, 41, 67, 67, 72, 72)
+PROMPT_12306 = (115, 0, 293, 30)
+ANSWERS_FILES = ("answers.txt", "test_ans.txt")  # whole captchas' tiles to click: "<name>:<indices>"
+PROMPTS_FILE = "prompts.txt"  # "<name>:<prompt>", where no PROMPT_MODEL reads the prompts
+
+
+def tile_boxes(grid: tuple[Any, ...]) -> list[tuple[int, int, int, int]]:
+    """The (x1, y1, x2, y2) of each tile, row by row: GRID as boxes, or as (rows, columns, left,
+    top, tile width, tile height, step x, step y)."""
+    if grid and all(isinstance(box, (tuple, list)) for box in grid):
+        return [tuple(int(v) for v in box) for box in grid]  # type: ignore[misc]
+    rows, columns, left, top, width, height, step_x, step_y = (int(v) for v in grid)
+    return [(left + c * step_x, top + r * step_y, left + c * step_x + width, top + r * step_y + height)
+            for r in range(rows) for c in range(columns)]
+
+
+def grid_problem(grid: Any) -> str | None:
+    """Why GRID cannot name tiles, or None."""
+    numbers = lambda values, n: len(values) == n and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                          and v >= 0 for v in values)  # noqa: E731
+    if grid and all(isinstance(box, (tuple, list)) for box in grid):
+        bad = [box for box in grid if not numbers(box, 4) or box[2] <= box[0] or box[3] <= box[1]]
+        return f"GRID boxes must each be (x1, y1, x2, y2) with x2 > x1 and y2 > y1; received {bad[0]!r}" if bad else None
+    if not numbers(grid, 8) or min(grid[:2]) < 1 or min(grid[4:6]) < 1:
+        return ("GRID must be (rows, columns, left, top, tile width, tile height, step x, step y), e.g. "
+                f"{GRID_12306} for 12306, or a tuple of (x1, y1, x2, y2) tile boxes; received {grid!r}")
+    return None
+
+
+def read_answers(folder: Path, name: str) -> dict[str, str]:
+    """``folder/name`` as {image stem: value}: lines ``<name or stem>:<value>`` (or a tab)."""
+    path = folder / name
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
+        key, sep, value = line.partition("\t" if "\t" in line else ":")
+        if sep and key.strip():
+            out[Path(key.strip()).stem] = value.strip()
+    return out
+
+
+class GridMode(NumClassesMode):
+    name = "GRID"
+    takes_prompt = True  # a crawler may send the prompt (the class to click)
+    cuts_image = True
+    companion = "PROMPT_MODEL"
+    options = NumClassesMode.options + (
+        Option("GRID", GRID_12306, tuple, "the tiles of a whole captcha, in its pixels: (rows, columns, left, top, "
+               "tile width, tile height, step x, step y), or a tuple of (x1, y1, x2, y2) boxes; default: 12306's "
+               "2 x 4", DATA),
+        Option("GRID_PROMPT", PROMPT_12306, tuple, "the box (x1, y1, x2, y2) of the prompt that PROMPT_MODEL reads",
+               DATA),
+        Option("PROMPT_MODEL", "", str, "a workspace whose export reads the prompt's box (its class or text is "
+               "the class to click), e.g. 'works/site_prompt'; empty: crawlers send 'prompt'", SERVE),
+        Option("CLICK_SHARE", 0.5, float, "a tile is clicked when its probability of the prompt's class is at "
+               "least this (the likeliest tile where none is)", SERVE, minimum=0.01, maximum=0.99),
+    )
+    serving_settings = ("GRID", "GRID_PROMPT", "CLICK_SHARE")
+    answer_fields = {"tiles": "the indices of the tiles to click (row by row from 0), where the prompt is known",
+                     "prompt": "the class to click, as read from the captcha or sent",
+                     "prompt_confidence": "the prompt reader's confidence (1 where the prompt was sent)"}
+
+    @classmethod
+    def settings_problem(cls, values: Mapping[str, Any]) -> str | None:
+        problem = grid_problem(values["GRID"])
+        prompt = values["GRID_PROMPT"]
+        if not problem and prompt and grid_problem((tuple(prompt),)):
+            problem = f"GRID_PROMPT must be (x1, y1, x2, y2) or (); received {prompt!r}"
+        return problem or super().settings_problem(values)
+
+    def answer_image(self, image: Any, predict: Callable[[list[Any]], list[Prediction]], companion: Any = None,
+                     prompt: str | None = None) -> Prediction:
+        """The whole captcha's answer: every tile classified (boxes, with each tile's top classes);
+        with a prompt (sent, or read by ``companion`` from GRID_PROMPT) the tiles to click."""
+        image = image.convert("RGB")
+        boxes = tile_boxes(self.settings["GRID"])
+        tiles = predict([image.crop(box) for box in boxes])
+        out = [{"index": i, "label": t.text, "score": round(t.confidence, 6), "x1": b[0], "y1": b[1], "x2": b[2],
+                "y2": b[3], "top": [{"label": c, "confidence": round(p, 6)} for c, p in t.top]}
+               for i, (t, b) in enumerate(zip(tiles, boxes))]
+        confidence, fields = 1.0, {"tiles": None, "prompt": prompt, "prompt_confidence": 1.0 if prompt else None}
+        if prompt is None and companion is not None and self.settings["GRID_PROMPT"]:
+            reading = companion.predict([image.crop(tuple(self.settings["GRID_PROMPT"]))])[0]
+            prompt, confidence = reading.text, reading.confidence
+            fields |= {"prompt": prompt, "prompt_confidence": round(confidence, 6)}
+        if prompt is None:  # each tile's class; the crawler sends the prompt for the tiles to click
+            return Prediction(",".join(t.text for t in tiles), math.prod(t.confidence for t in tiles),
+                              [(t.text, t.confidence) for t in tiles], boxes=out, candidates=out, fields=fields)
+        chosen, sure = self.choose(out, prompt)
+        return Prediction(" ".join(str(i) for i in chosen), confidence * sure,
+                          [(str(i), out[i]["prompt_share"]) for i in chosen], boxes=out, candidates=out,
+                          fields=fields | {"tiles": chosen})
+
+    def choose(self, boxes: list[dict[str, Any]], prompt: str) -> tuple[list[int], float]:
+        """The tiles to click for ``prompt`` and how sure every tile's decision is together: each
+        tile's probability of the prompt's class (from its top classes; 0 where absent) against
+        CLICK_SHARE; the likeliest tile where none reaches it."""
+        wanted = prompt.strip().lower()
+        for box in boxes:  # each tile's probability of the prompt's class, sent with the answer
+            box["prompt_share"] = next((c["confidence"] for c in box["top"] if c["label"].lower() == wanted), 0.0)
+        share = self.settings["CLICK_SHARE"]
+        chosen = [b["index"] for b in boxes if b["prompt_share"] >= share]
+        if not chosen:
+            chosen = [max(boxes, key=lambda b: b["prompt_share"])["index"]]
+        sure = math.prod(b["prompt_share"] if b["index"] in chosen else 1 - b["prompt_share"] for b in boxes)
+        return chosen, sure
+
+    def clicks(self, image: Any, boxes: list[dict[str, Any]], prompt: str | list[str],
+               recognizer: Any = None) -> list[dict[str, Any]]:
+        """The centre of every tile to click for ``prompt`` (one class; a list of classes: each)."""
+        targets = [prompt] if isinstance(prompt, str) else prompt
+        out = []
+        for target in targets:
+            chosen, _ = self.choose(boxes, target)
+            if not any(boxes[i]["prompt_share"] > 0 for i in chosen):
+                raise TargetNotFound(f"no tile may be {target!r} (the classes this model knows: "
+                                     f"{', '.join(self.charset.symbols[:20])}{' ...' if self.charset.size > 20 else ''})")
+            out += [{"target": target, "x": (boxes[i]["x1"] + boxes[i]["x2"]) / 2, "y": (boxes[i]["y1"] + boxes[i]["y2"]) / 2,
+                     "score": boxes[i]["prompt_share"]} for i in chosen]
+        return out
+
+    def whole_report(self, workspace: Any, settings: Mapping[str, Any], predictor: Any,
+                     companion: Any = None) -> dict[str, Any] | None:
+        """For whole captchas in data/grid/ with their answers (answers.txt): the share answered
+        exactly, per-tile precision and recall, and each captcha's answer; None without them."""
+        folder = workspace.data / "grid"
+        answers = next((a for a in (read_answers(folder, n) for n in ANSWERS_FILES) if a), {})
+        if not answers:
+            return None
+        prompts = read_answers(folder, PROMPTS_FILE)
+        if not prompts and companion is None:
+            raise DataError(f"{workspace.relative(folder)} has answers but nothing gives the prompts: add "
+                            f"{PROMPTS_FILE} (<name>:<class to click>) or set PROMPT_MODEL")
+        rows, hits, clicked, wanted = [], 0, 0, 0
+        for path in iter_images(folder):
+            if path.stem not in answers:
+                continue
+            truth = sorted(int(i) for i in re.findall(r"\d+", answers[path.stem]))
+            given = prompts.get(path.stem) if prompts else None
+            answer = self.answer_image(open_image(path), predictor.predict, companion, given)
+            tiles = answer.fields["tiles"]
+            right = set(tiles) & set(truth)
+            hits, clicked, wanted = hits + len(right), clicked + len(tiles), wanted + len(truth)
+            rows.append({"path": str(path), "truth": truth, "tiles": tiles, "exact": tiles == truth,
+                         "prompt": answer.fields["prompt"], "confidence": round(answer.confidence, 6),
+                         "per_tile": [{"index": b["index"], "label": b["label"], "score": b["score"],
+                                       "prompt_share": b["prompt_share"]} for b in answer.boxes or []]})
+        if not rows:
+            raise DataError(f"no image of {workspace.relative(folder)} is named in its answers file")
+        return {"grid": {"captchas": len(rows), "exact": sum(r["exact"] for r in rows) / len(rows),
+                         "tile_precision": hits / max(1, clicked), "tile_recall": hits / max(1, wanted),
+                         "prompts": "sent (prompts.txt)" if prompts else "read by PROMPT_MODEL", "answers": rows}}
+
+    @classmethod
+    def summary(cls, report: Mapping[str, Any]) -> str:
+        text = super().summary(report)
+        grid = report.get("grid")
+        if not grid:
+            return text + "\nwhole captchas: none (put captchas and answers.txt in data/grid/ to measure them)"
+        tiles = len(grid["answers"][0]["per_tile"])
+        single = report["sequence_accuracy"]
+        return (text + f"\nwhole captchas: {grid['captchas']}, answered exactly {grid['exact']:.4f} (prompts "
+                f"{grid['prompts']}); tiles clicked: precision {grid['tile_precision']:.4f}, recall "
+                f"{grid['tile_recall']:.4f}; single-tile accuracy {single:.4f} reads all {tiles} tiles of a "
+                f"captcha right {single ** tiles:.4f} of the time")

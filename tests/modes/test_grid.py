@@ -1,0 +1,91 @@
+"""GRID: a tile classifier answers whole photo-grid captchas with the tiles to click."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from capforge import Recognizer
+from capforge.cli import invoke
+from capforge.errors import SettingsError
+from capforge.settings import load_settings
+from capforge.workspace import create_workspace
+from clean_data import PHOTO_CLASSES, fill_photo_pool
+from conftest import run_script, running_app
+
+GRID = (2, 3, 4, 24, 32, 32, 36, 36)  # 2 x 3 tiles of 32 pixels, 36 apart, under a 24-pixel prompt strip
+
+
+def grid_captchas(folder: Path, count: int, seed: int) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """Whole captchas built from fresh tiles of known classes: each asks for one class that 1-3 of its
+    6 tiles show. Returns each captcha's tiles to click and its prompt."""
+    tiles = folder.parent / "fresh_tiles"
+    fill_photo_pool(tiles, 240, seed=seed)
+    by_class = {name: sorted((tiles / name).glob("*.png")) for name in PHOTO_CLASSES}
+    rng, answers, prompts = random.Random(seed), {}, {}
+    for n in range(count):
+        prompt = rng.choice(sorted(PHOTO_CLASSES))
+        others = [c for c in PHOTO_CLASSES if c != prompt]
+        wanted = sorted(rng.sample(range(6), rng.randint(1, 3)))
+        canvas = Image.new("RGB", (112, 96), "white")
+        for i in range(6):
+            name = prompt if i in wanted else rng.choice(others)
+            r, c = divmod(i, 3)
+            canvas.paste(Image.open(rng.choice(by_class[name])), (4 + 36 * c, 24 + 36 * r))
+        canvas.save(folder / f"grid{n}.png")
+        answers[f"grid{n}"], prompts[f"grid{n}"] = wanted, prompt
+    shutil.rmtree(tiles)
+    return answers, prompts
+
+
+def test_a_grid_workspace_answers_whole_captchas_with_the_tiles_to_click(tmp_path: Path) -> None:
+    ws = create_workspace(tmp_path / "works", "grid", "GRID")
+    with (ws.root / "settings.py").open("a") as f:
+        f.write(f"IMAGE_HEIGHT = 32\nIMAGE_WIDTH = 32\nIMAGE_CHANNELS = 3\nEPOCHS = 12\nBATCH_SIZE = 16\n"
+                f"GRID = {GRID}\n")
+    fill_photo_pool(ws.pool, 240)
+    grid = ws.data / "grid"
+    grid.mkdir()
+    answers, prompts = grid_captchas(grid, 20, seed=5)
+    (grid / "answers.txt").write_text("".join(f"{k}.png:{' '.join(map(str, v))}\n" for k, v in answers.items()))
+    (grid / "prompts.txt").write_text("".join(f"{k}:{v}\n" for k, v in prompts.items()))
+    for step in ("split", "pack", "train", "export"):
+        assert invoke(step, ws.root, []) == 0, step
+    tested = run_script(ws.root, "test.py")
+    assert tested.returncode == 0 and "whole captchas: 20, answered exactly" in tested.stdout, tested.stdout[-3000:]
+    report = json.loads((ws.root / "reports" / "test_report.json").read_text())["grid"]
+    assert report["exact"] >= 0.8 and report["tile_recall"] >= 0.9, {k: report[k] for k in report if k != "answers"}
+    assert len(report["answers"][0]["per_tile"]) == 6 and "prompt_share" in report["answers"][0]["per_tile"][0]
+    picture = grid / "grid0.png"
+    with running_app(ws.root) as url:
+        sent = requests.post(f"{url}/api/v1/recognize", timeout=30, json={
+            "image": base64.b64encode(picture.read_bytes()).decode(), "prompt": prompts["grid0"]})
+        unknown = requests.post(f"{url}/api/v1/recognize", timeout=30, json={
+            "image": base64.b64encode(picture.read_bytes()).decode(), "prompt": "zebra"})
+        bare = requests.post(f"{url}/api/v1/recognize", timeout=30, json={
+            "image": base64.b64encode(picture.read_bytes()).decode()}).json()
+    assert sent.status_code == 200, sent.text
+    answer = sent.json()
+    assert answer["tiles"] == answers["grid0"] and answer["result"] == " ".join(map(str, answers["grid0"]))
+    assert [(c["x"], c["y"]) for c in answer["clicks"]] == [(20 + 36 * (i % 3), 40 + 36 * (i // 3))
+                                                             for i in answers["grid0"]]
+    assert len(answer["boxes"]) == 6 and answer["prompt"] == prompts["grid0"] and answer["prompt_confidence"] == 1
+    assert unknown.status_code == 422 and "target_not_found" in unknown.text, unknown.text
+    assert bare["tiles"] is None and len(bare["result"].split(",")) == 6  # no prompt: each tile's class
+    local = Recognizer(ws.root).recognize(picture, prompt=prompts["grid0"])
+    assert local["tiles"] == answer["tiles"] and local["clicks"] == answer["clicks"]
+
+
+def test_a_grid_that_names_no_tiles_is_refused_at_load(tmp_path: Path) -> None:
+    ws = create_workspace(tmp_path / "works", "grid", "GRID")
+    with (ws.root / "settings.py").open("a") as f:
+        f.write("GRID = (2, 4)\n")
+    with pytest.raises(SettingsError, match=r"GRID must be \(rows, columns, left, top"):
+        load_settings(ws.root)
