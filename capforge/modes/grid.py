@@ -54,12 +54,14 @@ def grid_problem(grid: Any) -> str | None:
 
 
 def read_answers(folder: Path, name: str) -> dict[str, str]:
-    """``folder/name`` as {image stem: value}: lines ``<name or stem>:<value>`` (or a tab)."""
+    """``folder/name`` as {image stem: value}: lines ``<name or stem>:<value>`` (or a tab); ``#`` comments."""
     path = folder / name
     if not path.is_file():
         return {}
     out = {}
     for line in path.read_text(encoding="utf-8-sig").splitlines():
+        if line.startswith("#"):
+            continue
         key, sep, value = line.partition("\t" if "\t" in line else ":")
         if sep and key.strip():
             out[Path(key.strip()).stem] = value.strip()

@@ -20,12 +20,13 @@ from capforge.workspace import create_workspace
 from clean_data import PHOTO_CLASSES, fill_photo_pool
 from conftest import run_script, running_app
 
-GRID = (2, 3, 4, 24, 32, 32, 36, 36)  # 2 x 3 tiles of 32 pixels, 36 apart, under a 24-pixel prompt strip
+GRID = (2, 3, 4, 40, 32, 32, 36, 36)  # 2 x 3 tiles of 32 pixels, 36 apart, under the prompt
+PROMPT = (4, 4, 36, 36)  # the prompt: a picture of the class to click ("every picture like this one")
 
 
 def grid_captchas(folder: Path, count: int, seed: int) -> tuple[dict[str, list[int]], dict[str, str]]:
-    """Whole captchas built from fresh tiles of known classes: each asks for one class that 1-3 of its
-    6 tiles show. Returns each captcha's tiles to click and its prompt."""
+    """Whole captchas built from fresh tiles of known classes: each asks for one class, shown as an
+    example picture, that 1-3 of its 6 tiles show. Returns each captcha's tiles to click and its prompt."""
     tiles = folder.parent / "fresh_tiles"
     fill_photo_pool(tiles, 240, seed=seed)
     by_class = {name: sorted((tiles / name).glob("*.png")) for name in PHOTO_CLASSES}
@@ -34,11 +35,12 @@ def grid_captchas(folder: Path, count: int, seed: int) -> tuple[dict[str, list[i
         prompt = rng.choice(sorted(PHOTO_CLASSES))
         others = [c for c in PHOTO_CLASSES if c != prompt]
         wanted = sorted(rng.sample(range(6), rng.randint(1, 3)))
-        canvas = Image.new("RGB", (112, 96), "white")
+        canvas = Image.new("RGB", (112, 112), "white")
+        canvas.paste(Image.open(rng.choice(by_class[prompt])), PROMPT[:2])
         for i in range(6):
             name = prompt if i in wanted else rng.choice(others)
             r, c = divmod(i, 3)
-            canvas.paste(Image.open(rng.choice(by_class[name])), (4 + 36 * c, 24 + 36 * r))
+            canvas.paste(Image.open(rng.choice(by_class[name])), (4 + 36 * c, 40 + 36 * r))
         canvas.save(folder / f"grid{n}.png")
         answers[f"grid{n}"], prompts[f"grid{n}"] = wanted, prompt
     shutil.rmtree(tiles)
@@ -49,7 +51,7 @@ def test_a_grid_workspace_answers_whole_captchas_with_the_tiles_to_click(tmp_pat
     ws = create_workspace(tmp_path / "works", "grid", "GRID")
     with (ws.root / "settings.py").open("a") as f:
         f.write(f"IMAGE_HEIGHT = 32\nIMAGE_WIDTH = 32\nIMAGE_CHANNELS = 3\nEPOCHS = 12\nBATCH_SIZE = 16\n"
-                f"GRID = {GRID}\n")
+                f"GRID = {GRID}\nGRID_PROMPT = {PROMPT}\n")
     fill_photo_pool(ws.pool, 240)
     grid = ws.data / "grid"
     grid.mkdir()
@@ -74,13 +76,22 @@ def test_a_grid_workspace_answers_whole_captchas_with_the_tiles_to_click(tmp_pat
     assert sent.status_code == 200, sent.text
     answer = sent.json()
     assert answer["tiles"] == answers["grid0"] and answer["result"] == " ".join(map(str, answers["grid0"]))
-    assert [(c["x"], c["y"]) for c in answer["clicks"]] == [(20 + 36 * (i % 3), 40 + 36 * (i // 3))
+    assert [(c["x"], c["y"]) for c in answer["clicks"]] == [(20 + 36 * (i % 3), 56 + 36 * (i // 3))
                                                              for i in answers["grid0"]]
     assert len(answer["boxes"]) == 6 and answer["prompt"] == prompts["grid0"] and answer["prompt_confidence"] == 1
     assert unknown.status_code == 422 and "target_not_found" in unknown.text, unknown.text
     assert bare["tiles"] is None and len(bare["result"].split(",")) == 6  # no prompt: each tile's class
     local = Recognizer(ws.root).recognize(picture, prompt=prompts["grid0"])
     assert local["tiles"] == answer["tiles"] and local["clicks"] == answer["clicks"]
+    # the prompt read from the captcha: here by the tile classifier itself, from the example picture
+    (grid / "prompts.txt").unlink()
+    with (ws.root / "settings.py").open("a") as f:
+        f.write("PROMPT_MODEL = 'works/grid'\n")
+    assert run_script(ws.root, "test.py").returncode == 0
+    read = json.loads((ws.root / "reports" / "test_report.json").read_text())["grid"]
+    assert read["prompts"] == "read by PROMPT_MODEL" and read["exact"] >= 0.8, read["exact"]
+    unprompted = Recognizer(ws.root).recognize(picture)
+    assert (unprompted["prompt"], unprompted["tiles"]) == (prompts["grid0"], answers["grid0"]), unprompted
 
 
 def test_a_grid_that_names_no_tiles_is_refused_at_load(tmp_path: Path) -> None:

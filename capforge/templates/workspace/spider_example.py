@@ -6,9 +6,11 @@ It needs only `requests`. Start the server first (python app.py --demo-captcha),
     python spider_example.py                     # 5 captchas from the server's demo route
     python spider_example.py --captcha-url https://site.example/captcha.jpg --model mysite
 
-The answer is what the site wants done: text to type, a distance to drag the slider (SLIDER:
-`x`, or `display_x` when --display-width gives the width the page shows the background at), or
-an angle to turn the picture (ROTATE: `angle`, in `direction`).
+The answer is what the site wants done: text to type (with ANSWER = 'arithmetic', the result of
+the expression the model read: `result`, beside `reading`), a distance to drag the slider
+(SLIDER: `x`, or `display_x` when --display-width gives the width the page shows the background
+at), an angle to turn the picture (ROTATE: `angle`, in `direction`), or where to click (click
+and grid captchas: `clicks`, for the --prompt the page asks for; GRID: the `tiles` too).
 
 When the answer is not `accepted` (confidence below MIN_CONFIDENCE) the crawler fetches a
 fresh captcha instead of submitting a likely wrong answer.
@@ -28,11 +30,16 @@ import requests
 
 
 def action(body: dict) -> str:
-    """What to do on the site with an answer: turn, drag or type."""
+    """What to do on the site with an answer: click, turn, drag or type."""
+    if body.get("clicks"):
+        where = ", ".join(f"({c['x']:.0f}, {c['y']:.0f})" for c in body["clicks"])
+        return f"click {where}" + (f" (tiles {body['tiles']})" if body.get("tiles") is not None else "")
     if "angle" in body:
         return f"turn {body['angle']:.1f} degrees {body['direction']}"
     if "x" in body:
         return f"drag {body.get('display_x', body['x']):.0f} px"
+    if "reading" in body:  # an answer rule's result: type the sum, not the expression
+        return f"type {body['result']!r} (read {body['reading']!r})"
     return f"type {body['result']!r}"
 
 
@@ -43,11 +50,11 @@ def is_right(body: dict, truth: str) -> bool:
         return min(turn, 360 - turn) <= 10
     if "x" in body:
         return abs(body["x"] - float(truth)) <= 5
-    return truth == body["result"]
+    return truth == body.get("reading", body["result"])  # the demo's truth is what the captcha shows
 
 
 def solve(session: requests.Session, api: str, captcha_url: str, model: str, attempts: int,
-          display_width: float | None = None) -> str:
+          display_width: float | None = None, prompt: str | None = None) -> str:
     """Fetch captchas until the server accepts its own answer; return what to do with it."""
     for attempt in range(1, attempts + 1):
         captcha = session.get(captcha_url, timeout=10)
@@ -57,6 +64,8 @@ def solve(session: requests.Session, api: str, captcha_url: str, model: str, att
             payload["model"] = model
         if display_width:
             payload["display_width"] = display_width
+        if prompt:
+            payload["prompt"] = prompt
         answer = session.post(f"{api}/api/v1/recognize", json=payload, timeout=10)
         if answer.status_code != 200:
             raise SystemExit(f"the server refused the captcha: {answer.status_code} {answer.text}")
@@ -93,12 +102,14 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=5, help="captchas to solve")
     parser.add_argument("--attempts", type=int, default=5, help="fresh captchas to try per answer")
     parser.add_argument("--display-width", type=float, help="SLIDER: the width the page shows the background at")
+    parser.add_argument("--prompt", help="click and grid captchas: what the page asks to click (e.g. 'lion')")
     args = parser.parse_args()
     captcha_url = args.captcha_url or f"{args.url}/demo/captcha" + (f"?model={args.model}" if args.model else "")
     with requests.Session() as session:
         try:
             for _ in range(args.count):
-                print("solved:", solve(session, args.url, captcha_url, args.model, args.attempts, args.display_width))
+                print("solved:", solve(session, args.url, captcha_url, args.model, args.attempts, args.display_width,
+                                       args.prompt))
         except requests.ConnectionError:
             sys.exit(f"cannot reach {args.url}; start the server with: python app.py --demo-captcha")
 
