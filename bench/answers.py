@@ -1,5 +1,6 @@
-"""Answers, not readings: arithmetic results on the real `math` set, animated GIF captchas and
-Chinese text captchas (both generated), each through the user's flow (bench/realsets.py's
+"""Answers, not readings: arithmetic results on the real `math` set, 12306 photo grids answered
+whole (the real `tiles12306` set), animated GIF captchas and Chinese text captchas (both
+generated), each through the user's flow (bench/realsets.py's
 run_capforge: New_work.py, check_file.py's suggestions, split, pack, train.py --minutes N,
 save_model.py, test.py), beside ddddocr's bundled model on the same test images.
 
@@ -42,6 +43,8 @@ KINDS: dict[str, dict[str, Any]] = {
              "target": "exact share, beside what the tile accuracy predicts", "settings": GIVEN_TEST},
     "chinese": {"what": f"generated 4 Chinese characters of {HANZI} (fonts-wqy-microhei)",
                 "target": "seq. accuracy >= 0.95", "settings": GIVEN_TEST, "spec": {"charset": HANZI}},
+    "chinese100": {"what": "generated 4 Chinese characters of hanzi:100 (fonts-wqy-microhei)",
+                   "target": "(how the charset's size weighs)", "settings": GIVEN_TEST, "spec": {"charset": "hanzi:100"}},
 }
 
 
@@ -63,6 +66,8 @@ def run_grid(datasets: Path, works: Path, minutes: float) -> dict[str, Any]:
     """GRID on tiles12306: the tile classifier trained on its tiles, then test.py on the whole captchas."""
     from realsets import new_workspace, script
 
+    from capforge.modes.grid import predicted_exact
+
     data = datasets / "tiles12306"
     spec = RealSet("tiles", "GRID", lambda p: p.parent.name, KINDS["grid"]["settings"])
     ws, log, suggestions = new_workspace("grid", spec, data, None, works, "_answers")
@@ -80,7 +85,7 @@ def run_grid(datasets: Path, works: Path, minutes: float) -> dict[str, Any]:
             "images": report["images"], "ms": report["ms_per_image"], "contender": "capforge",
             "note": f"{report['grid']['captchas']} whole captchas; tiles clicked: precision "
                     f"{report['grid']['tile_precision']:.4f}, recall {report['grid']['tile_recall']:.4f}; "
-                    f"single-tile accuracy {tiles:.4f} predicts all 8 tiles right {tiles ** 8:.4f}; settings: "
+                    f"{predicted_exact(tiles, report['grid'])}; settings: "
                     + ", ".join(f"{k}={v!r}" for k, v in suggestions.items() if k != "CHARSET")}
 
 
@@ -121,7 +126,7 @@ def ddddocr_answers(data: Path, label: Any) -> float:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["# Answers, not readings: arithmetic, animated GIFs, Chinese text\n",
+    lines = ["# Answers, not readings: arithmetic, photo grids, animated GIFs, Chinese text\n",
              f"Machine: {describe()}.  \nEach row: the user's flow (bench/realsets.py run_capforge) with "
              "`train.py --minutes N`; ddddocr's bundled model on the same test images, no training.\n",
              "| kind | what | target | contender | seq. accuracy (reading) | answers right | CER | minutes | "

@@ -79,3 +79,15 @@ def test_from_training_to_the_served_result_on_generated_arithmetic(tmp_path: Pa
     assert sent == sent | {"result": str(eval(label)), "reading": label, "rule": "arithmetic", "accepted": True}
     answer = Recognizer(ws.root).recognize(picture)
     assert {k: answer[k] for k in ("result", "reading", "rule")} == {k: sent[k] for k in ("result", "reading", "rule")}
+
+
+def test_the_generator_draws_expressions_sites_ask_for() -> None:
+    from capforge.data.generate import CaptchaSpec, sample_name
+
+    spec = CaptchaSpec("0123456789+-×÷", 1, 1, expressions=True)
+    labels = [sample_name(spec, 3, i)[0] for i in range(300)]
+    values = [evaluate(label) for label in labels]
+    assert all(v is not None and v >= 0 and v.denominator == 1 for v in values)  # no negatives, even divisions
+    assert {op for label in labels for op in "+-×÷" if op in label} == set("+-×÷")
+    only_sums = CaptchaSpec("0123456789+", 1, 1, expressions=True)
+    assert all("+" in sample_name(only_sums, 3, i)[0] for i in range(50))  # the charset's operators only

@@ -186,9 +186,15 @@ class GridMode(NumClassesMode):
         grid = report.get("grid")
         if not grid:
             return text + "\nwhole captchas: none (put captchas and answers.txt in data/grid/ to measure them)"
-        tiles = len(grid["answers"][0]["per_tile"])
-        single = report["sequence_accuracy"]
         return (text + f"\nwhole captchas: {grid['captchas']}, answered exactly {grid['exact']:.4f} (prompts "
                 f"{grid['prompts']}); tiles clicked: precision {grid['tile_precision']:.4f}, recall "
-                f"{grid['tile_recall']:.4f}; single-tile accuracy {single:.4f} reads all {tiles} tiles of a "
-                f"captcha right {single ** tiles:.4f} of the time")
+                f"{grid['tile_recall']:.4f}; {predicted_exact(report['sequence_accuracy'], grid)}")
+
+
+def predicted_exact(single: float, grid: Mapping[str, Any]) -> str:
+    """What a single-tile accuracy predicts for whole captchas: each tile to click found with that
+    chance (and no other tile clicked), and the stricter every tile's class read right."""
+    found = sum(single ** len(row["truth"]) for row in grid["answers"]) / len(grid["answers"])
+    tiles = len(grid["answers"][0]["per_tile"])
+    return (f"single-tile accuracy {single:.4f} predicts {found:.4f} (each tile to click found with that chance) "
+            f"and {single ** tiles:.4f} (all {tiles} tiles read right)")
