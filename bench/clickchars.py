@@ -1,9 +1,12 @@
-"""What reading the characters costs on real click-the-characters captchas (the `clickchars` set):
-how far a pretrained reader that ships as a package (ddddocr's bundled OCR and detector, no
-training) gets, given the true character boxes and the prompt. It bounds the recogniser part of
-a click solver; capforge's own (EFFICIENTDET + a recogniser) is not measured here yet.
+"""Click-the-characters on real captchas (the `clickchars` set): how far a pretrained reader that
+ships as a package (ddddocr's bundled OCR and detector, no training) gets, given the true
+character boxes and the prompt; with --detector, capforge's EFFICIENTDET trained on the 150
+training captchas (the user's flow, --minutes N) finds the boxes and the same reader picks, for
+each prompted character, the box where it is likeliest: the whole solver, clicks judged inside
+the true boxes in the prompt's order.
 
     python bench/clickchars.py
+    python bench/clickchars.py --detector --minutes 10
 
 Prints the figures and appends them to bench/results/clickchars.md.
 """
@@ -13,15 +16,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import io
+import json
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from machine import describe  # noqa: E402
@@ -53,9 +59,87 @@ def png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def assign(image: Image.Image, boxes: list[tuple[int, int, int, int]], want: list[str], ocr: Any) -> list[int]:
+    """For each character of ``want``, the index of its box among ``boxes`` (one box each): where
+    ddddocr's OCR finds it likeliest (-1 where there are fewer boxes than characters)."""
+    scores = np.zeros((len(want), len(boxes)))
+    for j, box in enumerate(boxes):
+        read = ocr.classification(png(image.crop(box)), probability=True)
+        probabilities = np.asarray(read["probabilities"]).reshape(-1, len(read["charset"]))
+        for i, char in enumerate(want):
+            if char in read["charset"]:
+                scores[i, j] = probabilities[:, read["charset"].index(char)].max()
+    rows, columns = linear_sum_assignment(-scores)
+    chosen = dict(zip(rows.tolist(), columns.tolist()))
+    return [chosen.get(i, -1) for i in range(len(want))]
+
+
+def detector_rows(data: Path, minutes: float, works: Path, ocr: Any) -> list[str]:
+    """EFFICIENTDET trained on the training captchas (boxes 'text' and 'result'), then the whole
+    solver on the test captchas: detected 'text' boxes, each prompted character's box by ``ocr``."""
+    import shutil
+    import subprocess
+
+    from realsets import apply_suggestions, script
+
+    from capforge.serve.predictor import Predictor
+
+    ws = works / "clickchars"
+    shutil.rmtree(ws, ignore_errors=True)
+    subprocess.run([sys.executable, str(HERE.parent / "New_work.py"), str(works), "clickchars", "--mode",
+                    "EFFICIENTDET"], check=True, stdout=subprocess.DEVNULL)
+    for split, target in (("train", "pool"), ("test", "test")):
+        folder = ws / "data" / target
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in (data.parent / split / "images").glob("*.png"):
+            shutil.copy2(path, folder / path.name)
+            shutil.copy2(data.parent / split / "labels" / f"{path.stem}.xml", folder / f"{path.stem}.xml")
+    with (ws / "settings.py").open("a") as f:
+        f.write("TEST_SPLIT = 0.0  # the set's test captchas are in data/test\n")
+    log = works / "clickchars.log"
+    script(ws, "check_file.py", log=log)
+    suggestions = apply_suggestions(ws)
+    for step, *args in (("split_dataset.py",), ("pack_dataset.py",), ("train.py", "--minutes", str(minutes)),
+                        ("save_model.py",), ("test.py",)):
+        script(ws, step, *args, log=log)
+    report = json.loads((ws / "reports" / "test_report.json").read_text())
+    predictor = Predictor(ws / "exports" / "current")
+    chars, prompts = crops_by_name(data / "gen_words"), crops_by_name(data / "correct_words")
+    solved = captchas = found = total = 0
+    for path in sorted((data / "images").glob("*.png"), key=lambda p: int(p.stem)):
+        n = int(path.stem)
+        want = [prompts[n, k] for k in sorted(k for m, k in prompts if m == n)]
+        if not want:
+            continue
+        image = Image.open(path).convert("RGB")
+        truth = text_boxes(data / "labels" / f"{n}.xml")
+        answer = predictor.predict([image])[0]
+        boxes = [(int(b["x1"]), int(b["y1"]), int(b["x2"]), int(b["y2"])) for b in answer.boxes or []
+                 if b["label"] == "text"]
+        found += sum(any(x1 <= (a + c) / 2 <= x2 and y1 <= (b + d) / 2 <= y2 for a, b, c, d in boxes)
+                     for x1, y1, x2, y2 in truth)
+        total += len(truth)
+        where = {char: truth[k] for (m, k), char in chars.items() if m == n}
+        picked = assign(image, boxes, want, ocr) if boxes else [-1] * len(want)
+        solved += all(j >= 0 and char in where and where[char][0] <= (boxes[j][0] + boxes[j][2]) / 2 <= where[char][2]
+                      and where[char][1] <= (boxes[j][1] + boxes[j][3]) / 2 <= where[char][3]
+                      for j, char in zip(picked, want))
+        captchas += 1
+    return [f"| capforge EFFICIENTDET ({minutes:g} min on the {len(list((ws / 'data' / 'train').glob('*.png')))} "
+            f"training captchas; settings: {', '.join(f'{k}={v!r}' for k, v in suggestions.items())}): test mAP@0.5 | "
+            f"{report['map50']:.4f} |",
+            f"| its 'text' boxes hold a true character's centre | {found / total:.4f} ({found}/{total}) |",
+            f"| **the whole solver**: captchas with every click inside the right character's box, in the prompt's "
+            f"order (its boxes, ddddocr's reading, the prompt sent as text) | **{solved / captchas:.4f}** "
+            f"({solved}/{captchas}) |"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "datasets" / "clickchars" / "test")
+    parser.add_argument("--detector", action="store_true", help="also train EFFICIENTDET and measure the whole solver")
+    parser.add_argument("--minutes", type=float, default=10.0, help="--detector: training minutes (default 10)")
+    parser.add_argument("--works", type=Path, default=Path("/tmp/capforge-clickchars"))
     args = parser.parse_args()
     import ddddocr
 
@@ -70,26 +154,20 @@ def main() -> None:
         covered += sum(any(a <= (x1 + x2) / 2 <= c and b <= (y1 + y2) / 2 <= d for a, b, c, d in found)
                        for x1, y1, x2, y2 in boxes)
         want = [prompts[n, k] for k in sorted(k for m, k in prompts if m == n)]
-        scores = np.zeros((len(want), len(boxes)))
         for j, box in enumerate(boxes):
-            read = ocr.classification(png(image.crop(box)), probability=True)
-            top1, crops = top1 + (read["text"] == chars.get((n, j))), crops + 1
-            probabilities = np.asarray(read["probabilities"]).reshape(-1, len(read["charset"]))
-            for i, char in enumerate(want):
-                if char in read["charset"]:
-                    scores[i, j] = probabilities[:, read["charset"].index(char)].max()
+            top1, crops = top1 + (ocr.classification(png(image.crop(box))) == chars.get((n, j))), crops + 1
         if want:
-            rows, columns = linear_sum_assignment(-scores)  # each prompted character its own box
-            solved += all(chars.get((n, int(columns[list(rows).index(i)]))) == char for i, char in enumerate(want))
+            solved += all(chars.get((n, j)) == char for j, char in zip(assign(image, boxes, want, ocr), want))
             captchas += 1
-    lines = [f"## {datetime.date.today().isoformat()}: `python bench/clickchars.py` on {args.data.name}/ "
+    command = " ".join(["python bench/clickchars.py", *sys.argv[1:]])
+    lines = [f"## {datetime.date.today().isoformat()}: `{command}` on {args.data.name}/ "
              f"({captchas} captchas, {crops} character boxes); {describe()}", "",
              "| what | figure |", "| --- | --- |",
              f"| ddddocr OCR reads a true character box right (top 1) | {top1 / crops:.4f} ({top1}/{crops}) |",
              f"| ddddocr detector puts a box on a character's centre | {covered / crops:.4f} ({covered}/{crops}) |",
              f"| captchas with every click right: true boxes and prompt, each prompted character given the box "
              f"where ddddocr's OCR finds it likeliest (one box each) | {solved / captchas:.4f} ({solved}/{captchas}) |",
-             ""]
+             *(detector_rows(args.data, args.minutes, args.works, ocr) if args.detector else []), ""]
     print("\n".join(lines))
     results = HERE / "results" / "clickchars.md"
     head = "" if results.exists() else ("# Click-the-characters on real captchas (clickchars)\n\n"
