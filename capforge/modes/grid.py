@@ -11,6 +11,7 @@ share answered exactly and per-tile precision and recall.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from pathlib import Path
@@ -28,6 +29,7 @@ GRID_12306 = (2, 4, 5, 41, 67, 67, 72, 72)
 PROMPT_12306 = (115, 0, 293, 30)
 ANSWERS_FILES = ("answers.txt", "test_ans.txt")  # whole captchas' tiles to click: "<name>:<indices>"
 PROMPTS_FILE = "prompts.txt"  # "<name>:<prompt>", where no PROMPT_MODEL reads the prompts
+MIN_LIKENESS = 0.4  # a read prompt is taken for the likeliest class name when at least this alike (difflib ratio)
 
 
 def tile_boxes(grid: tuple[Any, ...]) -> list[tuple[int, int, int, int]]:
@@ -80,14 +82,16 @@ class GridMode(NumClassesMode):
         Option("GRID_PROMPT", PROMPT_12306, tuple, "the box (x1, y1, x2, y2) of the prompt that PROMPT_MODEL reads",
                DATA),
         Option("PROMPT_MODEL", "", str, "a workspace whose export reads the prompt's box (its class or text is "
-               "the class to click), e.g. 'works/site_prompt'; empty: crawlers send 'prompt'", SERVE),
+               "the class to click), e.g. 'works/site_prompt', or 'ddddocr' (a pretrained reader of printed "
+               "words); empty: crawlers send 'prompt'", SERVE),
         Option("CLICK_SHARE", 0.5, float, "a tile is clicked when its probability of the prompt's class is at "
                "least this (the likeliest tile where none is)", SERVE, minimum=0.01, maximum=0.99),
     )
     serving_settings = ("GRID", "GRID_PROMPT", "CLICK_SHARE")
     answer_fields = {"tiles": "the indices of the tiles to click (row by row from 0), where the prompt is known",
                      "prompt": "the class to click, as read from the captcha or sent",
-                     "prompt_confidence": "the prompt reader's confidence (1 where the prompt was sent)"}
+                     "prompt_confidence": "the prompt reader's confidence (1 where the prompt was sent)",
+                     "prompt_read": "what PROMPT_MODEL read, before it was taken for the likeliest class name"}
 
     @classmethod
     def settings_problem(cls, values: Mapping[str, Any]) -> str | None:
@@ -110,8 +114,9 @@ class GridMode(NumClassesMode):
         confidence, fields = 1.0, {"tiles": None, "prompt": prompt, "prompt_confidence": 1.0 if prompt else None}
         if prompt is None and companion is not None and self.settings["GRID_PROMPT"]:
             reading = companion.predict([image.crop(tuple(self.settings["GRID_PROMPT"]))])[0]
-            prompt, confidence = reading.text, reading.confidence
-            fields |= {"prompt": prompt, "prompt_confidence": round(confidence, 6)}
+            prompt, likeness = self.known_class(reading.text)
+            confidence = reading.confidence * likeness
+            fields |= {"prompt": prompt, "prompt_confidence": round(confidence, 6), "prompt_read": reading.text}
         if prompt is None:  # each tile's class; the crawler sends the prompt for the tiles to click
             return Prediction(",".join(t.text for t in tiles), math.prod(t.confidence for t in tiles),
                               [(t.text, t.confidence) for t in tiles], boxes=out, candidates=out, fields=fields)
@@ -119,6 +124,14 @@ class GridMode(NumClassesMode):
         return Prediction(" ".join(str(i) for i in chosen), confidence * sure,
                           [(str(i), out[i]["prompt_share"]) for i in chosen], boxes=out, candidates=out,
                           fields=fields | {"tiles": chosen})
+
+    def known_class(self, reading: str) -> tuple[str, float]:
+        """The tile class a prompt reader's ``reading`` names, and how alike they are (0-1): a
+        reader of printed words (ddddocr) misreads a character of a decorated prompt, but the
+        prompt is always one of the classes the tiles were trained on."""
+        likeness = {name: difflib.SequenceMatcher(None, reading, name).ratio() for name in self.charset.symbols}
+        best = max(likeness, key=likeness.get)
+        return (best, likeness[best]) if likeness[best] >= MIN_LIKENESS else (reading, 0.0)
 
     def choose(self, boxes: list[dict[str, Any]], prompt: str) -> tuple[list[int], float]:
         """The tiles to click for ``prompt`` and how sure every tile's decision is together: each
@@ -156,7 +169,7 @@ class GridMode(NumClassesMode):
         answers = next((a for a in (read_answers(folder, n) for n in ANSWERS_FILES) if a), {})
         if not answers:
             return None
-        prompts = read_answers(folder, PROMPTS_FILE)
+        prompts = read_answers(folder, PROMPTS_FILE)  # sent, or (with PROMPT_MODEL) what its readings should be
         if not prompts and companion is None:
             raise DataError(f"{workspace.relative(folder)} has answers but nothing gives the prompts: add "
                             f"{PROMPTS_FILE} (<name>:<class to click>) or set PROMPT_MODEL")
@@ -165,20 +178,24 @@ class GridMode(NumClassesMode):
             if path.stem not in answers:
                 continue
             truth = sorted(int(i) for i in re.findall(r"\d+", answers[path.stem]))
-            given = prompts.get(path.stem) if prompts else None
+            given = None if companion is not None else prompts.get(path.stem)
             answer = self.answer_image(open_image(path), predictor.predict, companion, given)
             tiles = answer.fields["tiles"]
             right = set(tiles) & set(truth)
             hits, clicked, wanted = hits + len(right), clicked + len(tiles), wanted + len(truth)
             rows.append({"path": str(path), "truth": truth, "tiles": tiles, "exact": tiles == truth,
-                         "prompt": answer.fields["prompt"], "confidence": round(answer.confidence, 6),
+                         "prompt": answer.fields["prompt"], "prompt_right": answer.fields["prompt"] == prompts[path.stem]
+                         if companion is not None and path.stem in prompts else None,
+                         "confidence": round(answer.confidence, 6),
                          "per_tile": [{"index": b["index"], "label": b["label"], "score": b["score"],
                                        "prompt_share": b["prompt_share"]} for b in answer.boxes or []]})
         if not rows:
             raise DataError(f"no image of {workspace.relative(folder)} is named in its answers file")
+        checked = [r["prompt_right"] for r in rows if r["prompt_right"] is not None]
         return {"grid": {"captchas": len(rows), "exact": sum(r["exact"] for r in rows) / len(rows),
                          "tile_precision": hits / max(1, clicked), "tile_recall": hits / max(1, wanted),
-                         "prompts": "sent (prompts.txt)" if prompts else "read by PROMPT_MODEL", "answers": rows}}
+                         "prompts": "read by PROMPT_MODEL" if companion is not None else "sent (prompts.txt)",
+                         "prompts_read_right": sum(checked) / len(checked) if checked else None, "answers": rows}}
 
     @classmethod
     def summary(cls, report: Mapping[str, Any]) -> str:
@@ -186,8 +203,9 @@ class GridMode(NumClassesMode):
         grid = report.get("grid")
         if not grid:
             return text + "\nwhole captchas: none (put captchas and answers.txt in data/grid/ to measure them)"
+        read = "" if grid.get("prompts_read_right") is None else f", {grid['prompts_read_right']:.4f} of them right"
         return (text + f"\nwhole captchas: {grid['captchas']}, answered exactly {grid['exact']:.4f} (prompts "
-                f"{grid['prompts']}); tiles clicked: precision {grid['tile_precision']:.4f}, recall "
+                f"{grid['prompts']}{read}); tiles clicked: precision {grid['tile_precision']:.4f}, recall "
                 f"{grid['tile_recall']:.4f}; {predicted_exact(report['sequence_accuracy'], grid)}")
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from capforge.calibration import tempered
 from capforge.data.images import Geometry, Preprocessing, preprocess, preprocess_placed
 from capforge.errors import WorkspaceError
+from capforge.serve.ddddocr_reader import NAME as READER_NAME, DdddocrReader
 from capforge.modes import MODE_CLASSES, Mode, Prediction, recorded_mode
 from capforge.workspace import Workspace, hook
 
@@ -96,13 +97,16 @@ class Predictor:
         return [self.answer(output, placed) for output, (_, placed) in zip(outputs, inputs)]
 
 
-def companion_of(mode: Mode, settings: Mapping[str, Any], works: Path) -> Predictor | None:
-    """The export that ``mode``'s companion setting (a click captcha's CLICK_RECOGNIZER, a grid's
-    PROMPT_MODEL) names, or None where it names none: a workspace path, relative to the works
-    folder's parent (``works/site_chars``), to the works folder (``site_chars``) or absolute."""
+def companion_of(mode: Mode, settings: Mapping[str, Any], works: Path) -> Predictor | DdddocrReader | None:
+    """The reader that ``mode``'s companion setting (a click captcha's CLICK_RECOGNIZER, a grid's
+    PROMPT_MODEL) names, or None where it names none: a workspace's export, by a path relative to
+    the works folder's parent (``works/site_chars``), to the works folder (``site_chars``) or
+    absolute; or 'ddddocr', the pretrained reader of capforge.serve.ddddocr_reader."""
     location = settings.get(mode.companion, "") if mode.companion else ""
     if not location:
         return None
+    if location == READER_NAME:  # a pretrained reader, not a workspace
+        return DdddocrReader()
     path = Path(location)
     candidates = [path] if path.is_absolute() else [path, works.parent / path, works / path]
     for candidate in candidates:

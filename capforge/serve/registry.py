@@ -31,7 +31,7 @@ class ServedModel:
     settings: Settings
     stamp: float
     batcher: MicroBatcher
-    recognizer: Predictor | None = None  # the mode's companion export (CLICK_RECOGNIZER, PROMPT_MODEL)
+    recognizer: Any = None  # the mode's companion reader (CLICK_RECOGNIZER, PROMPT_MODEL): a Predictor, or ddddocr
     cache: OrderedDict = field(default_factory=OrderedDict)
 
     @property

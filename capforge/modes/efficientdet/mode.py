@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from capforge.data.generate import font_files
 from capforge.data.images import Geometry
 from capforge.modes.efficientdet.clicks import ClickSpec
 from capforge.options import DATA, MODEL, SERVE, Option
@@ -45,10 +46,8 @@ class EfficientDetMode(Mode):
     takes_prompt = True
     companion = "CLICK_RECOGNIZER"
     # Read from the workspace when serving (not frozen into the export): tuning them needs no retraining.
-    serving_settings = ("DETECTION_THRESHOLD", "NMS_IOU")
+    serving_settings = ("DETECTION_THRESHOLD", "NMS_IOU", "PROMPT_CLASS")
     options = (
-        Option("FONT_PATH", "", str, "font for synthetic click captchas ('' = the captcha package's "
-               "DroidSansMono; a CJK font for Chinese)", DATA),
         Option("PHI", 0, int, "size: EfficientNetB<PHI> backbone, BiFPN width and depth", MODEL,
                minimum=0, maximum=7),
         Option("ANCHOR_SCALE", 2.5, float, "anchor size in strides of its feature level (the paper's 4 "
@@ -58,7 +57,10 @@ class EfficientDetMode(Mode):
         Option("NMS_IOU", 0.5, float, "boxes of one class overlapping more than this are merged "
                "(non-max suppression)", SERVE, minimum=0.05, maximum=1.0),
         Option("CLICK_RECOGNIZER", "", str, "a NUM_CLASSES or ORDINARY workspace (e.g. 'works/site_chars') "
-               "that reads each box for click order; '' uses the detector's classes", SERVE),
+               "that reads each box for click order, or 'ddddocr' (a pretrained reader, for sites with more "
+               "characters than their captchas can teach, e.g. Chinese); '' uses the detector's classes", SERVE),
+        Option("PROMPT_CLASS", "", str, "the box class that holds the captcha's own prompt (e.g. 'result' for the "
+               "strip 'click 济 拉'): detected like the others, never clicked", SERVE),
     )
     # The whole colour picture at a size its five feature levels divide (multiples of 32), small
     # batches at a higher rate (bench/results/defaults.md, "EFFICIENTDET defaults"), averaged
@@ -80,7 +82,8 @@ class EfficientDetMode(Mode):
                     width: int | None, height: int | None, image_format: str, source: Path | None = None) -> ClickSpec:
         """Click captchas: 3-5 targets on a 320x160 picture, with VOC XML boxes."""
         low, high = lengths or (3, 5)
-        return ClickSpec(charset, low, high, width or 320, height or 160, font_path=settings["FONT_PATH"])
+        fonts = font_files(settings["FONT_PATH"], charset)  # FONT_PATH's first font, or a CJK one for Chinese
+        return ClickSpec(charset, low, high, width or 320, height or 160, font_path=fonts[0] if fonts else "")
 
     @classmethod
     def settings_problem(cls, values: Mapping[str, Any]) -> str | None:
@@ -117,6 +120,7 @@ class EfficientDetMode(Mode):
                recognizer: Any = None) -> list[dict[str, Any]]:
         """Each prompted target's box, by the CLICK_RECOGNIZER model's reading of the crops (a
         Predictor) or else the detector's own classes; raises TargetNotFound."""
+        boxes = [b for b in boxes if b["label"] != self.settings.get("PROMPT_CLASS", "")]  # the prompt's own strip
         scores = recognizer_scores(image, boxes, recognizer) if recognizer else detector_scores(boxes)
         return order_clicks(prompt_targets(prompt), boxes, scores)
 

@@ -103,3 +103,29 @@ def test_detection_workspace_check_and_split(tmp_path: Path) -> None:
     assert manifest["splits"]["train"]["count"] == len(train_images)
     # the labels of a detection pack are the box classes of each image, in file order
     assert manifest["splits"]["train"]["labels"][0] == [b.label for b in read_voc(train_images[0].with_suffix(".xml"))[0]]
+
+
+def test_ddddocr_reads_each_box_and_clicks_chinese_characters_in_the_prompts_order() -> None:
+    """CLICK_RECOGNIZER = 'ddddocr': no model of the site reads its characters; a pretrained reader
+    matches each prompted character to the box where it is likeliest."""
+    from PIL import ImageDraw, ImageFont
+
+    from capforge.data.generate import font_files
+    from capforge.modes import MODE_CLASSES
+    from capforge.modes.efficientdet.order import order_clicks, prompt_targets, recognizer_scores
+    from capforge.serve.predictor import companion_of
+
+    fonts = font_files("", "济") if Path("/usr/share/fonts/truetype/wqy").is_dir() else ()
+    if not fonts:
+        pytest.skip("no CJK font installed (./run installs fonts-wqy-microhei as root)")
+    reader = companion_of(MODE_CLASSES["EFFICIENTDET"], {"CLICK_RECOGNIZER": "ddddocr"}, Path("."))
+    image = Image.new("RGB", (400, 200), (120, 160, 200))
+    draw, font = ImageDraw.Draw(image), ImageFont.truetype(fonts[0], 34)
+    places = {"济": (40, 60), "拉": (300, 40), "电": (170, 120), "请": (60, 140)}
+    boxes = []
+    for char, (x, y) in places.items():
+        draw.text((x, y), char, font=font, fill=(20, 20, 20))
+        boxes.append({"label": "text", "score": 0.9, "x1": x - 4, "y1": y - 2, "x2": x + 42, "y2": y + 44})
+    clicks = order_clicks(prompt_targets("拉济电"), boxes, recognizer_scores(image, boxes, reader))
+    assert [c["target"] for c in clicks] == ["拉", "济", "电"]
+    assert [(round(c["x"]), round(c["y"])) for c in clicks] == [(319, 61), (59, 81), (189, 141)]
