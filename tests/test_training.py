@@ -224,7 +224,8 @@ def test_a_killed_budgeted_run_resumes_its_clock_and_its_best_score(tmp_path: Pa
     assert [int(row["epoch"]) for row in after] == list(range(len(after)))  # every epoch once
     new = after[len(before):]
     assert new and all(float(row["learning_rate"]) < lr * 0.999 for row in new)  # still decaying
-    if max(float(row["val_seq_acc"]) for row in new) < float(resumed.group(3)):
+    # the score is printed to 4 decimals: a tie with it (0.96667 against "0.9667") is no worse epoch
+    if max(float(row["val_seq_acc"]) for row in new) < float(resumed.group(3)) - 1e-3:
         assert hashlib.sha1(best.read_bytes()).hexdigest() == digest  # no worse epoch replaced it
     else:
         assert hashlib.sha1(best.read_bytes()).hexdigest() != digest  # one as good did
