@@ -25,11 +25,11 @@ def build_answer(model: str, prediction: Prediction, mode: Mode, min_confidence:
                   "time_ms": round((time.perf_counter() - started) * 1000, 3)}
 
 
-def prompt_clicks(mode: Mode, image: Image.Image, boxes: list[dict[str, Any]], prompt: Any,
+def prompt_clicks(mode: Mode, image: Image.Image, answer: Mapping[str, Any], prediction: Prediction, prompt: Any,
                   companion: Any = None) -> list[dict[str, Any]]:
-    """Click points for a crawler's ``prompt`` (the targets to click, in order) among ``boxes`` of a
-    mode that takes prompts; raises InputError for a prompt it cannot take, TargetNotFound where
-    a target is in none of the boxes."""
+    """Click points for a crawler's ``prompt`` (the targets to click, in order) among the boxes of
+    ``answer`` (from ``prediction``) of a mode that takes prompts; raises InputError for a prompt
+    it cannot take, TargetNotFound where a target is in none of the boxes."""
     if not mode.takes_prompt:
         takers = " and ".join(name for name, cls in MODE_CLASSES.items() if cls.takes_prompt)
         raise InputError("prompt_not_supported", f"'prompt' is for {takers} models; this one is {mode.name}")
@@ -37,6 +37,8 @@ def prompt_clicks(mode: Mode, image: Image.Image, boxes: list[dict[str, Any]], p
             or not prompt or len(prompt) > 64:
         raise InputError("invalid_prompt", "'prompt' must be the targets to click in order: a string ('abc', or "
                          "'cat,dog') or a list of names, at most 64")
+    # the detector's own classes may fall back on weaker boxes; a companion reader reads served boxes only
+    boxes = answer.get("boxes", []) if companion else prediction.candidates or []
     return mode.clicks(image.convert("RGB"), boxes, prompt, companion)
 
 

@@ -63,8 +63,7 @@ class Recognizer:
         needed = mode.cuts_image or given or prompt is not None
         picture = (image if data is None else open_image(data)) if needed else None
         if mode.cuts_image:
-            prediction = mode.answer_image(picture, self.predictor.predict, self.companion,
-                                           prompt if isinstance(prompt, str) else None)
+            prediction = mode.answer_image(picture, self.predictor.predict, self.companion, prompt)
         else:
             prediction = self.predictor.predict([image if data is None else data])[0]
         if given:
@@ -72,8 +71,7 @@ class Recognizer:
         answer = build_answer(self.name, prediction, mode, self.min_confidence,
                               content_key(data) if data is not None else None, started)
         if prompt is not None:
-            boxes = answer.get("boxes", []) if self.companion else prediction.candidates or []
-            answer["clicks"] = prompt_clicks(mode, picture, boxes, prompt, self.companion)
+            answer["clicks"] = prompt_clicks(mode, picture, answer, prediction, prompt, self.companion)
         return answer
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from capforge.data.images import edge_colour
 from capforge.errors import DataError
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "gif": "GIF", "bmp": "BMP", "webp": "WEBP"}
@@ -186,8 +187,7 @@ def animate(image: Image.Image, characters: int, count: int, rng: random.Random)
     background), and each character shows in a few of the later frames (one at a time, or
     building up), with specks that move from frame to frame. No single frame shows them all."""
     array = np.asarray(image.convert("RGB"))
-    edges = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
-    background = np.median(edges, axis=0).astype(np.uint8)
+    background = edge_colour(array)
     bounds = np.linspace(0, array.shape[1], characters + 1).round().astype(int)  # one band of columns a character
     later = list(range(1, count))
     building = rng.random() < 0.5 and count > 2

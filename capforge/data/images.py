@@ -151,7 +151,7 @@ def to_rgb_or_grey(image: Image.Image, channels: int) -> Image.Image:
     return image.convert("L" if channels == 1 else "RGB")
 
 
-def _edge_colour(array: np.ndarray) -> np.ndarray:
+def edge_colour(array: np.ndarray) -> np.ndarray:
     """Median colour of the border pixels: the padding that looks most like background."""
     edges = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]], axis=0)
     return np.median(edges, axis=0).astype(np.uint8)
@@ -202,7 +202,7 @@ def fit(image: Image.Image, height: int, width: int, resize: str) -> Image.Image
     if array.ndim == 2:
         array = array[:, :, None]
     canvas = np.empty((height, width, array.shape[2]), dtype=np.uint8)
-    canvas[:] = _edge_colour(array)
+    canvas[:] = edge_colour(array)
     canvas[g.top:g.top + new_h, g.left:g.left + new_w] = array
     return Image.fromarray(canvas[:, :, 0] if image.mode == "L" else canvas, image.mode)
 

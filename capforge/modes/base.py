@@ -278,7 +278,7 @@ class Mode:
         return images, ids
 
     def answer_image(self, image: Any, predict: Callable[[list[Any]], list[Prediction]], companion: Any = None,
-                     prompt: str | None = None) -> Prediction:
+                     prompt: Any = None) -> Prediction:
         """The answer to a whole request ``image`` (PIL) of a mode that ``cuts_image``: its parts read
         through ``predict`` (the model's answers to a list of images), ``companion`` (the export its
         ``companion`` setting names, or None) and the crawler's ``prompt``."""

@@ -55,6 +55,12 @@ def grid_problem(grid: Any) -> str | None:
     return None
 
 
+def prompt_shares(boxes: list[dict[str, Any]], prompt: str) -> list[float]:
+    """Each tile's probability of the class ``prompt`` names, from its top classes (0 where absent)."""
+    wanted = prompt.strip().lower()
+    return [next((c["confidence"] for c in box["top"] if c["label"].lower() == wanted), 0.0) for box in boxes]
+
+
 def read_answers(folder: Path, name: str) -> dict[str, str]:
     """``folder/name`` as {image stem: value}: lines ``<name or stem>:<value>`` (or a tab); ``#`` comments."""
     path = folder / name
@@ -99,12 +105,16 @@ class GridMode(NumClassesMode):
         prompt = values["GRID_PROMPT"]
         if not problem and prompt and grid_problem((tuple(prompt),)):
             problem = f"GRID_PROMPT must be (x1, y1, x2, y2) or (); received {prompt!r}"
+        if not problem and values["PROMPT_MODEL"] and not prompt:
+            problem = "PROMPT_MODEL reads the prompt from GRID_PROMPT, which is (): give its box (x1, y1, x2, y2)"
         return problem or super().settings_problem(values)
 
     def answer_image(self, image: Any, predict: Callable[[list[Any]], list[Prediction]], companion: Any = None,
-                     prompt: str | None = None) -> Prediction:
+                     prompt: Any = None) -> Prediction:
         """The whole captcha's answer: every tile classified (boxes, with each tile's top classes);
-        with a prompt (sent, or read by ``companion`` from GRID_PROMPT) the tiles to click."""
+        with a prompt (one class sent, or read by ``companion`` from GRID_PROMPT) the tiles to click.
+        A list of classes sent is answered by ``clicks`` alone, one class at a time."""
+        prompt = prompt if isinstance(prompt, str) else None
         image = image.convert("RGB")
         boxes = tile_boxes(self.settings["GRID"])
         tiles = predict([image.crop(box) for box in boxes])
@@ -120,9 +130,12 @@ class GridMode(NumClassesMode):
         if prompt is None:  # each tile's class; the crawler sends the prompt for the tiles to click
             return Prediction(",".join(t.text for t in tiles), math.prod(t.confidence for t in tiles),
                               [(t.text, t.confidence) for t in tiles], boxes=out, candidates=out, fields=fields)
-        chosen, sure = self.choose(out, prompt)
+        shares = prompt_shares(out, prompt)
+        for box, share in zip(out, shares):  # each tile's probability of the prompt's class, sent with the answer
+            box["prompt_share"] = share
+        chosen, sure = self.choose(shares)
         return Prediction(" ".join(str(i) for i in chosen), confidence * sure,
-                          [(str(i), out[i]["prompt_share"]) for i in chosen], boxes=out, candidates=out,
+                          [(str(i), shares[i]) for i in chosen], boxes=out, candidates=out,
                           fields=fields | {"tiles": chosen})
 
     def known_class(self, reading: str) -> tuple[str, float]:
@@ -133,18 +146,14 @@ class GridMode(NumClassesMode):
         best = max(likeness, key=likeness.get)
         return (best, likeness[best]) if likeness[best] >= MIN_LIKENESS else (reading, 0.0)
 
-    def choose(self, boxes: list[dict[str, Any]], prompt: str) -> tuple[list[int], float]:
-        """The tiles to click for ``prompt`` and how sure every tile's decision is together: each
-        tile's probability of the prompt's class (from its top classes; 0 where absent) against
-        CLICK_SHARE; the likeliest tile where none reaches it."""
-        wanted = prompt.strip().lower()
-        for box in boxes:  # each tile's probability of the prompt's class, sent with the answer
-            box["prompt_share"] = next((c["confidence"] for c in box["top"] if c["label"].lower() == wanted), 0.0)
-        share = self.settings["CLICK_SHARE"]
-        chosen = [b["index"] for b in boxes if b["prompt_share"] >= share]
+    def choose(self, shares: list[float]) -> tuple[list[int], float]:
+        """The tiles to click, given each tile's probability of the prompt's class (``shares``),
+        and how sure every tile's decision is together: those at CLICK_SHARE or more; the
+        likeliest tile where none is."""
+        chosen = [i for i, share in enumerate(shares) if share >= self.settings["CLICK_SHARE"]]
         if not chosen:
-            chosen = [max(boxes, key=lambda b: b["prompt_share"])["index"]]
-        sure = math.prod(b["prompt_share"] if b["index"] in chosen else 1 - b["prompt_share"] for b in boxes)
+            chosen = [max(range(len(shares)), key=shares.__getitem__)]
+        sure = math.prod(share if i in chosen else 1 - share for i, share in enumerate(shares))
         return chosen, sure
 
     def clicks(self, image: Any, boxes: list[dict[str, Any]], prompt: str | list[str],
@@ -153,12 +162,13 @@ class GridMode(NumClassesMode):
         targets = [prompt] if isinstance(prompt, str) else prompt
         out = []
         for target in targets:
-            chosen, _ = self.choose(boxes, target)
-            if not any(boxes[i]["prompt_share"] > 0 for i in chosen):
+            shares = prompt_shares(boxes, target)
+            chosen, _ = self.choose(shares)
+            if not any(shares[i] > 0 for i in chosen):
                 raise TargetNotFound(f"no tile may be {target!r} (the classes this model knows: "
                                      f"{', '.join(self.charset.symbols[:20])}{' ...' if self.charset.size > 20 else ''})")
             out += [{"target": target, "x": (boxes[i]["x1"] + boxes[i]["x2"]) / 2, "y": (boxes[i]["y1"] + boxes[i]["y2"]) / 2,
-                     "score": boxes[i]["prompt_share"]} for i in chosen]
+                     "score": shares[i]} for i in chosen]
         return out
 
     def whole_report(self, workspace: Any, settings: Mapping[str, Any], predictor: Any,

@@ -13,14 +13,16 @@ from capforge.data.images import image_suffix, open_image
 from capforge.errors import ImageError, ImageTooLargeError, InputError, TargetNotFound
 from capforge.inbox import content_key
 from capforge.answers import build_answer, prompt_clicks
+from capforge.modes import Prediction
 from capforge.serve.inputs import RequestError
 from capforge.serve.metrics import Metrics
 from capforge.serve.registry import ServedModel
 
-def clicks_for(model: ServedModel, data: bytes, boxes: list[dict[str, Any]], prompt: Any) -> list[dict[str, Any]]:
-    """Click points for ``prompt`` in its order, chosen among ``boxes`` (modes that take prompts)."""
+def clicks_for(model: ServedModel, data: bytes, answer: Mapping[str, Any], prediction: Prediction,
+               prompt: Any) -> list[dict[str, Any]]:
+    """Click points for ``prompt`` in its order, among the boxes of ``answer`` (modes that take prompts)."""
     try:
-        return prompt_clicks(model.predictor.mode, open_image(data), boxes, prompt, model.recognizer)
+        return prompt_clicks(model.predictor.mode, open_image(data), answer, prediction, prompt, model.recognizer)
     except InputError as exc:
         raise RequestError(400, exc.code, exc.message) from None
     except TargetNotFound as exc:
@@ -56,7 +58,7 @@ async def recognize(model: ServedModel, data: bytes, prompt: Any = None, metrics
     try:
         if mode.cuts_image:
             prediction = await asyncio.to_thread(mode.answer_image, open_image(data), model.predictor.predict,
-                                                 model.recognizer, prompt if isinstance(prompt, str) else None)
+                                                 model.recognizer, prompt)
         elif prediction is None:
             # Inline: a captcha decodes and resizes in well under a millisecond, less than a thread hop.
             array, placed = model.predictor.placed(data)
@@ -68,12 +70,9 @@ async def recognize(model: ServedModel, data: bytes, prompt: Any = None, metrics
                            str(exc).replace("image bytes: ", "")) from None
     if inputs:  # in a thread: a mode may match pictures (a slider's piece)
         prediction = await asyncio.to_thread(mode.respond, prediction, open_image(data), inputs)
-    answer = build_answer(model.name, prediction, model.predictor.mode, model.settings.MIN_CONFIDENCE, key,
-                          started)
+    answer = build_answer(model.name, prediction, mode, model.settings.MIN_CONFIDENCE, key, started)
     if prompt is not None:  # in a thread: a CLICK_RECOGNIZER runs a second model on the crops
-        # the detector's own classes may fall back on weaker boxes; a recogniser reads served boxes only
-        boxes = answer.get("boxes", []) if model.recognizer else prediction.candidates or []
-        answer["clicks"] = await asyncio.to_thread(clicks_for, model, data, boxes, prompt)
+        answer["clicks"] = await asyncio.to_thread(clicks_for, model, data, answer, prediction, prompt)
     if model.settings.CAPTURE != "off" or model.settings.OUTCOME_WINDOW:  # file writes: off the event loop
         try:
             why = await asyncio.to_thread(keep, model, data, answer)

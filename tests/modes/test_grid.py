@@ -95,11 +95,15 @@ def test_a_grid_workspace_answers_whole_captchas_with_the_tiles_to_click(tmp_pat
     assert (unprompted["prompt"], unprompted["tiles"]) == (prompts["grid0"], answers["grid0"]), unprompted
 
 
-def test_a_grid_that_names_no_tiles_is_refused_at_load(tmp_path: Path) -> None:
+def test_a_grid_that_names_no_tiles_or_no_prompt_box_is_refused_at_load(tmp_path: Path) -> None:
     ws = create_workspace(tmp_path / "works", "grid", "GRID")
     with (ws.root / "settings.py").open("a") as f:
         f.write("GRID = (2, 4)\n")
     with pytest.raises(SettingsError, match=r"GRID must be \(rows, columns, left, top"):
+        load_settings(ws.root)
+    with (ws.root / "settings.py").open("a") as f:  # a later line wins: a grid again, but no prompt box to read
+        f.write("GRID = (2, 4, 5, 41, 67, 67, 72, 72)\nGRID_PROMPT = ()\nPROMPT_MODEL = 'ddddocr'\n")
+    with pytest.raises(SettingsError, match=r"PROMPT_MODEL reads the prompt from GRID_PROMPT"):
         load_settings(ws.root)
 
 
