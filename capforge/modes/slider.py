@@ -34,7 +34,7 @@ STRIDE = 8  # input pixels per column band: the sequence backbones keep W/8 colu
 NEAR = 1  # bands each side of the likeliest whose probability the confidence adds
 SHIFT = 16  # training: input pixels a picture may move each way (its label with it)
 APART = 3  # bands between the answer and each other candidate (a gap is wider than that)
-STYLES = ("dark", "light", "outline", "shadow")
+STYLES = ("dark", "light", "grey", "outline", "shadow")
 
 
 def piece_mask(size: int, rng: random.Random) -> Image.Image:
@@ -64,8 +64,9 @@ def cut_gap(background: Image.Image, mask: Image.Image, x: int, y: int, style: s
     """``background`` with a gap of ``mask``'s shape at (x, y), drawn in ``style`` at ``strength``
     (1: as plain as real sites draw the true gap; less: a fainter decoy)."""
     region = background.crop((x, y, x + mask.width, y + mask.height))
-    if style == "light":
-        changed = Image.blend(region, Image.new("RGB", region.size, (255, 255, 255)), rng.uniform(0.35, 0.7) * strength)
+    if style in ("light", "grey"):  # a white veil, or a grey one that also drains the colour
+        veil = (255, 255, 255) if style == "light" else (rng.randint(90, 170),) * 3
+        changed = Image.blend(region, Image.new("RGB", region.size, veil), rng.uniform(0.35, 0.7) * strength)
     else:
         changed = Image.eval(region, lambda v, k=1 - rng.uniform(0.35, 0.65) * strength: int(v * k))
     if style == "shadow":  # darker towards the top-left edge, as if the hole had depth
@@ -80,10 +81,11 @@ def cut_gap(background: Image.Image, mask: Image.Image, x: int, y: int, style: s
     return out
 
 
-def render_slider(picture: Image.Image, width: int, height: int, rng: random.Random
+def render_slider(picture: Image.Image, width: int, height: int, rng: random.Random, style: str | None = None
                   ) -> tuple[Image.Image, Image.Image, int, int]:
-    """A slider captcha cut from ``picture``: the background with its gap (and maybe decoys and
-    the piece at the start, as a widget screenshot shows), the piece (RGBA), and the gap's x, y."""
+    """A slider captcha cut from ``picture``: the background with its gap drawn in ``style`` (one of
+    STYLES at random when None; maybe decoys and the piece at the start, as a widget screenshot
+    shows), the piece (RGBA), and the gap's x, y."""
     scale = max(width / picture.width, height / picture.height) * rng.uniform(1.0, 1.4)
     picture = picture.resize((max(width, round(picture.width * scale)), max(height, round(picture.height * scale))),
                              Image.BICUBIC)
@@ -93,7 +95,7 @@ def render_slider(picture: Image.Image, width: int, height: int, rng: random.Ran
     mask = piece_mask(size, rng)
     x = rng.randint(max(size + 4, width // 4), width - size - 2)
     y = rng.randint(2, height - size - 2)
-    style = rng.choice(STYLES)
+    style = style or rng.choice(STYLES)
     background = clean
     taken = [(x, x + size)]
     for _ in range(rng.choice((0, 0, 1, 2))):  # decoys: fainter gaps, often of another shape
@@ -148,11 +150,12 @@ class SliderSpec:
 def match_piece(background: Image.Image, piece: Image.Image) -> dict[str, float] | None:
     """Training-free: where ``piece`` (RGBA: transparent around its shape) fits ``background``
     (OpenCV template matching). Two cues, added: the piece's picture against the background's
-    inside the shape (normalised correlation, which a gap drawn darker or lighter keeps) and the
-    shape's outline against the background's edges. Positions left of the piece's own width are
-    never answered: a screenshot shows the piece waiting there. The gap's left edge ``x``, top
-    ``y``, its ``width`` and the match's ``score``, in the background's pixels; None when the
-    piece is larger than the background."""
+    inside the shape (normalised correlation, which a gap drawn darker, lighter or greyer keeps)
+    and the shape's outline against the background's gradient magnitude (every gap's rim is an
+    edge, whichever way it steps; no thresholds to miss a faint one). Positions left of the
+    piece's own width are never answered: a screenshot shows the piece waiting there. The gap's
+    left edge ``x``, top ``y``, its ``width`` and the match's ``score``, in the background's
+    pixels; None when the piece is larger than the background."""
     import cv2  # lazily: only requests that send a piece pay for OpenCV
 
     rgba = np.asarray(piece.convert("RGBA"))
@@ -164,16 +167,24 @@ def match_piece(background: Image.Image, piece: Image.Image) -> dict[str, float]
     picture = np.asarray(background.convert("RGB"))
     if height > picture.shape[0] or 2 * width > picture.shape[1]:
         return None
-    # inside the shape, away from the outline sites draw around the gap
+    # inside the shape, away from the outline sites draw around the gap (the shape fills its box:
+    # outside the box is outside the shape, which cv2.erode's default border would not assume)
     side = max(3, min(height, width) // 8) | 1
-    inside = cv2.erode(shape, np.ones((side, side), np.uint8)).astype(np.float32)
+    inside = cv2.erode(shape, np.ones((side, side), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                       borderValue=0).astype(np.float32)
     if inside.sum() < 9:
         inside = shape.astype(np.float32)
     content = cv2.matchTemplate(picture.astype(np.float32), np.ascontiguousarray(rgba[..., :3]).astype(np.float32),
                                 cv2.TM_CCOEFF_NORMED, mask=cv2.merge([inside] * 3))
     content = np.nan_to_num(content, nan=-1.0, posinf=-1.0, neginf=-1.0)  # flat areas say nothing
-    edges = cv2.matchTemplate(cv2.Canny(cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY), 100, 200),
-                              cv2.Canny(shape * 255, 100, 200), cv2.TM_CCOEFF_NORMED)
+    grey = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gradient = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+    # the rim a pixel either side of the outline: the shape and the gradient padded by one pixel,
+    # so that the rim's outer side fits and the map lines up with the content's
+    padded = np.pad(shape, 1)
+    square = np.ones((3, 3), np.uint8)
+    rim = (cv2.dilate(padded, square) - cv2.erode(padded, square)).astype(np.float32)
+    edges = np.nan_to_num(cv2.matchTemplate(np.pad(gradient, 1), rim, cv2.TM_CCOEFF_NORMED), nan=-1.0)
     scores = (content + edges) / 2
     scores[:, :width] = -1.0
     _, best, _, (x, y) = cv2.minMaxLoc(scores)

@@ -113,3 +113,21 @@ def test_scaffold_to_served_answer(tmp_path: Path, mode: str) -> None:
     Image.open(sample).save(root / "data" / "pool" / name)
     checked = run_script(root, "check_file.py")
     assert checked.returncode == 1 and name in checked.stdout and allowed in checked.stdout, checked.stdout
+
+
+def test_matcher_finds_the_gap_in_every_style() -> None:
+    """The training-free matcher puts the piece back where it was cut (within 3 px) on drawn
+    backgrounds, in every gap style, with decoys and the piece waiting at the start."""
+    import random
+
+    from capforge.data.pictures import scene
+    from capforge.modes import slider
+
+    errors = {style: [] for style in slider.STYLES}
+    for i in range(40):
+        style = slider.STYLES[i % len(slider.STYLES)]
+        rng = random.Random(i)
+        background, piece, x, _ = slider.render_slider(scene(320, rng), 280, 160, rng, style)
+        errors[style].append(abs(slider.match_piece(background, piece)["x"] - x))
+    for style, found in errors.items():
+        assert sum(e <= 3 for e in found) >= len(found) - 1, (style, found)
