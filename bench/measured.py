@@ -43,7 +43,7 @@ from machine import describe  # noqa: E402
 from capforge import Recognizer  # noqa: E402
 from capforge.data.images import iter_images, open_image  # noqa: E402
 from capforge.modes.rotate import RotateSpec, angle_error, turned  # noqa: E402
-from capforge.modes.slider import match_piece, render_slider  # noqa: E402
+from capforge.modes.slider import STYLES, match_piece, render_slider  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets"
 RESULTS = HERE / "results" / "measured.md"
@@ -162,17 +162,20 @@ def row(name: str, errors: list[float], within: tuple[float, ...]) -> str:
 
 def bench_slider(args: argparse.Namespace, work: Path) -> tuple[list[str], Path, list[bytes]]:
     source, held = split_pictures(args.pictures, work, args.backgrounds)
-    root, trained = workspace(work, "SLIDER", source, args.count, args.minutes, [], args.reuse)
+    root, trained = workspace(work, "SLIDER", source, args.count, args.minutes, args.setting, args.reuse)
     recognizer = Recognizer(root)
     rng = random.Random(11)
-    model_errors, matcher_errors, times, sent = [], [], [], []
+    model_errors, served_errors, times, sent = [], [], [], []
+    styles: dict[str, list[float]] = {style: [] for style in STYLES}
     for i in range(args.test):
         width, height = rng.choice(((280, 160), (268, 150), (320, 160), (340, 212), (300, 170)))
-        background, piece, x, _ = render_slider(open_image(held[i % len(held)]).convert("RGB"), width, height, rng)
+        style = STYLES[i % len(STYLES)]
+        background, piece, x, _ = render_slider(open_image(held[i % len(held)]).convert("RGB"), width, height, rng,
+                                                style)
         answer = answered(recognizer, background, sent, times)
         model_errors.append(abs(answer["x"] - x))
-        match = match_piece(background, piece)
-        matcher_errors.append(abs(match["x"] - x) if match else float("inf"))
+        styles[style].append(model_errors[-1])
+        served_errors.append(abs(recognizer.recognize(background, piece=piece)["x"] - x))
     apart, real = [], sorted((SHARED / "slider_toutiao" / "images").glob("*_1.png"))
     for path in real:
         answer = recognizer.recognize(path.read_bytes())
@@ -185,7 +188,8 @@ def bench_slider(args: argparse.Namespace, work: Path) -> tuple[list[str], Path,
             "| answer | captchas | mean error px | median | within 2 px | within 3 px | within 5 px |",
             "| --- | --- | --- | --- | --- | --- | --- |",
             row("trained model (background only)", model_errors, (2, 3, 5)),
-            row("training-free matcher (with the piece)", matcher_errors, (2, 3, 5)), "",
+            *(row(f"trained model, {style} gaps", errors, (2, 3, 5)) for style, errors in styles.items()),
+            row("with the piece: the training-free matcher (the API's answer)", served_errors, (2, 3, 5)), "",
             f"served through Recognizer: {1000 * float(np.median(times)):.2f} ms per captcha (median)", "",
             f"real slider captchas (slider_toutiao, {len(real)}, unlabelled): the trained model and the "
             f"matcher agree within 5 px on {(gaps <= 5).mean():.3f} of them, within 15 px (the same gap) on "
@@ -194,7 +198,7 @@ def bench_slider(args: argparse.Namespace, work: Path) -> tuple[list[str], Path,
 
 def bench_rotate(args: argparse.Namespace, work: Path) -> tuple[list[str], Path, list[bytes]]:
     source, held = split_pictures(args.pictures, work, None)
-    root, trained = workspace(work, "ROTATE", source, args.count, args.minutes, [], args.reuse)
+    root, trained = workspace(work, "ROTATE", source, args.count, args.minutes, args.setting, args.reuse)
     recognizer = Recognizer(root)
     rng = random.Random(12)
     errors, constant, times, sent = [], [], [], []
@@ -227,6 +231,8 @@ def main() -> None:
     parser.add_argument("--backgrounds", type=int, default=40, help="SLIDER: backgrounds the site reuses")
     parser.add_argument("--test", type=int, default=500, help="held-out captchas answered")
     parser.add_argument("--work", type=Path, default=Path("/tmp/capforge-measured"))
+    parser.add_argument("--setting", action="append", default=[], metavar="LINE",
+                        help="a line added to each workspace's settings.py ('IMAGE_WIDTH = 64'); repeatable")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--reuse", action="store_true", help="answer again with workspaces exported by an earlier run")
     parser.add_argument("--serve", action="store_true", help="also time POST /api/v1/recognize against a CTC model's")

@@ -166,7 +166,9 @@ def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, 
     own = mode.dataset(ds, _parse_fn(manifest, boxes=mode.labels_from_boxes), manifest, split, training and augment)
     if own is not None:  # a mode with its own targets (detection: anchors)
         ds, count = own
-        return _shared_out(_batched(ds, batch_size, count).prefetch(tf.data.AUTOTUNE))
+        ds = _batched(ds, batch_size, count).map(lambda images, labels: mode.batched(images, labels, training and augment),
+                                                 num_parallel_calls=tf.data.AUTOTUNE)
+        return _shared_out(ds.prefetch(tf.data.AUTOTUNE))
     labels = manifest["splits"][split]["labels"]
     count = sum(mode.accepts(label) for label in labels)
     if count < len(labels):  # only then pay for a per-record check

@@ -272,6 +272,12 @@ class Mode:
         with its example count; None: the shared one (image, padded label ids) of data.records."""
         return None
 
+    def batched(self, images: Any, labels: Any, augment: bool) -> tuple[Any, Any]:
+        """A batch of this mode's own pipeline (``dataset``) as the model learns from it: work done
+        on whole batches, not per image, which on two cores keeps the input pipeline from costing
+        as much as the training step (augmentation when ``augment``, targets); by default unchanged."""
+        return images, labels
+
     def blend(self, images: Any, ids: Any) -> tuple[Any, Any]:
         """Training batches of photos mixed with each other, and their targets (PHOTO_AUGMENT);
         by default unchanged: a text's symbols cannot be blended."""

@@ -153,47 +153,43 @@ class RotateMode(MeasuredMode):
 
     def dataset(self, records: Any, parse: Callable[[Any], Any], manifest: Mapping[str, Any], split: str,
                 augment: bool) -> tuple[Any, int] | None:
-        """(image, soft targets over the bins): each picture turned by a fresh random angle when
-        training (``augment``), then cropped as ROTATE_CROP says, its angle moved with it."""
+        """(uint8 image, angle); ``batched`` turns them and makes the targets."""
         import tensorflow as tf
-
-        bins = self.charset.size
-        sign = 1.0 if self.settings["ROTATE_DIRECTION"] == "clockwise" else -1.0
-        p = manifest["preprocessing"]
-        height, width = p["height"], p["width"]
-        yy, xx = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij")
-        radius = (min(height, width) - 1) / 2
-        disc = tf.cast((yy - (height - 1) / 2) ** 2 + (xx - (width - 1) / 2) ** 2 <= radius ** 2, tf.float32)[..., None]
-        circle = self.settings["ROTATE_CROP"] == "circle"
 
         def example(record: Any) -> tuple[Any, Any]:
             image, label = parse(record)
-            image = tf.cast(image, tf.float32) / 255.0
-            angle = tf.strings.to_number(label, tf.float32)
-            if augment:
-                extra = tf.random.uniform([], 0.0, 360.0)
-                image = turn(image, extra)
-                angle = angle + sign * extra
-                if circle:  # the corners turned in are blank on the site: make them so
-                    image = image * disc + (1.0 - disc)
-                image = tf.clip_by_value(image * tf.random.uniform([], 0.8, 1.2) + tf.random.uniform([], -0.1, 0.1),
-                                         0.0, 1.0)
-            return image, soft_target(angle, bins)
-
-        def turn(image: Any, degrees: Any) -> Any:
-            """``image`` turned counter-clockwise (as it looks) by ``degrees`` about its centre."""
-            theta = degrees * math.pi / 180.0
-            cos, sin = tf.cos(theta), tf.sin(theta)
-            cx, cy = (width - 1) / 2, (height - 1) / 2
-            # output pixel -> input pixel: the inverse turn about the centre (y points down)
-            transform = tf.stack([cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy,
-                                  0.0, 0.0])
-            return tf.raw_ops.ImageProjectiveTransformV3(
-                images=image[None], transforms=transform[None], output_shape=[height, width],
-                interpolation="BILINEAR", fill_mode="NEAREST", fill_value=1.0)[0]
+            return image, tf.strings.to_number(label, tf.float32)
 
         records, usable = self.learnable(records, parse, manifest["splits"][split]["labels"], ANGLE)
         return records.map(example, num_parallel_calls=tf.data.AUTOTUNE), usable
+
+    def batched(self, images: Any, angles: Any, augment: bool) -> tuple[Any, Any]:
+        """(images in [0, 1], soft targets over the bins). When training (``augment``), each
+        picture is mirrored for half of them (a mirrored picture is as upright, turned the other
+        way: its angle negated) and turned by a fresh random angle, then cut as ROTATE_CROP says,
+        its angle moved with it."""
+        import tensorflow as tf
+
+        images = tf.cast(images, tf.float32) / 255.0
+        if augment:
+            batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+            mirror = tf.random.uniform([batch]) < 0.5
+            images = tf.where(mirror[:, None, None, None], tf.reverse(images, [2]), images)
+            angles = tf.where(mirror, 360.0 - angles, angles)
+            extra = tf.random.uniform([batch], 0.0, 360.0)
+            images = turn(images, extra)
+            sign = 1.0 if self.settings["ROTATE_DIRECTION"] == "clockwise" else -1.0
+            angles = angles + sign * extra
+            if self.settings["ROTATE_CROP"] == "circle":  # the corners turned in are blank on the site: make them so
+                yy, xx = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32),
+                                     indexing="ij")
+                radius = (min(height, width) - 1) / 2
+                disc = tf.cast((yy - (height - 1) / 2) ** 2 + (xx - (width - 1) / 2) ** 2 <= radius ** 2,
+                               tf.float32)[None, ..., None]
+                images = images * disc + (1.0 - disc)
+            images = images * tf.random.uniform([batch, 1, 1, 1], 0.8, 1.2) + tf.random.uniform([batch, 1, 1, 1], -0.1, 0.1)
+            images = tf.clip_by_value(images, 0.0, 1.0)
+        return images, soft_target(angles, self.charset.size)
 
     def head(self, features: Any) -> Any:
         """Where things are decides the angle (sky above, ground below), so the map is kept
@@ -260,11 +256,28 @@ def angle_error(answer: float, truth: float) -> float:
     return min(difference, 360 - difference)
 
 
-def soft_target(angle: Any, bins: int) -> Any:
-    """Training target for ``angle`` degrees (a tensor): a circular Gaussian over the bins."""
+def soft_target(angles: Any, bins: int) -> Any:
+    """Training targets for a batch of ``angles`` in degrees (a tensor [batch]): a circular
+    Gaussian over the bins around each."""
     import tensorflow as tf
 
     centres = tf.range(bins, dtype=tf.float32) * (360.0 / bins)
-    difference = tf.math.floormod(centres - angle + 180.0, 360.0) - 180.0
+    difference = tf.math.floormod(centres[None] - angles[:, None] + 180.0, 360.0) - 180.0
     weights = tf.exp(-0.5 * (difference / (SOFT_BINS * 360.0 / bins)) ** 2)
-    return weights / tf.reduce_sum(weights)
+    return weights / tf.reduce_sum(weights, axis=1, keepdims=True)
+
+
+def turn(images: Any, degrees: Any) -> Any:
+    """A batch of ``images`` each turned counter-clockwise (as it looks) by its ``degrees`` about
+    its centre (edges stretched outwards)."""
+    import tensorflow as tf
+
+    height, width = images.shape[1], images.shape[2]
+    theta = degrees * math.pi / 180.0
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    zeros = tf.zeros_like(cos)
+    # output pixel -> input pixel: the inverse turn about the centre (y points down)
+    transforms = tf.stack([cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, zeros, zeros], 1)
+    return tf.raw_ops.ImageProjectiveTransformV3(images=images, transforms=transforms, output_shape=[height, width],
+                                                 interpolation="BILINEAR", fill_mode="NEAREST", fill_value=1.0)

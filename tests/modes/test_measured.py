@@ -79,12 +79,20 @@ def test_scaffold_to_served_answer(tmp_path: Path, mode: str) -> None:
     documented = api.get("/openapi.json").json()["components"]["schemas"]
     assert field in documented["RecognizeAnswer"]["properties"]
     piece = Image.new("RGBA", (24, 24), (200, 30, 30, 255))
-    if mode == "SLIDER":
-        width = Image.open(sample).width
-        both = api.post("/api/v1/recognize", json={"image": b64(sample.read_bytes()), "piece": b64(png(piece)),
-                                                   "display_width": width / 2}).json()
+    if mode == "SLIDER":  # with the piece, the matcher's gap is the answer and the model's x stays beside it
+        import random
+
+        from capforge.data.pictures import scene
+        from capforge.modes.slider import render_slider
+
+        rng = random.Random(3)
+        background, cut, x, y = render_slider(scene(320, rng), 280, 160, rng)
+        both = api.post("/api/v1/recognize", json={"image": b64(png(background)), "piece": b64(png(cut)),
+                                                   "display_width": 140}).json()
+        assert abs(both["x"] - x) <= 3 and abs(both["y"] - y) <= 3 and both["result"] == f"{both['x']:.0f}", both
         assert both["display_x"] == round(both["x"] / 2, 1) and set(both["match"]) >= {"x", "y", "width", "score"}
-        assert both["width"] == 24 and both["y"] == both["match"]["y"]
+        alone = api.post("/api/v1/recognize", json={"image": b64(png(background))}).json()
+        assert both["model_x"] == alone["x"] and both["width"] == cut.getbbox()[2] - cut.getbbox()[0]
         for wrong, code in (({"piece": b64(b"not a picture")}, "invalid_image"), ({"display_width": -3}, "invalid_input")):
             refused = api.post("/api/v1/recognize", json={"image": b64(sample.read_bytes()), **wrong})
             assert refused.status_code == 400 and refused.json()["error"]["code"] == code, refused.text

@@ -9,7 +9,7 @@ It needs only `requests`. Start the server first (python app.py --demo-captcha),
 The answer is what the site wants done: text to type (with ANSWER = 'arithmetic', the result of
 the expression the model read: `result`, beside `reading`), a distance to drag the slider
 (SLIDER: `x`, or `display_x` when --display-width gives the width the page shows the background
-at), an angle to turn the picture (ROTATE: `angle`, in `direction`), or where to click (click
+at; with --piece-url the piece is sent too and the gap is matched to the pixel), an angle to turn the picture (ROTATE: `angle`, in `direction`), or where to click (click
 and grid captchas: `clicks`, for the --prompt the page asks for; GRID: the `tiles` too).
 
 When the answer is not `accepted` (confidence below MIN_CONFIDENCE) the crawler fetches a
@@ -36,8 +36,9 @@ def action(body: dict) -> str:
         return f"click {where}" + (f" (tiles {body['tiles']})" if body.get("tiles") is not None else "")
     if "angle" in body:
         return f"turn {body['angle']:.1f} degrees {body['direction']}"
-    if "x" in body:
-        return f"drag {body.get('display_x', body['x']):.0f} px"
+    if "x" in body:  # the piece's image moves to the gap: less its transparent margin, when it was sent
+        scale = body["display_x"] / body["x"] if body.get("display_x") and body["x"] else 1.0
+        return f"drag {(body['x'] - body.get('match', {}).get('piece_left', 0.0)) * scale:.0f} px"
     if "reading" in body:  # an answer rule's result: type the sum, not the expression
         return f"type {body['result']!r} (read {body['reading']!r})"
     return f"type {body['result']!r}"
@@ -54,7 +55,7 @@ def is_right(body: dict, truth: str) -> bool:
 
 
 def solve(session: requests.Session, api: str, captcha_url: str, model: str, attempts: int,
-          display_width: float | None = None, prompt: str | None = None) -> str:
+          display_width: float | None = None, prompt: str | None = None, piece_url: str | None = None) -> str:
     """Fetch captchas until the server accepts its own answer; return what to do with it."""
     for attempt in range(1, attempts + 1):
         captcha = session.get(captcha_url, timeout=10)
@@ -66,6 +67,10 @@ def solve(session: requests.Session, api: str, captcha_url: str, model: str, att
             payload["display_width"] = display_width
         if prompt:
             payload["prompt"] = prompt
+        if piece_url:  # a slider's piece, fetched in the same session as its background
+            piece = session.get(piece_url, timeout=10)
+            piece.raise_for_status()
+            payload["piece"] = base64.b64encode(piece.content).decode()
         answer = session.post(f"{api}/api/v1/recognize", json=payload, timeout=10)
         if answer.status_code != 200:
             raise SystemExit(f"the server refused the captcha: {answer.status_code} {answer.text}")
@@ -102,6 +107,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=5, help="captchas to solve")
     parser.add_argument("--attempts", type=int, default=5, help="fresh captchas to try per answer")
     parser.add_argument("--display-width", type=float, help="SLIDER: the width the page shows the background at")
+    parser.add_argument("--piece-url", help="SLIDER: the site's piece image, matched against the background")
     parser.add_argument("--prompt", help="click and grid captchas: what the page asks to click (e.g. 'lion')")
     args = parser.parse_args()
     captcha_url = args.captcha_url or f"{args.url}/demo/captcha" + (f"?model={args.model}" if args.model else "")
@@ -109,7 +115,7 @@ def main() -> None:
         try:
             for _ in range(args.count):
                 print("solved:", solve(session, args.url, captcha_url, args.model, args.attempts, args.display_width,
-                                       args.prompt))
+                                       args.prompt, args.piece_url))
         except requests.ConnectionError:
             sys.exit(f"cannot reach {args.url}; start the server with: python app.py --demo-captcha")
 
