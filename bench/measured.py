@@ -130,6 +130,24 @@ def http_latency(root: Path, images: list[bytes], extra: dict | None = None) -> 
         server.wait(timeout=20)
 
 
+def stages(root: Path, images: list[bytes]) -> tuple[float, float, float]:
+    """In one process, median milliseconds per image of what a request does before its answer:
+    decoding and preprocessing, then the model (onnxruntime, one image); and the images' median
+    size in KB (what the request carries, base64 adds a third)."""
+    from capforge.serve.predictor import Predictor
+
+    predictor = Predictor(root / "exports" / "current", threads=1)
+    pre, model = [], []
+    for data in images:
+        started = time.perf_counter()
+        array, _ = predictor.placed(data)
+        middle = time.perf_counter()
+        predictor.probabilities(array[None])
+        pre.append(middle - started)
+        model.append(time.perf_counter() - middle)
+    return 1000 * float(np.median(pre[10:])), 1000 * float(np.median(model[10:])), float(np.median([len(d) for d in images])) / 1024
+
+
 def text_reference(work: Path) -> tuple[Path, list[bytes]]:
     """A CTC workspace trained a minute on generated text captchas: the per-request cost to match."""
     shutil.rmtree(work / "works", ignore_errors=True)
@@ -250,13 +268,19 @@ def main() -> None:
     if args.serve:
         (args.work / "ctc").mkdir(parents=True, exist_ok=True)
         reference, images = text_reference(args.work / "ctc")
-        text_ms = http_latency(reference, (images * 4)[:200])
+        images = (images * 4)[:200]
+        text_ms = http_latency(reference, images)
         lines += ["### Per request over HTTP (app.py, one uvicorn worker, loopback, sequential; median)", "",
-                  "| model | ms per request | against the text model |", "| --- | --- | --- |",
-                  f"| CTC text model (160x60 captchas) | {text_ms:.2f} | 1.00 |"]
+                  "Beside each, in one process: decoding and preprocessing the image, then the model alone "
+                  "(onnxruntime, one thread), and the image's size.", "",
+                  "| model | ms per request | against the text model | decode + preprocess ms | model ms | image KB |",
+                  "| --- | --- | --- | --- | --- | --- |",
+                  f"| CTC text model (160x60 captchas) | {text_ms:.2f} | 1.00 | "
+                  + " | ".join(f"{v:.2f}" for v in stages(reference, images)) + " |"]
         for mode, root, sent in served:
             ms = http_latency(root, sent[:200])
-            lines.append(f"| {mode} | {ms:.2f} | {ms / text_ms:.2f} |")
+            lines.append(f"| {mode} | {ms:.2f} | {ms / text_ms:.2f} | "
+                         + " | ".join(f"{v:.2f}" for v in stages(root, sent[:200])) + " |")
         lines.append("")
     text = "\n".join(lines)
     print(text)

@@ -61,7 +61,7 @@ MEASURED_LABELS = ["30", "100"]  # an angle or a position every measured mode ac
 
 
 def own_targets(mode, images: np.ndarray, labels: list[str]) -> np.ndarray:
-    """The targets ``mode``'s own pipeline (Mode.dataset) makes of ``labels`` for ``images``."""
+    """The targets ``mode``'s own pipeline (Mode.dataset, then Mode.batched) makes of ``labels`` for ``images``."""
     import tensorflow as tf
 
     records = tf.data.Dataset.range(len(labels))
@@ -70,7 +70,8 @@ def own_targets(mode, images: np.ndarray, labels: list[str]) -> np.ndarray:
                 "preprocessing": {"height": images.shape[1], "width": images.shape[2]}}
     ds, count = mode.dataset(records, lambda i: (uint8[i], tf.constant(labels)[i]), manifest, "train", False)
     assert count == len(labels)
-    return np.stack([target.numpy() for _, target in ds])
+    _, targets = mode.batched(*next(iter(ds.batch(len(labels)))), False)
+    return targets.numpy()
 
 
 @pytest.mark.parametrize("name", list(MODE_CLASSES))

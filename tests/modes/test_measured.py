@@ -6,9 +6,14 @@ beat the best constant guess on its test split."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
+import http.server
 import io
 import json
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -33,6 +38,18 @@ def constant_guess_error(mode: str, truths: list[float]) -> float:
     if mode == "ROTATE":
         return min(np.mean([min(abs(g - t) % 360, 360 - abs(g - t) % 360) for t in truths]) for g in range(360))
     return float(np.mean(np.abs(np.array(truths) - np.median(truths))))
+
+
+@contextlib.contextmanager
+def static_site(folder: Path) -> Iterator[str]:
+    """``folder``'s files over HTTP on a free loopback port (a site's captcha and piece); yields its URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
 
 
 def b64(data: bytes) -> str:
@@ -113,6 +130,16 @@ def test_scaffold_to_served_answer(tmp_path: Path, mode: str) -> None:
             assert shown == [answer["result"]], info
         # the example crawler turns answers into what a site wants, against the demo route
         crawled = run_script(root, "spider_example.py", "--url", url, "--count", "2")
+        if mode == "SLIDER":  # a site that serves the piece too: the drag moves the piece's image onto the gap
+            (tmp_path / "site").mkdir()
+            (tmp_path / "site" / "bg.png").write_bytes(png(background))
+            (tmp_path / "site" / "piece.png").write_bytes(png(cut))
+            with static_site(tmp_path / "site") as site:
+                dragged = run_script(root, "spider_example.py", "--url", url, "--count", "1", "--captcha-url",
+                                     f"{site}/bg.png", "--piece-url", f"{site}/piece.png")
+            assert dragged.returncode == 0, dragged.stderr
+            drag = float(dragged.stdout.split("solved: drag ")[1].split(" px")[0])
+            assert abs(drag - (x - cut.getbbox()[0])) <= 3, (x, cut.getbbox(), dragged.stdout)
     assert crawled.returncode == 0, crawled.stderr
     assert crawled.stdout.count("solved: drag " if mode == "SLIDER" else "solved: turn ") == 2, crawled.stdout
 
