@@ -100,18 +100,27 @@ def _augment(images: Any) -> Any:
     translation of up to SHIFT pixels (edges mirrored)."""
     import tensorflow as tf
 
-    batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+    batch = tf.shape(images)[0]
     images = images + tf.random.uniform([batch, 1, 1, 1], -0.1, 0.1)
     mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
     images = (images - mean) * tf.random.uniform([batch, 1, 1, 1], 0.8, 1.2) + mean
-    padded = tf.pad(images, [[0, 0], [SHIFT, SHIFT], [SHIFT, SHIFT], [0, 0]], mode="SYMMETRIC")
+    images = shifted(images, tf.random.uniform([batch, 2], -SHIFT, SHIFT + 1, tf.int32), SHIFT)
+    return tf.clip_by_value(images, 0.0, 1.0)
+
+
+def shifted(images: Any, moves: Any, most: int) -> Any:
+    """Each image of a batch moved by its own (down, right) pixels in ``moves`` (int [batch, 2],
+    each within -``most``..``most``), the uncovered edge mirrored in."""
+    import tensorflow as tf
+
+    batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [most, most], [most, most], [0, 0]], mode="SYMMETRIC")
     # Each image's window in the padded batch, in crop_and_resize's normalised corners: on whole
     # pixels, so the "resize" copies exact pixels and this is a pure per-image shift.
-    top_left = tf.cast(tf.random.uniform([batch, 2], 0, 2 * SHIFT + 1, tf.int32), tf.float32)
-    last = tf.constant([height + 2 * SHIFT - 1, width + 2 * SHIFT - 1], tf.float32)  # padded's last pixel
+    top_left = tf.cast(most - moves, tf.float32)
+    last = tf.constant([height + 2 * most - 1, width + 2 * most - 1], tf.float32)  # padded's last pixel
     boxes = tf.concat([top_left, top_left + [height - 1, width - 1]], axis=1) / tf.concat([last, last], 0)
-    images = tf.image.crop_and_resize(padded, boxes, tf.range(batch), [height, width], method="nearest")
-    return tf.clip_by_value(images, 0.0, 1.0)
+    return tf.image.crop_and_resize(padded, boxes, tf.range(batch), [height, width], method="nearest")
 
 
 def _mirror_and_zoom(images: Any) -> Any:

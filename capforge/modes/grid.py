@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 from capforge.data.images import iter_images, open_image
 from capforge.errors import DataError, TargetNotFound
-from capforge.modes.base import Input, Prediction
+from capforge.modes.base import Prediction
 from capforge.modes.num_classes import NumClassesMode
 from capforge.options import DATA, SERVE, Option
 

@@ -27,6 +27,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from capforge.data.generate import FORMATS, encode
 from capforge.data.pictures import check_source, pick_picture
+from capforge.data.records import shifted
 from capforge.errors import DataError
 from capforge.modes.base import Input, Prediction, round8
 from capforge.modes.measured import MeasuredMode, number
@@ -284,7 +285,7 @@ class SliderMode(MeasuredMode):
         images = tf.cast(images, tf.float32) / 255.0
         if not augment:
             return images, labels
-        batch, height, width, channels = tf.shape(images)[0], images.shape[1], images.shape[2], images.shape[3]
+        batch, width, channels = tf.shape(images)[0], images.shape[2], images.shape[3]
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
         images = (images - mean) * tf.random.uniform([batch, 1, 1, 1], 0.7, 1.3) + mean
         images = tf.clip_by_value(images + tf.random.uniform([batch, 1, 1, 1], -0.1, 0.1), 0.0, 1.0)
@@ -294,16 +295,10 @@ class SliderMode(MeasuredMode):
             mixing = tf.where(grey, tf.fill([batch, 3, 3], 1.0 / 3), mixing)
             images = tf.einsum("bhwc,bcd->bhwd", images, mixing)
         images = tf.where(tf.random.uniform([batch, 1, 1, 1]) < 0.5, tf.reverse(images, [1]), images)
-        padded = tf.pad(images, [[0, 0], [SHIFT, SHIFT], [SHIFT, SHIFT], [0, 0]], mode="SYMMETRIC")
-        # each image's window in the padded batch, on whole pixels: a pure shift (as data.records does)
-        across = tf.random.uniform([batch], 0, 2 * SHIFT + 1, tf.int32)
-        down = tf.random.uniform([batch], SHIFT // 2, SHIFT + SHIFT // 2 + 1, tf.int32)
-        top_left = tf.cast(tf.stack([down, across], 1), tf.float32)
-        last = tf.constant([height + 2 * SHIFT - 1, width + 2 * SHIFT - 1], tf.float32)
-        boxes = tf.concat([top_left, top_left + [height - 1, width - 1]], axis=1) / tf.concat([last, last], 0)
-        images = tf.image.crop_and_resize(padded, boxes, tf.range(batch), [height, width], method="nearest")
-        x = labels + tf.cast(SHIFT - across, tf.float32)[:, None]  # the window moved left: the gap moved right
-        return images, tf.clip_by_value(x, 0.0, width - 1.0)
+        down = tf.random.uniform([batch], -(SHIFT // 2), SHIFT // 2 + 1, tf.int32)
+        right = tf.random.uniform([batch], -SHIFT, SHIFT + 1, tf.int32)
+        images = shifted(images, tf.stack([down, right], 1), SHIFT)
+        return images, tf.clip_by_value(labels + tf.cast(right, tf.float32)[:, None], 0.0, width - 1.0)
 
     def head(self, features: Any) -> Any:
         """Per column band: the gap's left edge is here (a softmax across the bands) and where

@@ -18,7 +18,7 @@ import numpy as np
 from capforge.data.generate import font_files
 from capforge.data.images import Geometry
 from capforge.modes.efficientdet.clicks import ClickSpec
-from capforge.options import DATA, MODEL, SERVE, Option
+from capforge.options import MODEL, SERVE, Option
 from capforge.modes.efficientdet.anchors import IGNORED, anchors_for, decode_boxes
 from capforge.modes.efficientdet.metrics import Detection, average_precision
 from capforge.modes.efficientdet.nms import batched_nms

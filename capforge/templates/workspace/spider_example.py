@@ -9,8 +9,9 @@ It needs only `requests`. Start the server first (python app.py --demo-captcha),
 The answer is what the site wants done: text to type (with ANSWER = 'arithmetic', the result of
 the expression the model read: `result`, beside `reading`), a distance to drag the slider
 (SLIDER: `x`, or `display_x` when --display-width gives the width the page shows the background
-at; with --piece-url the piece is sent too and the gap is matched to the pixel), an angle to turn the picture (ROTATE: `angle`, in `direction`), or where to click (click
-and grid captchas: `clicks`, for the --prompt the page asks for; GRID: the `tiles` too).
+at; with --piece-url the piece is sent too and the gap is matched to the pixel), an angle to
+turn the picture (ROTATE: `angle`, in `direction`), or where to click (click and grid captchas:
+`clicks`, for the --prompt the page asks for; GRID: the `tiles` too).
 
 When the answer is not `accepted` (confidence below MIN_CONFIDENCE) the crawler fetches a
 fresh captcha instead of submitting a likely wrong answer.
