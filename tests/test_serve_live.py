@@ -50,6 +50,10 @@ def test_example_crawler_against_the_demo_captcha_route(server: tuple[str, Path]
     captcha = requests.get(f"{url}/demo/captcha", timeout=10)
     assert captcha.status_code == 200 and captcha.content.startswith(b"\x89PNG")
     assert re.fullmatch(r"[0-9]{4}", captcha.headers["X-Captcha-Label"])  # CAPTCHA_LENGTH digits
+    assert not any(h.startswith("x-captcha-piece") for h in map(str.lower, captcha.headers))
+    no_part = requests.get(f"{url}/demo/captcha/piece?seed=3", timeout=10)  # a text captcha has no piece
+    assert no_part.status_code == 404 and no_part.json()["error"]["code"] == "unknown_part"
+    assert "no other image; received 'piece'" in no_part.json()["error"]["message"]
     # The demo route draws captcha-package images, a style this fixture's model never learned, so
     # it answers them with texts of impossible lengths, which are never accepted. The crawler runs
     # against a "site" whose captchas the model reads: its test images, served from loopback.

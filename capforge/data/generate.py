@@ -211,7 +211,9 @@ def animate(image: Image.Image, characters: int, count: int, rng: random.Random)
 
 
 class Spec(Protocol):
-    """Anything that can name and render the files of sample ``index`` for ``seed``."""
+    """Anything that can name and render the files of sample ``index`` for ``seed``. A spec whose
+    captchas come with other images (a slider's piece) also has ``parts(seed, index)``: those
+    images by name, which the demo route serves beside the captcha."""
 
     def file_names(self, seed: int, index: int) -> list[str]: ...
 

@@ -148,6 +148,11 @@ class SliderSpec:
         background, _, x, y = self._render(seed, index)
         return [(f"{x}_{y}_{seed}-{index:06d}.{self.fmt}", encode(background, self.fmt))]
 
+    def parts(self, seed: int, index: int) -> dict[str, bytes]:
+        """The images a site serves beside sample ``index``'s background: its piece (PNG, transparent
+        around the shape)."""
+        return {"piece": encode(self._render(seed, index)[1], "png")}
+
 
 def match_piece(background: Image.Image, piece: Image.Image) -> dict[str, float] | None:
     """Training-free: where ``piece`` (RGBA: transparent around its shape) fits ``background``

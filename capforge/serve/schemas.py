@@ -39,6 +39,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "not_found": (404, "no route at that path"),
     "unknown_request": (404, "no kept image has that request_id (never kept, no longer kept, or reported already)"),
     "unknown_item": (404, "the inbox holds no image with that key (reviewed already?)"),
+    "unknown_part": (404, "the demo model's captchas come with no image of that name (a slider's: 'piece')"),
     "method_not_allowed": (405, "the route exists for another HTTP method"),
     "inbox_full": (409, "data/inbox holds INBOX_MAX_FILES images or INBOX_MAX_MB already"),
     "body_too_large": (413, "the request body is over the limit"),

@@ -142,6 +142,8 @@ def test_scaffold_to_served_answer(tmp_path: Path, mode: str) -> None:
             assert abs(drag - (x - cut.getbbox()[0])) <= 3, (x, cut.getbbox(), dragged.stdout)
     assert crawled.returncode == 0, crawled.stderr
     assert crawled.stdout.count("solved: drag " if mode == "SLIDER" else "solved: turn ") == 2, crawled.stdout
+    if mode == "SLIDER":  # the demo route serves each background's piece (X-Captcha-Piece): matched to the pixel
+        assert crawled.stdout.count("  correct") == crawled.stdout.count("attempt "), crawled.stdout
 
     # a label outside what the image allows is named, with the allowed range
     name, allowed = OUT_OF_RANGE[mode]

@@ -9,9 +9,9 @@ It needs only `requests`. Start the server first (python app.py --demo-captcha),
 The answer is what the site wants done: text to type (with ANSWER = 'arithmetic', the result of
 the expression the model read: `result`, beside `reading`), a distance to drag the slider
 (SLIDER: `x`, or `display_x` when --display-width gives the width the page shows the background
-at; with --piece-url the piece is sent too and the gap is matched to the pixel), an angle to
-turn the picture (ROTATE: `angle`, in `direction`), or where to click (click and grid captchas:
-`clicks`, for the --prompt the page asks for; GRID: the `tiles` too).
+at; with --piece-url, or from the demo route, the piece is sent too and the gap is matched to
+the pixel), an angle to turn the picture (ROTATE: `angle`, in `direction`), or where to click
+(click and grid captchas: `clicks`, for the --prompt the page asks for; GRID: the `tiles` too).
 
 When the answer is not `accepted` (confidence below MIN_CONFIDENCE) the crawler fetches a
 fresh captcha instead of submitting a likely wrong answer.
@@ -26,6 +26,7 @@ the truth, so against it every answer is reported.
 import argparse
 import base64
 import sys
+from urllib.parse import urljoin
 
 import requests
 
@@ -68,8 +69,9 @@ def solve(session: requests.Session, api: str, captcha_url: str, model: str, att
             payload["display_width"] = display_width
         if prompt:
             payload["prompt"] = prompt
-        if piece_url:  # a slider's piece, fetched in the same session as its background
-            piece = session.get(piece_url, timeout=10)
+        piece_at = piece_url or captcha.headers.get("X-Captcha-Piece")  # the demo route says where its piece is
+        if piece_at:  # a slider's piece, fetched in the same session as its background
+            piece = session.get(urljoin(captcha_url, piece_at), timeout=10)
             piece.raise_for_status()
             payload["piece"] = base64.b64encode(piece.content).decode()
         answer = session.post(f"{api}/api/v1/recognize", json=payload, timeout=10)
