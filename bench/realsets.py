@@ -161,9 +161,11 @@ def plateau_note(first: int | None, epochs: int, seconds: float) -> str:
 
 
 def new_workspace(name: str, spec: RealSet, data: Path, limit: int | None, works: Path,
-                  tag: str) -> tuple[Path, Path, dict[str, Any]]:
+                  tag: str, unlabelled: bool = False) -> tuple[Path, Path, dict[str, Any]]:
     """A workspace of the set as a user starts one: train/ in data/pool, test/ in data/test,
-    check_file.py's suggestions applied. Returns it, its log and the suggestions."""
+    check_file.py's suggestions applied; with ``unlabelled``, the training images left out by
+    ``limit`` in data/unlabelled under names that hide their labels. Returns it, its log and the
+    suggestions."""
     site = f"{name}_{limit or 'all'}{tag}"
     ws = works / site
     if ws.exists():
@@ -176,6 +178,11 @@ def new_workspace(name: str, spec: RealSet, data: Path, limit: int | None, works
         target = ws / "data" / "pool" / source.relative_to(data / "train")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
+    if unlabelled:
+        kept = set(train_items(data, limit))
+        (ws / "data" / "unlabelled").mkdir(parents=True, exist_ok=True)
+        for i, source in enumerate(p for p in train_items(data, None) if p not in kept):
+            shutil.copy2(source, ws / "data" / "unlabelled" / f"capture{i:05d}{source.suffix}")
     for extra in (data / "train").glob("labels.*"):
         shutil.copy2(extra, ws / "data" / "pool" / extra.name)
     shutil.copytree(data / "test", ws / "data" / "test", dirs_exist_ok=True)
@@ -186,13 +193,13 @@ def new_workspace(name: str, spec: RealSet, data: Path, limit: int | None, works
 
 
 def run_capforge(name: str, spec: RealSet, data: Path, limit: int | None, minutes: float, works: Path,
-                 overrides: list[str], tag: str) -> dict[str, Any]:
+                 overrides: list[str], tag: str, unlabelled: bool = False) -> dict[str, Any]:
     """The user's flow with the workspace scripts; the figures of its test report."""
     from accuracy import inference_ms
 
     from capforge.serve.predictor import Predictor
 
-    ws, log, suggestions = new_workspace(name, spec, data, limit, works, tag)
+    ws, log, suggestions = new_workspace(name, spec, data, limit, works, tag, unlabelled)
     sets = [f"--set={o}" for o in overrides]
     script(ws, "split_dataset.py", log=log)
     started = time.monotonic()
@@ -317,9 +324,14 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for capforge's steps (e.g. a variant to compare)")
     parser.add_argument("--tag", default="", help="a suffix naming this capforge variant in the table")
+    parser.add_argument("--unlabelled", action="store_true",
+                        help="the training images --train-limit leaves out go to data/unlabelled, labels hidden "
+                             "(rows tagged _unlabelled)")
     parser.add_argument("--label-check", action="store_true",
                         help="add suspected label errors to the capforge rows of an earlier run (its --works)")
     args = parser.parse_args()
+    if args.unlabelled:
+        args.tag += "_unlabelled"
     print(f"machine: {describe()}", flush=True)
     if args.sets is not None:
         runs = [(s, args.train_limit) for s in args.sets]
@@ -358,7 +370,7 @@ def main() -> None:
         data = synthetic_data(args.works) if name == SYNTHETIC else args.datasets / name
         if not args.only_contenders:
             record(name, limit, f"capforge{args.tag}", lambda: run_capforge(
-                name, spec, data, limit, args.minutes, args.works, args.overrides, args.tag))
+                name, spec, data, limit, args.minutes, args.works, args.overrides, args.tag, args.unlabelled))
         record(name, limit, "reference", lambda: run_reference(spec, data, limit, args.minutes))
         if spec.kind == "text":
             record(name, limit, "ddddocr", lambda: run_ddddocr(spec, data))

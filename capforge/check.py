@@ -62,6 +62,7 @@ class Report:
     input_boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # model-input pixels
     colour: list[float] = field(default_factory=list)  # colourfulness of each image
     animated: list[int] = field(default_factory=list)  # the frame count of each animated image
+    unused_unlabelled: int = 0  # images in data/unlabelled that the mode does not learn from
     suggestions: dict[str, Any] = field(default_factory=dict)
     reasoning: str = ""
 
@@ -124,8 +125,14 @@ def _pixel_hash(*images: Any) -> str:
 
 
 def _same_image(first: tuple[str, Path, str | None], split: str, path: Path, label: str | None) -> Finding:
-    """The finding for an image whose pixels ``first`` (split, path, label) already has."""
+    """The finding for an image whose pixels ``first`` (split, path, label) already has. An
+    unlabelled copy of a validation or test image is a leak: training would learn what is judged."""
     first_split, first_path, first_label = first
+    if split == "unlabelled" and first_split in ("validation", "test"):
+        return Finding(path, "cross_split", f"same image as {first_split}/{first_path.name}: training would learn "
+                                            f"a {first_split} image from data/unlabelled")
+    if "unlabelled" in (split, first_split):
+        return Finding(path, "duplicate", f"same image as {first_split}/{first_path.name}")
     if first_label != label:
         return Finding(path, "label_conflict", f"{first_path.name} has label {first_label!r}, this has {label!r}")
     if first_split != split:
@@ -145,8 +152,10 @@ def check(workspace: Workspace, settings: Mapping[str, Any],
     reading = Preprocessing.from_settings(settings)
     check_labels = not mode_cls.labels_from_boxes  # box files are checked instead
     seen: dict[str, tuple[str, Path, str | None]] = {}
-    files = [(split, root, path) for split, root in workspace.data_splits()
-             for path in iter_images(root)]
+    splits = [*workspace.data_splits(), *([("unlabelled", workspace.unlabelled)] if mode_cls.learns_unlabelled else [])]
+    files = [(split, root, path) for split, root in splits for path in iter_images(root)]
+    if not mode_cls.learns_unlabelled and workspace.unlabelled.is_dir():
+        report.unused_unlabelled = sum(1 for _ in iter_images(workspace.unlabelled))
     for split, root, path in tqdm(files, desc="checking", unit="img", disable=not progress):
         report.counts[split] = report.counts.get(split, 0) + 1
         try:
@@ -161,14 +170,16 @@ def check(workspace: Workspace, settings: Mapping[str, Any],
             report.animated.append(len(frames))
         report.sizes.append(image.size)
         report.colour.append(colourfulness(image))
-        if mode_cls.labels_from_boxes:
+        if split == "unlabelled":
+            pass  # no label to check: only that it reads, and whether it is a copy of a labelled image
+        elif mode_cls.labels_from_boxes:
             placed = geometry(image.width, image.height, Preprocessing.from_settings(settings))
             problem = _check_boxes(path, root, image.size, allowed, report, placed)
             if problem:
                 report.findings.append(Finding(path, "bad_boxes", problem))
                 continue
-        label = reader.label(path, root) if check_labels else None
-        if check_labels:
+        label = reader.label(path, root) if check_labels and split != "unlabelled" else None
+        if check_labels and split != "unlabelled":
             if label is None:
                 report.findings.append(Finding(path, "no_label", "no label in its name or labels file"))
                 continue
@@ -213,6 +224,9 @@ def format_report(report: Report, workspace: Workspace, settings: Mapping[str, A
     for kind, description in KINDS.items():
         for finding in by_kind.get(kind, []):
             lines.append(f"  {kind:<15} {workspace.relative(finding.path)}: {finding.detail}")
+    if report.unused_unlabelled:
+        lines.append(f"data/unlabelled: {report.unused_unlabelled} images, which MODE = {settings['MODE']!r} does not "
+                     "learn from (text and class modes do)")
     if report.findings:
         summary = ", ".join(f"{len(v)} {k}" for k, v in by_kind.items())
         lines.append(f"problems: {summary}; `check_file.py --fix` moves them to data/quarantine")

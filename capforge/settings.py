@@ -79,6 +79,14 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
     Option("WEIGHT_AVERAGE", 0.99, float, "momentum of the moving average of the weights that "
            "validation, checkpoints and the export use (0: the last step's weights)", TRAIN,
            minimum=0.0, maximum=0.99999),
+    Option("UNLABELLED", "pseudo", str, "text and class modes, images in data/unlabelled: 'pseudo' trains on "
+           "those the weight-averaged model answers confidently (their answers as labels, in memory only; never "
+           "in the pool), 'off' ignores them", TRAIN, choices=("pseudo", "off")),
+    Option("PSEUDO_PRECISION", 0.9, float, "the share of validation answers that must be right at the "
+           "confidence pseudo-labels need: the lower, the more unlabelled images are learnt and the more of them "
+           "wrongly", TRAIN, minimum=0.5, maximum=1.0),
+    Option("UNLABELLED_RATIO", 2, int, "pseudo-labelled images added to each training batch, per labelled "
+           "image", TRAIN, minimum=1, maximum=16),
     Option("LABEL_SMOOTHING", 0.0, float, "label smoothing for softmax modes", TRAIN,
            minimum=0.0, maximum=0.5),
     Option("DATA_ENHANCEMENT", True, bool, "random augmentation of training images", TRAIN),

@@ -184,7 +184,8 @@ def cmd_pack(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int
     manifest = pack(ws, settings, args.workers)
     for split, info in manifest["splits"].items():
         skipped = manifest["skipped"][split]
-        note = f" (skipped {len(skipped)} unreadable or unlabelled, e.g. {skipped[0]})" if skipped else ""
+        why = "unreadable or copies of validation and test images" if split == "unlabelled" else "unreadable or unlabelled"
+        note = f" (skipped {len(skipped)} {why}, e.g. {skipped[0]})" if skipped else ""
         print(f"{split}: {info['count']} images in {len(info['shards'])} shard(s){note}")
     print(f"wrote {ws.relative(ws.packed)}/manifest.json")
     return 0

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from capforge.version import __version__
 from capforge.data.charset import Charset
 from capforge.pack import check_pack_matches, read_manifest
-from capforge.data.records import load_arrays, make_dataset
+from capforge.data.records import load_arrays, load_images, make_dataset
 from capforge.distribute import WorkerWorkspace, distribution_strategy, fit_across_machines, worker_role
 from capforge.errors import DataError, NotBuiltError, SettingsError, WorkspaceError
 from capforge.models.backbones import build_backbone
@@ -158,9 +158,11 @@ def _train_here(workspace: Workspace, settings: Mapping[str, Any], minutes: floa
     if not val[0].shape[0]:
         raise DataError("the validation split has no usable images; run split_dataset.py "
                         "(VALIDATION_SPLIT > 0) and pack_dataset.py")
+    pseudo = pseudo_labeller(workspace, settings, setup, val)
     with strategy.scope():
         train_ds = make_dataset(workspace, setup.manifest, "train", mode, settings["BATCH_SIZE"], True,
-                                settings["DATA_ENHANCEMENT"], settings["SEED"], settings["PHOTO_AUGMENT"])
+                                settings["DATA_ENHANCEMENT"], settings["SEED"], settings["PHOTO_AUGMENT"],
+                                pseudo and pseudo.batches(settings["BATCH_SIZE"] * settings["UNLABELLED_RATIO"]))
         val_ds = make_dataset(workspace, setup.manifest, "validation", mode, settings["BATCH_SIZE"], False)
         model = build_model(workspace, settings, mode)
         if continue_from_best and best_path.exists():
@@ -191,7 +193,8 @@ def _train_here(workspace: Workspace, settings: Mapping[str, Any], minutes: floa
         verbose, extra_callbacks = 0, [*extra_callbacks, callbacks.EpochLine()]
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose,
                         callbacks=[*callbacks.training_callbacks(workspace.checkpoints, workspace.logs, best_path,
-                                                                   settings, mode, val, minutes), *extra_callbacks])
+                                                                   settings, mode, val, minutes),
+                                   *([pseudo] if pseudo else []), *extra_callbacks])
     csv_path = workspace.logs / "training.csv"
     if csv_path.exists():
         plot_curves(csv_path, workspace.logs / "training_curves.png", mode.monitor)
@@ -199,7 +202,27 @@ def _train_here(workspace: Workspace, settings: Mapping[str, Any], minutes: floa
     return {"epochs_run": len(scores), "monitor": mode.monitor, "best": max(scores, default=None),
             "seconds": round(time.monotonic() - started, 1), "charset_size": len(mode.charset.symbols),
             "label_width": mode.label_width, "resumed": resuming, "skipped": skipped,
-            "weights": weights_digest(model)}
+            "pseudo_labels": None if pseudo is None else len(pseudo.chosen[0]), "weights": weights_digest(model)}
+
+
+def pseudo_labeller(workspace: Workspace, settings: Mapping[str, Any], setup: Setup, val: tuple[Any, ...]) -> Any:
+    """The callback that trains on data/unlabelled too (capforge.pseudo_labels), or None: the mode
+    does not learn from unlabelled images, UNLABELLED = 'off', or none were packed."""
+    packed = setup.manifest["splits"].get("unlabelled", {}).get("count", 0)
+    if not (setup.mode.learns_unlabelled and settings["UNLABELLED"] == "pseudo" and packed):
+        return None
+    from capforge.pseudo_labels import PseudoLabels
+
+    images = load_images(workspace, setup.manifest, "unlabelled")
+    print(f"learning from {len(images)} unlabelled images too (UNLABELLED = 'pseudo')")
+    teacher = None
+    if settings.get("PSEUDO_TEACHER", "none") == "ddddocr":
+        from capforge.serve.ddddocr_reader import DdddocrReader
+
+        teacher = DdddocrReader()
+    return PseudoLabels(setup.mode, images, val[:2], label_lengths(setup.mode, setup.manifest["splits"]["train"]["labels"]),
+                        settings["PSEUDO_PRECISION"], settings["SEED"], teacher,
+                        str if settings["CASE_SENSITIVE"] else str.lower)
 
 
 def weights_digest(model: Any) -> str:

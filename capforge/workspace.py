@@ -67,6 +67,12 @@ class Workspace:
         return self.data / "inbox"
 
     @property
+    def unlabelled(self) -> Path:
+        """Images nobody labelled (a crawler's downloads) that training learns from as well, for
+        modes that can (``Mode.learns_unlabelled``); never split, never labels in the pool."""
+        return self.data / "unlabelled"
+
+    @property
     def packed(self) -> Path:
         return self.root / "packed"
 
@@ -83,7 +89,7 @@ class Workspace:
         return self.root / "exports"
 
     def folders(self) -> list[Path]:
-        return [self.pool, *(self.split_dir(s) for s in SPLITS), self.quarantine, self.inbox,
+        return [self.pool, *(self.split_dir(s) for s in SPLITS), self.quarantine, self.inbox, self.unlabelled,
                 self.packed, self.checkpoints, self.logs, self.exports]
 
     def data_splits(self) -> Iterator[tuple[str, Path]]:
@@ -92,8 +98,8 @@ class Workspace:
             yield split, self.pool if split == "pool" else self.split_dir(split)
 
     def split_of(self, path: Path) -> str:
-        """Which of pool / train / validation / test / inbox holds ``path``."""
-        for split, folder in (*self.data_splits(), ("inbox", self.inbox)):
+        """Which of pool / train / validation / test / inbox / unlabelled holds ``path``."""
+        for split, folder in (*self.data_splits(), ("inbox", self.inbox), ("unlabelled", self.unlabelled)):
             if folder in path.parents:
                 return split
         return "other"

@@ -10,17 +10,23 @@ from PIL import Image, ImageDraw, ImageFont
 from capforge.data.generate import expression
 
 
-def render(text: str, width: int, height: int, rng: random.Random) -> Image.Image:
-    font = ImageFont.load_default(size=int(height * 0.7))
+def render(text: str, width: int, height: int, rng: random.Random, sizes: tuple[float, float] = (0.7, 0.7)) -> Image.Image:
+    """``text`` in a font ``sizes`` of the height high (drawn at random between the two)."""
+    size = sizes[0] if sizes[0] == sizes[1] else rng.uniform(*sizes)
+    font = ImageFont.load_default(size=int(height * size))
     image = Image.new("L", (width, height), 255)
-    ImageDraw.Draw(image).text((3 + rng.randint(0, 5), 2 + rng.randint(0, 3)), text, font=font, fill=0)
+    top = 2 + rng.randint(0, 3) if size <= 0.7 else rng.randint(0, max(0, int(height * (1 - size))))
+    ImageDraw.Draw(image).text((3 + rng.randint(0, 5), top), text, font=font, fill=0)
     return image
 
 
 def fill_pool(pool: Path, count: int, lengths: tuple[int, int] = (3, 4), classes_in_folders: bool = False,
-              seed: int = 0, width: int = 96, height: int = 32, operators: str = "") -> list[str]:
-    """Write ``count`` labelled images; NUM_CLASSES style (one class per folder) if asked; sums
-    and differences as the generator draws them ('12+7') where ``operators`` are given."""
+              seed: int = 0, width: int = 96, height: int = 32, operators: str = "",
+              sizes: tuple[float, float] = (0.7, 0.7), named: bool = True) -> list[str]:
+    """Write ``count`` labelled images (in ``sizes``, see ``render``); NUM_CLASSES style (one class
+    per folder) if asked; sums and differences as the generator draws them ('12+7') where
+    ``operators`` are given; named ``capture<i>.png``, their labels only returned, unless ``named``."""
+    pool.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     labels = []
     for i in range(count):
@@ -32,7 +38,7 @@ def fill_pool(pool: Path, count: int, lengths: tuple[int, int] = (3, 4), classes
             folder.mkdir(parents=True, exist_ok=True)
             render(label * 3, width, height, rng).save(folder / f"img{i}.png")
         else:
-            render(label, width, height, rng).save(pool / f"{label}_{i}.png")
+            render(label, width, height, rng, sizes).save(pool / (f"{label}_{i}.png" if named else f"capture{i:05d}.png"))
     return labels
 
 

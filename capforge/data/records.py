@@ -6,7 +6,7 @@ the mode cannot learn (unknown symbols, too long) are filtered out and counted b
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
@@ -65,17 +65,27 @@ def _batch_decoder(manifest: Mapping[str, Any], mode: Mode) -> Any:
     import tensorflow as tf
 
     p = manifest["preprocessing"]
-    table = charset_table(mode)
-    width = mode.label_width
+    encode = label_ids(mode)
 
     def decode(records: Any) -> tuple[Any, Any]:
         example = tf.io.parse_example(records, _record_spec())
         images = tf.reshape(tf.io.decode_raw(example["image"], tf.uint8), (-1, p["height"], p["width"], p["channels"]))
-        tokens = mode.tf_tokens(example["label"])
-        ids = tf.ragged.map_flat_values(table.lookup, tokens).to_tensor(0, shape=[None, width])
-        return tf.cast(images, tf.float32) / 255.0, ids
+        return tf.cast(images, tf.float32) / 255.0, encode(example["label"])
 
     return decode
+
+
+def label_ids(mode: Mode) -> Callable[[Any], Any]:
+    """A batch of label texts -> int32 ids [batch, label_width], padded with the blank (0)."""
+    import tensorflow as tf
+
+    table = charset_table(mode)
+    width = mode.label_width
+
+    def encode(labels: Any) -> Any:
+        return tf.ragged.map_flat_values(table.lookup, mode.tf_tokens(labels)).to_tensor(0, shape=[None, width])
+
+    return encode
 
 
 def _usable_filter(mode: Mode) -> Any:
@@ -164,11 +174,13 @@ def _batched(ds: Any, batch_size: int, count: int) -> Any:
 
 def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, mode: Mode,
                  batch_size: int, training: bool, augment: bool = False, seed: int = 0,
-                 photos: bool = False) -> Any:
+                 photos: bool = False, extra: Any = None) -> Any:
     """Prefetched batches of (float32 images in [0, 1], int32 label ids) from one packed split.
 
     ``augment`` turns on the glyph-safe augmentation; ``photos`` adds mirroring, zooming and the
-    mode's blending (``Mode.blend``) for modes whose images may be photos (``Mode.colour_matters``)."""
+    mode's blending (``Mode.blend``) for modes whose images may be photos (``Mode.colour_matters``).
+    ``extra``: an endless dataset of batches of the same kind whose next batch joins each of the
+    split's before augmentation (pseudo-labelled images; the shared pipeline only)."""
     import tensorflow as tf
 
     ds = split_records(workspace, manifest, split, training, seed)
@@ -183,6 +195,11 @@ def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, 
     if count < len(labels):  # only then pay for a per-record check
         ds = ds.filter(_usable_filter(mode))
     ds = _batched(ds, batch_size, count).map(_batch_decoder(manifest, mode), num_parallel_calls=tf.data.AUTOTUNE)
+    if extra is not None:
+        batches = ds.cardinality()  # the endless extra would hide it from Keras
+        ds = tf.data.Dataset.zip(ds, extra).map(lambda own, more: (tf.concat([own[0], more[0]], 0),
+                                                                   tf.concat([own[1], more[1]], 0)))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     if training and augment:
         ds = ds.map(lambda images, ids: (_augment(images), ids), num_parallel_calls=tf.data.AUTOTUNE)
         if photos and mode.colour_matters:
@@ -222,3 +239,10 @@ def load_arrays(workspace: Workspace, manifest: Mapping[str, Any], split: str,
     p = manifest["preprocessing"]
     empty = np.zeros((0, p["height"], p["width"], p["channels"]), np.uint8)
     return (np.stack(images) if images else empty), labels, boxes
+
+
+def load_images(workspace: Workspace, manifest: Mapping[str, Any], split: str) -> np.ndarray:
+    """Every image (uint8) of a packed split, labels or not (data/unlabelled's split has none)."""
+    p = manifest["preprocessing"]
+    images = [image.numpy() for image, _ in split_records(workspace, manifest, split).map(_parse_fn(manifest))]
+    return np.stack(images) if images else np.zeros((0, p["height"], p["width"], p["channels"]), np.uint8)

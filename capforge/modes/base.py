@@ -21,7 +21,13 @@ from capforge.data.charset import Charset
 from capforge.data.generate import CaptchaSpec, font_files
 from capforge.data.labels import configured_charset
 from capforge.modes.answer_rules import Rule, rule_of
-from capforge.options import Option
+from capforge.options import TRAIN, Option
+
+# Text modes' first pseudo-labels (capforge.pseudo_labels): a pretrained reader's confident answers.
+TEACHER = Option("PSEUDO_TEACHER", "none", str, "with images in data/unlabelled: 'ddddocr' lets its pretrained "
+                 "reader give the first pseudo-labels (those it answers as confidently as PSEUDO_PRECISION "
+                 "of its validation answers are right), before the model's own are good enough", TRAIN,
+                 choices=("none", "ddddocr"))
 
 
 @dataclass
@@ -96,6 +102,8 @@ class Mode:
     # Settings only this mode reads: the settings table gathers them (capforge.settings.table),
     # a new workspace's settings.py lists them, and setting one under another MODE is an error.
     options: tuple[Option, ...] = ()
+    # Whether training learns from data/unlabelled too (pseudo-labels: capforge.pseudo_labels).
+    learns_unlabelled = False
     # Whether labels may come from the image's class sub-folder (one class per folder).
     labels_by_folder = False
     # Whether labels are box files beside the images (VOC / YOLO) rather than text.

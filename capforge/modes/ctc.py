@@ -14,7 +14,7 @@ import numpy as np
 
 from capforge.errors import SettingsError
 from capforge.modes.answer_rules import ANSWER
-from capforge.modes.base import Mode, Prediction
+from capforge.modes.base import TEACHER, Mode, Prediction
 from capforge.options import MODEL, Option
 
 COLUMN_DROPOUT = 0.25  # share of the backbone's column features dropped while training
@@ -78,9 +78,10 @@ LEAST_REREAD = 1e-6
 
 class CTCMode(Mode):
     name = "CTC"
+    learns_unlabelled = True
     length_capped = False  # any length: labels are padded to the longest
     options = (Option("CTC_DECODER", "greedy", str, "CTC decoding: 'greedy' (fast) or 'beam' (prefix beam "
-                      "search, width 8)", MODEL, choices=("greedy", "beam")), ANSWER)
+                      "search, width 8)", MODEL, choices=("greedy", "beam")), ANSWER, TEACHER)
     serving_settings = ("ANSWER",)  # a rule changed after export applies when serving, no retraining
 
     def sequence(self, features: Any) -> Any:

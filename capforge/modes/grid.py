@@ -78,6 +78,7 @@ def read_answers(folder: Path, name: str) -> dict[str, str]:
 
 class GridMode(NumClassesMode):
     name = "GRID"
+    learns_unlabelled = False  # a crawler captures whole grids, not the tiles the model learns
     takes_prompt = True  # a crawler may send the prompt (the class to click)
     cuts_image = True
     companion = "PROMPT_MODEL"

@@ -18,6 +18,7 @@ VIEW_CROP = (1 + ZOOM) / 2  # the served centre crop: the share of each side an 
 
 class NumClassesMode(Mode):
     name = "NUM_CLASSES"
+    learns_unlabelled = True
     uses_blank = False
     feature_kind = "classes"
     length_capped = False

@@ -10,14 +10,15 @@ from typing import Any, Callable
 import numpy as np
 
 from capforge.modes.answer_rules import ANSWER
-from capforge.modes.base import Mode, Prediction
+from capforge.modes.base import TEACHER, Mode, Prediction
 
 
 class OrdinaryMode(Mode):
     name = "ORDINARY"
+    learns_unlabelled = True
     reads_crops = True
     feature_kind = "global"
-    options = (ANSWER,)
+    options = (ANSWER, TEACHER)
     serving_settings = ("ANSWER",)  # a rule changed after export applies when serving, no retraining
 
     def head(self, features: Any) -> Any:
