@@ -5,7 +5,6 @@ early stop, learning-rate schedule, logs, time limit)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
