@@ -21,6 +21,7 @@ from tqdm import tqdm
 from capforge.atomic import write_atomically
 from capforge.data.images import Geometry, ImageHook, Preprocessing, geometry, iter_images, merge_frames, open_frames
 from capforge.data.labels import configured_charset
+from capforge.models.backbones import cpu_warning
 from capforge.modes.efficientdet.boxes import label_file_of, read_boxes
 from capforge.modes.efficientdet.anchors import best_anchor_scale
 from capforge.errors import DataError, ImageError
@@ -224,6 +225,9 @@ def format_report(report: Report, workspace: Workspace, settings: Mapping[str, A
     for kind, description in KINDS.items():
         for finding in by_kind.get(kind, []):
             lines.append(f"  {kind:<15} {workspace.relative(finding.path)}: {finding.detail}")
+    warning = cpu_warning(settings["BACKBONE"])
+    if warning:
+        lines.append(f"note: {warning}")
     if report.unused_unlabelled:
         lines.append(f"data/unlabelled: {report.unused_unlabelled} images, which MODE = {settings['MODE']!r} does not "
                      "learn from (text and class modes do)")

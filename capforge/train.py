@@ -19,7 +19,7 @@ from capforge.pack import check_pack_matches, read_manifest
 from capforge.data.records import load_arrays, load_images, make_dataset
 from capforge.distribute import WorkerWorkspace, distribution_strategy, fit_across_machines, worker_role
 from capforge.errors import DataError, NotBuiltError, SettingsError, WorkspaceError
-from capforge.models.backbones import build_backbone
+from capforge.models.backbones import build_backbone, cpu_warning
 from capforge.modes import MODE_CLASSES, Mode, make_mode
 from capforge.reports import pyplot, save_figure
 from capforge.workspace import Workspace, hook
@@ -138,6 +138,7 @@ def _train_here(workspace: Workspace, settings: Mapping[str, Any], minutes: floa
     function, a little over 60 lines: its steps run in an order that the strategy, the checkpoint
     record and the callbacks depend on."""
     import keras
+    import tensorflow as tf
 
     from capforge import callbacks  # lazily: it imports TensorFlow, which test.py and export never need
 
@@ -158,6 +159,9 @@ def _train_here(workspace: Workspace, settings: Mapping[str, Any], minutes: floa
         raise DataError("the validation split has no usable images; run split_dataset.py "
                         "(VALIDATION_SPLIT > 0) and pack_dataset.py")
     pseudo = pseudo_labeller(workspace, settings, setup, val)
+    warning = cpu_warning(settings["BACKBONE"])
+    if warning and not tf.config.list_physical_devices("GPU"):
+        print(f"warning: {warning}", flush=True)
     with strategy.scope():
         train_ds = make_dataset(workspace, setup.manifest, "train", mode, settings["BATCH_SIZE"], True,
                                 settings["DATA_ENHANCEMENT"], settings["SEED"], settings["PHOTO_AUGMENT"],

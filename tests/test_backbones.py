@@ -1,7 +1,7 @@
 import pytest
 
 from capforge.errors import SettingsError
-from capforge.models.backbones import BACKBONES, build_backbone
+from capforge.models.backbones import BACKBONES, CPU_FIGURES, build_backbone, cpu_warning
 from capforge.settings import load_settings
 
 
@@ -68,3 +68,19 @@ def test_fused_batch_normalization_trains_like_keras_and_reloads(tmp_path) -> No
     model.save(tmp_path / "m.keras")
     assert any(type(layer).__name__ == "FusedBatchNormalization"
                for layer in keras.models.load_model(tmp_path / "m.keras").layers)
+
+
+def test_a_backbone_a_cpu_cannot_train_is_named_before_training(workspace) -> None:
+    """Every registered backbone either is one the CPU default trains (the small CNNs) or has its
+    measured CPU figure, which check_file.py says before any training."""
+    from conftest import run_script
+    from clean_data import fill_pool
+
+    assert set(BACKBONES) == {"small_cnn", "tiny_cnn", *CPU_FIGURES}
+    assert cpu_warning("small_cnn") is None
+    fill_pool(workspace / "data" / "pool", 10)
+    with (workspace / "settings.py").open("a") as f:
+        f.write("BACKBONE = 'densenet121'\n")
+    out = run_script(workspace, "check_file.py").stdout
+    assert ("note: BACKBONE = 'densenet121' needs a GPU or hours: on two CPU cores it read 0.000 in 2 epochs of "
+            "5 minutes on a 6,000-image real set (rkn6)") in out, out

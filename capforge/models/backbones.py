@@ -162,6 +162,22 @@ BACKBONES: dict[str, Callable[..., Any] | None] = {
 }
 
 
+# What the keras.applications backbones did on two CPU cores (bench/results/realsets.md, rkn6 with
+# all 6,000 labels, 5 minutes; the default small_cnn read 0.886 there in 20 epochs): none learnt.
+CPU_FIGURES = {"densenet121": "0.000 in 2 epochs", "densenet169": "0.000 in 2 epochs",
+               "efficientnet_b0": "0.000 in 5 epochs", "mobilenet_v2": "0.000 in 5 epochs",
+               "mobilenet_v3_large": "0.000 in 6 epochs", "mobilenet_v3_small": "0.000 in 16 epochs"}
+
+
+def cpu_warning(name: str) -> str | None:
+    """What to expect of backbone ``name`` on a CPU, where it measurably needs a GPU or hours; else None."""
+    if name not in CPU_FIGURES:
+        return None
+    return (f"BACKBONE = {name!r} needs a GPU or hours: on two CPU cores it read {CPU_FIGURES[name]} of "
+            f"5 minutes on a 6,000-image real set (rkn6), where the default 'small_cnn' read 0.886 "
+            f"(bench/results/realsets.md); 'small_cnn' or 'tiny_cnn' learn on a CPU")
+
+
 def build_backbone(name: str, input_shape: tuple[int, int, int], kind: str = "sequence",
                    pretrained: bool = False) -> Any:
     """A keras.Model from images to features.
