@@ -86,6 +86,40 @@ def synthetic_data(works: Path) -> Path:
     return root
 
 
+# Every text set in one workspace (one model for five sites): the many-styles case.
+POOLED = "pooled"
+POOLED_FROM = ("rkn6", "henan4", "swust4", "digits4", "math")
+SETS[POOLED] = RealSet("text", "CTC", lambda p: p.name.split("_")[0], GIVEN_TEST)
+
+
+def pooled_data(datasets: Path, works: Path) -> Path:
+    """The text sets' train/ and test/ in one set, each image named <label>_<set>_<n>."""
+    root = works / "pooled-data"
+    if not (root / "complete").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        for split in ("train", "test"):
+            (root / split).mkdir(parents=True)
+            for name in POOLED_FROM:
+                for i, path in enumerate(images_of(datasets / name / split)):
+                    shutil.copy2(path, root / split / f"{SETS[name].label(path)}_{name}_{i}{path.suffix.lower()}")
+        (root / "complete").write_text("")
+    return root
+
+
+def per_site(workspace: Path) -> str:
+    """The pooled model's accuracy on each site's test images (its export, read here), and their mean."""
+    from capforge.serve.predictor import Predictor
+
+    predictor = Predictor(workspace / "exports" / "current")
+    right: dict[str, list[bool]] = {}
+    for path in images_of(workspace / "data" / "test"):
+        label, site = path.name.split("_")[:2]
+        right.setdefault(site, []).append(predictor.predict([path.read_bytes()])[0].text == label)
+    share = {site: sum(r) / len(r) for site, r in right.items()}
+    return "per site: " + ", ".join(f"{site} {v:.3f}" for site, v in share.items()) + \
+        f"; mean per site {sum(share.values()) / len(share):.3f}"
+
+
 def images_of(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".bmp"))
 
@@ -214,6 +248,8 @@ def run_capforge(name: str, spec: RealSet, data: Path, limit: int | None, minute
     predictor = Predictor(ws / "exports" / "current")
     ms = inference_ms(predictor, images_of(ws / "data" / "test"), 1)
     labels = f"; {suspected_label_errors(ws)}" if spec.kind == "text" else ""
+    if name == POOLED:
+        labels += f"; {per_site(ws)}"
     return {"accuracy": report["sequence_accuracy"], "cer": report.get("cer") if spec.kind == "text" else None,
             "minutes": total, "epochs": epochs, "ms": ms, "images": report["images"],
             "calibration": report["calibration"],
@@ -336,7 +372,7 @@ def main() -> None:
     if args.sets is not None:
         runs = [(s, args.train_limit) for s in args.sets]
     else:
-        runs = [(s, args.train_limit) for s in SETS if s != SYNTHETIC] + ([] if args.train_limit else list(SMALL))
+        runs = [(s, args.train_limit) for s in SETS if s not in (SYNTHETIC, POOLED)] + ([] if args.train_limit else list(SMALL))
     args.works.mkdir(parents=True, exist_ok=True)
     rows = load_rows()
     today = datetime.date.today().isoformat()
@@ -367,7 +403,8 @@ def main() -> None:
         runs = []
     for name, limit in runs:
         spec = SETS[name]
-        data = synthetic_data(args.works) if name == SYNTHETIC else args.datasets / name
+        data = synthetic_data(args.works) if name == SYNTHETIC else pooled_data(args.datasets, args.works) \
+            if name == POOLED else args.datasets / name
         if not args.only_contenders:
             record(name, limit, f"capforge{args.tag}", lambda: run_capforge(
                 name, spec, data, limit, args.minutes, args.works, args.overrides, args.tag, args.unlabelled))

@@ -90,6 +90,8 @@ GLOBAL_OPTIONS: tuple[Option, ...] = (
     Option("LABEL_SMOOTHING", 0.0, float, "label smoothing for softmax modes", TRAIN,
            minimum=0.0, maximum=0.5),
     Option("DATA_ENHANCEMENT", True, bool, "random augmentation of training images", TRAIN),
+    Option("AUGMENT_WARP", 0.0, float, "with DATA_ENHANCEMENT, also turn, shear and scale each training image "
+           "(1: up to 4 degrees, 0.15, 12 %; 0: not)", TRAIN, minimum=0.0, maximum=2.0),
     Option("DISTRIBUTE", "none", str, "'mirrored': all local GPUs (or CPUs); 'multi_worker': "
            "machines listed in TF_CONFIG", TRAIN, choices=("none", "mirrored", "multi_worker")),
     Option("PARITY_TOLERANCE", 1e-3, float, "largest ONNX vs Keras output difference export "

@@ -165,7 +165,8 @@ def _train_here(workspace: Workspace, settings: Mapping[str, Any], minutes: floa
     with strategy.scope():
         train_ds = make_dataset(workspace, setup.manifest, "train", mode, settings["BATCH_SIZE"], True,
                                 settings["DATA_ENHANCEMENT"], settings["SEED"], settings["PHOTO_AUGMENT"],
-                                pseudo and pseudo.batches(settings["BATCH_SIZE"] * settings["UNLABELLED_RATIO"]))
+                                pseudo and pseudo.batches(settings["BATCH_SIZE"] * settings["UNLABELLED_RATIO"]),
+                                settings["AUGMENT_WARP"])
         val_ds = make_dataset(workspace, setup.manifest, "validation", mode, settings["BATCH_SIZE"], False)
         model = build_model(workspace, settings, mode)
         if continue_from_best and best_path.exists():

@@ -361,6 +361,24 @@ def test_photo_augmentation_mirrors_some_images_and_zooms_into_each() -> None:
     assert span.min() >= ZOOM * 0.85 and span.max() <= 1.0 and np.ptp(span) > 0.05  # zoomed, each its own
 
 
+def test_warp_turns_shears_and_scales_each_image_its_own_way_and_strength_zero_is_none() -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    from capforge.data.records import warped
+
+    ramp = np.tile(np.linspace(0.0, 1.0, 60, dtype=np.float32), (24, 1))  # brighter to the right
+    images = tf.constant(np.repeat(ramp[None, :, :, None], 16, 0))
+    assert np.allclose(warped(images, 0.0).numpy(), images.numpy(), atol=1e-5)
+    out = warped(images, 1.0).numpy()
+    assert out.shape == (16, 24, 60, 1)
+    # the centre stays put; how fast brightness rises across it is the horizontal scale, each image its own
+    slopes = out[:, 10:14, 25:35].mean(1)[..., 0] @ np.linspace(-1, 1, 10) / (np.linspace(-1, 1, 10) ** 2).sum()
+    centre = out[:, 10:14, 28:32].mean((1, 2, 3))
+    assert np.allclose(centre, ramp[12, 28:32].mean(), atol=0.03)
+    assert np.ptp(slopes) > 0.005 and np.all(np.abs(slopes / (4.5 / 59) - 1) < 0.2)  # 4.5 pixels per unit
+
+
 def test_weight_average_is_what_the_epoch_end_sees_and_training_continues_from_raw_weights() -> None:
     import keras
     import numpy as np

@@ -118,6 +118,30 @@ def _augment(images: Any) -> Any:
     return tf.clip_by_value(images, 0.0, 1.0)
 
 
+def warped(images: Any, strength: float) -> Any:
+    """Each image of a batch turned (up to 4 degrees), sheared (up to 0.15) and scaled along
+    each axis (up to 12 %) about its centre, all times ``strength``, drawn per image; edges
+    mirrored in. Few labels are learnt by heart without it (AUGMENT_WARP)."""
+    import math
+
+    import tensorflow as tf
+
+    batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+
+    def draw(most: float) -> Any:
+        return tf.random.uniform([batch], -most * strength, most * strength)
+
+    angle, shear = draw(4 * math.pi / 180), draw(0.15)
+    sx, sy = 1 + draw(0.12), 1 + draw(0.12)
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    m00, m01, m10, m11 = cos / sx, (cos * shear - sin) / sy, sin / sx, (sin * shear + cos) / sy
+    cx, cy = (width - 1) / 2, (height - 1) / 2  # output pixel -> input pixel, about the centre
+    transforms = tf.stack([m00, m01, cx - m00 * cx - m01 * cy, m10, m11, cy - m10 * cx - m11 * cy,
+                           tf.zeros([batch]), tf.zeros([batch])], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(images=images, transforms=transforms, output_shape=[height, width],
+                                                 fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
+
+
 def shifted(images: Any, moves: Any, most: int) -> Any:
     """Each image of a batch moved by its own (down, right) pixels in ``moves`` (int [batch, 2],
     each within -``most``..``most``), the uncovered edge mirrored in."""
@@ -174,11 +198,12 @@ def _batched(ds: Any, batch_size: int, count: int) -> Any:
 
 def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, mode: Mode,
                  batch_size: int, training: bool, augment: bool = False, seed: int = 0,
-                 photos: bool = False, extra: Any = None) -> Any:
+                 photos: bool = False, extra: Any = None, warp: float = 0.0) -> Any:
     """Prefetched batches of (float32 images in [0, 1], int32 label ids) from one packed split.
 
     ``augment`` turns on the glyph-safe augmentation; ``photos`` adds mirroring, zooming and the
     mode's blending (``Mode.blend``) for modes whose images may be photos (``Mode.colour_matters``).
+    ``warp``: the strength of :func:`warped` on top (0: none).
     ``extra``: an endless dataset of batches of the same kind whose next batch joins each of the
     split's before augmentation (pseudo-labelled images; the shared pipeline only)."""
     import tensorflow as tf
@@ -202,6 +227,8 @@ def make_dataset(workspace: Workspace, manifest: Mapping[str, Any], split: str, 
         ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     if training and augment:
         ds = ds.map(lambda images, ids: (_augment(images), ids), num_parallel_calls=tf.data.AUTOTUNE)
+        if warp:
+            ds = ds.map(lambda images, ids: (warped(images, warp), ids), num_parallel_calls=tf.data.AUTOTUNE)
         if photos and mode.colour_matters:
             ds = ds.map(lambda images, ids: mode.blend(_mirror_and_zoom(images), ids),
                         num_parallel_calls=tf.data.AUTOTUNE)
