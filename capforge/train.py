@@ -211,9 +211,13 @@ def _train_here(workspace: Workspace, settings: Mapping[str, Any], minutes: floa
 
 def pseudo_labeller(workspace: Workspace, settings: Mapping[str, Any], setup: Setup, val: tuple[Any, ...]) -> Any:
     """The callback that trains on data/unlabelled too (capforge.pseudo_labels), or None: the mode
-    does not learn from unlabelled images, UNLABELLED = 'off', or none were packed."""
+    does not learn from unlabelled images, UNLABELLED = 'off', none were packed, or training is
+    distributed."""
     packed = setup.manifest["splits"].get("unlabelled", {}).get("count", 0)
     if not (setup.mode.learns_unlabelled and settings["UNLABELLED"] == "pseudo" and packed):
+        return None
+    if settings["DISTRIBUTE"] != "none":  # each replica would relabel on its own: not built yet
+        print(f"data/unlabelled is not learnt from with DISTRIBUTE = {settings['DISTRIBUTE']!r} (only 'none')")
         return None
     from capforge.pseudo_labels import PseudoLabels
 
