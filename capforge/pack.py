@@ -35,17 +35,18 @@ from capforge.data.labels import LabelReader
 from capforge.errors import CapforgeError, DataError, disk_space
 from capforge.modes import MODE_CLASSES, label_reader
 from capforge.modes.efficientdet.boxes import read_boxes
+from capforge.synthetic import synthetic_items
 from capforge.workspace import SPLITS, Workspace, hook
 
 SCHEMA = "capforge.tfrecord/1"
 MANIFEST = "manifest.json"
 SHAPING = ("MODE", "IMAGE_HEIGHT", "IMAGE_WIDTH", "IMAGE_CHANNELS", "RESIZE", "CASE_SENSITIVE",
-           "LABEL_SEPARATOR")
+           "LABEL_SEPARATOR", "SYNTHETIC")
 
 
 def shaping_settings(workspace: Workspace, settings: Mapping[str, Any]) -> dict[str, Any]:
     """The settings (and hook file) that change packed bytes or labels."""
-    shaping = {key: settings[key] for key in SHAPING}
+    shaping = {key: settings.get(key) for key in SHAPING}  # a mode's own: None under the others
     utils = workspace.root / "utils.py"
     shaping["utils.py"] = hashlib.sha1(utils.read_bytes()).hexdigest() if utils.is_file() else None
     return shaping
@@ -182,6 +183,8 @@ def _pack_splits(workspace: Workspace, preprocessing: Preprocessing, reader: Lab
                      for p in iter_images(folder)]
             skipped = [workspace.relative(p) for p, label in items if label is None]
             items = [(p, label) for p, label in items if label is not None]
+            generated = synthetic_items(workspace, settings, items, progress) if split == "train" else []
+            items += generated
             chunks = [items[i:i + 64] for i in range(0, len(items), 64)]
             fold_case = (not settings["CASE_SENSITIVE"]) if detection else None
             jobs = [(str(workspace.root), [str(p) for p, _ in c], preprocessing, fold_case) for c in chunks]
@@ -211,5 +214,6 @@ def _pack_splits(workspace: Workspace, preprocessing: Preprocessing, reader: Lab
             shards = [f"{split}-{i:05d}-of-{count:05d}.tfrecord" for i in range(count)]
             for i, name in enumerate(shards):
                 write_shard(staging / name, records[i * size:(i + 1) * size], settings["PACK_COMPRESSION"])
-            manifest["splits"][split] = {"count": len(records), "shards": shards, "labels": labels}
+            manifest["splits"][split] = {"count": len(records), "shards": shards, "labels": labels,
+                                         **({"generated": len(generated)} if generated else {})}
             manifest["skipped"][split] = skipped

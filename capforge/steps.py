@@ -186,7 +186,8 @@ def cmd_pack(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int
         skipped = manifest["skipped"][split]
         why = "unreadable or copies of validation and test images" if split == "unlabelled" else "unreadable or unlabelled"
         note = f" (skipped {len(skipped)} {why}, e.g. {skipped[0]})" if skipped else ""
-        print(f"{split}: {info['count']} images in {len(info['shards'])} shard(s){note}")
+        generated = f", {info['generated']} of them generated (SYNTHETIC, data/synthetic)" if info.get("generated") else ""
+        print(f"{split}: {info['count']} images in {len(info['shards'])} shard(s){generated}{note}")
     print(f"wrote {ws.relative(ws.packed)}/manifest.json")
     return 0
 

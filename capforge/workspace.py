@@ -73,6 +73,11 @@ class Workspace:
         return self.data / "unlabelled"
 
     @property
+    def synthetic(self) -> Path:
+        """Generated captchas that pack_dataset.py adds to the training split (capforge.synthetic)."""
+        return self.data / "synthetic"
+
+    @property
     def packed(self) -> Path:
         return self.root / "packed"
 

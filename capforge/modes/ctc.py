@@ -14,7 +14,7 @@ import numpy as np
 
 from capforge.errors import SettingsError
 from capforge.modes.answer_rules import ANSWER
-from capforge.modes.base import TEACHER, Mode, Prediction
+from capforge.modes.base import SYNTHETIC, TEACHER, Mode, Prediction
 from capforge.options import MODEL, Option
 
 COLUMN_DROPOUT = 0.25  # share of the backbone's column features dropped while training
@@ -81,7 +81,7 @@ class CTCMode(Mode):
     learns_unlabelled = True
     length_capped = False  # any length: labels are padded to the longest
     options = (Option("CTC_DECODER", "greedy", str, "CTC decoding: 'greedy' (fast) or 'beam' (prefix beam "
-                      "search, width 8)", MODEL, choices=("greedy", "beam")), ANSWER, TEACHER)
+                      "search, width 8)", MODEL, choices=("greedy", "beam")), ANSWER, TEACHER, SYNTHETIC)
     serving_settings = ("ANSWER",)  # a rule changed after export applies when serving, no retraining
 
     def sequence(self, features: Any) -> Any:

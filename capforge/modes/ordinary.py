@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from capforge.modes.answer_rules import ANSWER
-from capforge.modes.base import TEACHER, Mode, Prediction
+from capforge.modes.base import SYNTHETIC, TEACHER, Mode, Prediction
 
 
 class OrdinaryMode(Mode):
@@ -18,7 +18,7 @@ class OrdinaryMode(Mode):
     learns_unlabelled = True
     reads_crops = True
     feature_kind = "global"
-    options = (ANSWER, TEACHER)
+    options = (ANSWER, TEACHER, SYNTHETIC)
     serving_settings = ("ANSWER",)  # a rule changed after export applies when serving, no retraining
 
     def head(self, features: Any) -> Any:
