@@ -11,6 +11,7 @@ with them, written once to data/synthetic/ (regenerated whenever what they are d
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import statistics
 from pathlib import Path
@@ -23,6 +24,7 @@ from capforge.data.images import iter_images
 from capforge.workspace import Workspace
 
 RECORD = "drawn_from.json"  # in data/synthetic: what its images were drawn from
+SUM = re.compile(r"\d{1,2}[+\-×÷]\d{1,2}")  # labels like these are drawn as sums, the generator's way
 
 
 def synthetic_items(workspace: Workspace, settings: Mapping[str, Any], train: Sequence[tuple[Path, str]],
@@ -39,12 +41,13 @@ def synthetic_items(workspace: Workspace, settings: Mapping[str, Any], train: Se
     drawn = "".join(sorted(set(charset + charset.upper()))) if fold else charset  # sites draw capitals too
     spec = {"charset": drawn, "lengths": [min(map(len, labels)), max(map(len, labels))],
             "size": [int(statistics.median(w for w, _ in sizes)), int(statistics.median(h for _, h in sizes))],
-            "count": wanted, "seed": settings["SEED"], "fonts": settings.get("FONT_PATH", "")}
+            "count": wanted, "seed": settings["SEED"], "fonts": settings.get("FONT_PATH", ""),
+            "sums": all(SUM.fullmatch(label) for label in labels)}
     folder = workspace.synthetic
     if not (folder / RECORD).is_file() or json.loads((folder / RECORD).read_text()) != spec:
         shutil.rmtree(folder, ignore_errors=True)  # only ever generated here
         width, height = (max(16, v) for v in spec["size"])
-        generate(CaptchaSpec(drawn, *spec["lengths"], width=width, height=height,
+        generate(CaptchaSpec(drawn, *spec["lengths"], width=width, height=height, expressions=spec["sums"],
                              fonts=font_files(spec["fonts"], drawn)), folder, wanted, settings["SEED"], progress=progress)
         (folder / RECORD).write_text(json.dumps(spec))  # last: a folder without it is drawn again
     return [(path, path.name.rsplit("_", 1)[0].lower() if fold else path.name.rsplit("_", 1)[0])
