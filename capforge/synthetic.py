@@ -21,9 +21,11 @@ from PIL import Image
 
 from capforge.data.generate import CaptchaSpec, font_files, generate
 from capforge.data.images import iter_images
+from capforge.errors import DataError
 from capforge.workspace import Workspace
 
 RECORD = "drawn_from.json"  # in data/synthetic: what its images were drawn from
+DRAWN = re.compile(r".+_[0-9a-f]{10}\.\w+")  # the generator's file names (capforge.data.generate.sample_name)
 SUM = re.compile(r"\d{1,2}[+\-×÷]\d{1,2}")  # labels like these are drawn as sums, the generator's way
 
 
@@ -45,7 +47,12 @@ def synthetic_items(workspace: Workspace, settings: Mapping[str, Any], train: Se
             "sums": all(SUM.fullmatch(label) for label in labels)}
     folder = workspace.synthetic
     if not (folder / RECORD).is_file() or json.loads((folder / RECORD).read_text()) != spec:
-        shutil.rmtree(folder, ignore_errors=True)  # only ever generated here
+        foreign = [p for p in folder.rglob("*") if p.name != RECORD and not DRAWN.fullmatch(p.name)]
+        if foreign:  # never delete what capforge did not draw
+            raise DataError(f"{workspace.relative(foreign[0])} (and {len(foreign) - 1} more) in data/synthetic/ "
+                            "were not drawn by capforge, which redraws that folder: move them (labelled "
+                            "images to data/pool/) or set SYNTHETIC = 0")
+        shutil.rmtree(folder, ignore_errors=True)
         width, height = (max(16, v) for v in spec["size"])
         generate(CaptchaSpec(drawn, *spec["lengths"], width=width, height=height, expressions=spec["sums"],
                              fonts=font_files(spec["fonts"], drawn)), folder, wanted, settings["SEED"], progress=progress)

@@ -93,3 +93,10 @@ def test_synthetic_captchas_top_up_the_training_split_only_in_the_sites_characte
     stamp = generated[0].stat().st_mtime_ns
     assert run_script(workspace, "pack_dataset.py").returncode == 0  # the same drawing: reused
     assert generated[0].stat().st_mtime_ns == stamp
+    (data / "synthetic" / "mine.png").write_bytes(generated[1].read_bytes())  # a user's own file there
+    with (workspace / "settings.py").open("a") as f:
+        f.write("SYNTHETIC = 300\n")  # another drawing is due: the folder would be redrawn
+    refused = run_script(workspace, "pack_dataset.py")
+    assert refused.returncode != 0 and "data/synthetic/mine.png (and 0 more) in data/synthetic/ were not drawn " \
+        "by capforge" in refused.stdout + refused.stderr
+    assert len(list((data / "synthetic").glob("*.png"))) == 161  # nothing deleted
