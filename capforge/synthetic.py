@@ -1,10 +1,10 @@
 """Generated captchas beside a site's few labelled ones (SYNTHETIC).
 
-With a few hundred labels a text model learns its training images by heart and never reads a
-validation one (rkn6 from 300 labels: 0.000 after 10 minutes, training loss 0.05 against
-validation loss 41). Captchas that the ``captcha`` package draws in the site's characters, label
+With a few hundred labels a text model may learn its training images by heart and never read a
+validation one. Captchas that the ``captcha`` package draws in the site's characters, label
 lengths and image size, packed into the training split (never validation or test), keep it from
-that: it must learn to read. ``pack_dataset.py`` tops the training split up to SYNTHETIC images
+that: it must learn to read. They also cost a site whose model reads already (figures:
+bench/results/unlabelled.md), so SYNTHETIC is off by default. ``pack_dataset.py`` tops the training split up to SYNTHETIC images
 with them, written once to data/synthetic/ (regenerated whenever what they are drawn from changes).
 """
 
