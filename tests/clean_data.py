@@ -15,8 +15,9 @@ def render(text: str, width: int, height: int, rng: random.Random, sizes: tuple[
     size = sizes[0] if sizes[0] == sizes[1] else rng.uniform(*sizes)
     font = ImageFont.load_default(size=int(height * size))
     image = Image.new("L", (width, height), 255)
+    left = 3 + rng.randint(0, 5)  # drawn before the top: the same images as ever for a seed
     top = 2 + rng.randint(0, 3) if size <= 0.7 else rng.randint(0, max(0, int(height * (1 - size))))
-    ImageDraw.Draw(image).text((3 + rng.randint(0, 5), top), text, font=font, fill=0)
+    ImageDraw.Draw(image).text((left, top), text, font=font, fill=0)
     return image
 
 
