@@ -57,7 +57,9 @@ def check_pack_matches(manifest: Mapping[str, Any], workspace: Workspace,
     """Raise DataError naming each setting that changed since the data was packed."""
     now = shaping_settings(workspace, settings)
     packed = manifest.get("shaping", {})
-    changed = [f"{k} (packed {packed.get(k)!r}, now {now[k]!r})" for k in now if packed.get(k) != now[k]]
+    # a setting newer than the pack is absent from it: its off value (None, 0) is what was packed
+    changed = [f"{k} (packed {packed.get(k)!r}, now {now[k]!r})" for k in now
+               if packed.get(k) != now[k] and (k in packed or now[k] not in (None, 0))]
     if changed:
         raise DataError("the packed data no longer matches the settings: " + "; ".join(changed)
                         + ". Run pack_dataset.py again")
@@ -169,22 +171,25 @@ def _pack_splits(workspace: Workspace, preprocessing: Preprocessing, reader: Lab
                  workers: int | None, progress: bool) -> None:
     """Encode every split in worker processes and write its shards into ``staging``; the images of
     data/unlabelled too (split ``unlabelled``, empty labels) for a mode that learns from them, less
-    any copy of a validation or test image."""
+    any copy of a validation or test image; SYNTHETIC's drawn captchas as split ``synthetic``."""
     workers = workers or os.cpu_count() or 1
     context = multiprocessing.get_context("spawn")  # safe even when TensorFlow is loaded
     mode_cls = MODE_CLASSES[settings["MODE"]]
     detection = mode_cls.labels_from_boxes  # labels come from the box files
     unlabelled = mode_cls.learns_unlabelled and settings["UNLABELLED"] != "off"
     judged: set[bytes] = set()  # the validation and test images, as packed: none may come back unlabelled
+    train: list[tuple[Path, str]] = []
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        for split in (*SPLITS, *(("unlabelled",) if unlabelled else ())):
-            folder = workspace.unlabelled if split == "unlabelled" else workspace.split_dir(split)
-            items = [(p, "" if split == "unlabelled" else p.stem if detection else reader.label(p, folder))
-                     for p in iter_images(folder)]
+        for split in (*SPLITS, *(("unlabelled",) if unlabelled else ()), "synthetic"):
+            if split == "synthetic":
+                items = synthetic_items(workspace, settings, train, progress)
+            else:
+                folder = workspace.unlabelled if split == "unlabelled" else workspace.split_dir(split)
+                items = [(p, "" if split == "unlabelled" else p.stem if detection else reader.label(p, folder))
+                         for p in iter_images(folder)]
             skipped = [workspace.relative(p) for p, label in items if label is None]
             items = [(p, label) for p, label in items if label is not None]
-            generated = synthetic_items(workspace, settings, items, progress) if split == "train" else []
-            items += generated
+            train = items if split == "train" else train
             chunks = [items[i:i + 64] for i in range(0, len(items), 64)]
             fold_case = (not settings["CASE_SENSITIVE"]) if detection else None
             jobs = [(str(workspace.root), [str(p) for p, _ in c], preprocessing, fold_case) for c in chunks]
@@ -214,6 +219,5 @@ def _pack_splits(workspace: Workspace, preprocessing: Preprocessing, reader: Lab
             shards = [f"{split}-{i:05d}-of-{count:05d}.tfrecord" for i in range(count)]
             for i, name in enumerate(shards):
                 write_shard(staging / name, records[i * size:(i + 1) * size], settings["PACK_COMPRESSION"])
-            manifest["splits"][split] = {"count": len(records), "shards": shards, "labels": labels,
-                                         **({"generated": len(generated)} if generated else {})}
+            manifest["splits"][split] = {"count": len(records), "shards": shards, "labels": labels}
             manifest["skipped"][split] = skipped

@@ -8,6 +8,12 @@ batches with its answer as the label, until the next relabelling. Pseudo-labels 
 process's memory only: never in the pool, the validation or the test split, never on disk as
 labels. Relabelling takes at most RELABEL_SHARE of the training time.
 
+Drawn captchas (SYNTHETIC, packed as split ``synthetic``) warm the model up through the same
+batches: they are learnt, with their own labels, until the first relabelling whose validation
+answers set a bar, and never after. Few labels alone are learnt by heart (no validation answer
+ever right); drawn ones make the model read, and the site's own images (labelled, then
+pseudo-labelled) take over as soon as it does (bench/results/unlabelled.md).
+
 Imported by ``train`` when training starts: this module imports Keras (and so TensorFlow).
 """
 
@@ -52,15 +58,19 @@ class PseudoLabels(keras.callbacks.Callback):
     :meth:`batches`; ``val`` is the validation split (uint8 images, labels) the bar is set on. A
     ``teacher`` (a reader with ``predict(images) -> Predictions``, its texts put as labels are by
     ``fold``) gives the first choice when training begins; the model's own answers replace its
-    where the model is sure of them."""
+    where the model is sure of them. ``drawn``: captchas (uint8 images, labels) learnt until the
+    model's validation answers first set a bar."""
 
     def __init__(self, mode: Mode, images: np.ndarray, val: tuple[np.ndarray, Sequence[str]],
                  lengths: Sequence[int] | None, precision: float, seed: int = 0, teacher: Any = None,
-                 fold: Callable[[str], str] = str) -> None:
+                 fold: Callable[[str], str] = str, drawn: tuple[np.ndarray, Sequence[str]] | None = None) -> None:
         super().__init__()
-        self.mode, self.images, self.val, self.lengths, self.precision = mode, images, val, lengths, precision
+        self.mode, self.val, self.lengths, self.precision = mode, val, lengths, precision
         self.seed, self.draws, self.teacher, self.fold = seed, 0, teacher, fold
+        self.unlabelled = len(images)  # the first images; the drawn ones (if any) follow them
+        self.images = np.concatenate([images, drawn[0]]) if drawn is not None and len(drawn[0]) else images
         self.taught: dict[int, str] = {}  # the teacher's choice: image index -> pseudo-label
+        self.warmup = {self.unlabelled + i: label for i, label in enumerate(drawn[1] if drawn is not None else ())}
         self.chosen: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros(0, object))
         self.spent, self.last = 0.0, time.monotonic()
 
@@ -71,24 +81,28 @@ class PseudoLabels(keras.callbacks.Callback):
                 return [Prediction(self.fold(a.text), a.confidence)
                         for a in self.teacher.predict([Image.fromarray(i.squeeze(-1) if i.shape[-1] == 1 else i)
                                                        for i in images])]
-            self.taught = self.choose(read(self.val[0]), read(self.images), "the teacher's")
-            self.keep(self.taught)
+            self.taught, _ = self.choose(read(self.val[0]), read(self.images[:self.unlabelled]), "the teacher's")
+        self.keep({**self.warmup, **self.taught})
         self.last = time.monotonic()
 
     def answers(self, images: np.ndarray) -> list[Any]:
         """The model's answers (mode Predictions) to uint8 ``images``."""
+        if not len(images):
+            return []
         return self.mode.decode(self.mode.outputs(lambda batch: np.asarray(self.forward(batch)), images))
 
-    def choose(self, checked: list[Any], answers: list[Any], whose: str) -> dict[int, str]:
+    def choose(self, checked: list[Any], answers: list[Any], whose: str) -> tuple[dict[int, str], float]:
         """The unlabelled images (index -> answer) answered at least as confidently as the bar that
-        ``checked``, the answers to the validation split, sets; plausible and learnable ones only."""
+        ``checked``, the answers to the validation split, sets (plausible and learnable ones only),
+        and the bar."""
         bar = confidence_bar(np.array([a.confidence for a in checked]),
                              np.array([a.text == label for a, label in zip(checked, self.val[1])]), self.precision)
         kept = {i: a.text for i, a in enumerate(answers) if a.confidence >= bar
                 and self.mode.plausible(a.text, self.lengths) and self.mode.accepts(a.text)}
-        print(f"pseudo-labels: {len(kept)} of {len(answers)} unlabelled images from {whose} answers with "
-              f"confidence >= {bar:.3f} (where {self.precision:g} of its validation answers are right)", flush=True)
-        return kept
+        if answers:
+            print(f"pseudo-labels: {len(kept)} of {len(answers)} unlabelled images from {whose} answers with "
+                  f"confidence >= {bar:.3f} (where {self.precision:g} of its validation answers are right)", flush=True)
+        return kept, bar
 
     def keep(self, chosen: dict[int, str]) -> None:
         """Train on ``chosen`` from now on (one tuple, swapped whole, for :meth:`batches`)."""
@@ -98,7 +112,12 @@ class PseudoLabels(keras.callbacks.Callback):
         started = time.monotonic()
         if self.model.stop_training or started - self.last < self.spent * (1 / RELABEL_SHARE - 1):
             return
-        self.keep({**self.taught, **self.choose(self.answers(self.val[0]), self.answers(self.images), "the model's")})
+        chosen, bar = self.choose(self.answers(self.val[0]), self.answers(self.images[:self.unlabelled]), "the model's")
+        if self.warmup and bar < math.inf:
+            print(f"drawn captchas: no longer learnt from epoch {epoch + 2} (the model reads: {self.precision:g} of "
+                  f"its validation answers with confidence >= {bar:.3f} are right)", flush=True)
+            self.warmup = {}
+        self.keep({**self.warmup, **self.taught, **chosen})
         self.last = time.monotonic()
         self.spent = self.last - started
         if logs is not None:

@@ -184,10 +184,12 @@ def cmd_pack(ws: Workspace, settings: Settings, args: argparse.Namespace) -> int
     manifest = pack(ws, settings, args.workers)
     for split, info in manifest["splits"].items():
         skipped = manifest["skipped"][split]
+        if split == "synthetic" and not info["count"]:
+            continue
         why = "unreadable or copies of validation and test images" if split == "unlabelled" else "unreadable or unlabelled"
         note = f" (skipped {len(skipped)} {why}, e.g. {skipped[0]})" if skipped else ""
-        generated = f", {info['generated']} of them generated (SYNTHETIC, data/synthetic)" if info.get("generated") else ""
-        print(f"{split}: {info['count']} images in {len(info['shards'])} shard(s){generated}{note}")
+        drawn = " drawn in data/synthetic (SYNTHETIC), learnt until the model reads" if split == "synthetic" else ""
+        print(f"{split}: {info['count']} images{drawn} in {len(info['shards'])} shard(s){note}")
     print(f"wrote {ws.relative(ws.packed)}/manifest.json")
     return 0
 

@@ -2,11 +2,11 @@
 
 With a few hundred labels a text model may learn its training images by heart and never read a
 validation one. Captchas that the ``captcha`` package draws in the site's characters, label
-lengths and image size, packed into the training split (never validation or test), keep it from
-that: it must learn to read. They also cost a site whose model reads already (figures:
-bench/results/unlabelled.md), so SYNTHETIC is off by default. ``pack_dataset.py`` tops the training split up to SYNTHETIC images
-with them, written once to data/synthetic/ (regenerated whenever what they are drawn from changes).
-"""
+lengths and image size make it read. ``pack_dataset.py`` draws as many as the training split
+lacks to SYNTHETIC images, once, into data/synthetic/ (again whenever what they are drawn from
+changes), and packs them as their own split; ``train.py`` learns them only until the model reads
+(capforge.pseudo_labels): learnt all along they cost a site whose model reads already
+(figures: bench/results/unlabelled.md). Never in validation or test."""
 
 from __future__ import annotations
 

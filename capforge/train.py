@@ -155,6 +155,11 @@ def _train_here(workspace: Workspace, settings: Mapping[str, Any], minutes: floa
         folder.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(settings["SEED"])
     val = load_arrays(workspace, setup.manifest, "validation", mode)
+    packed = setup.manifest["splits"]["validation"]["count"]
+    if packed and not val[0].shape[0]:
+        raise DataError(f"none of the validation split's {packed} images has a label MODE = {mode.name!r} can "
+                        f"learn (symbols of CHARSET, at most {mode.label_width} of them); check_file.py names "
+                        "each label's problem")
     if not val[0].shape[0]:
         raise DataError("the validation split has no usable images; run split_dataset.py "
                         "(VALIDATION_SPLIT > 0) and pack_dataset.py")
@@ -210,27 +215,34 @@ def _train_here(workspace: Workspace, settings: Mapping[str, Any], minutes: floa
 
 
 def pseudo_labeller(workspace: Workspace, settings: Mapping[str, Any], setup: Setup, val: tuple[Any, ...]) -> Any:
-    """The callback that trains on data/unlabelled too (capforge.pseudo_labels), or None: the mode
-    does not learn from unlabelled images, UNLABELLED = 'off', none were packed, or training is
-    distributed."""
-    packed = setup.manifest["splits"].get("unlabelled", {}).get("count", 0)
-    if not (setup.mode.learns_unlabelled and settings["UNLABELLED"] == "pseudo" and packed):
+    """The callback that trains on data/unlabelled and SYNTHETIC's drawn captchas too
+    (capforge.pseudo_labels), or None: the mode learns from neither, UNLABELLED = 'off' and none
+    were drawn, or training is distributed."""
+    splits = setup.manifest["splits"]
+    unlabelled = splits.get("unlabelled", {}).get("count", 0) if settings.get("UNLABELLED") == "pseudo" else 0
+    drawn = splits.get("synthetic", {}).get("count", 0)
+    if not (setup.mode.learns_unlabelled and (unlabelled or drawn)):
         return None
     if settings["DISTRIBUTE"] != "none":  # each replica would relabel on its own: not built yet
-        print(f"data/unlabelled is not learnt from with DISTRIBUTE = {settings['DISTRIBUTE']!r} (only 'none')")
+        print(f"data/unlabelled and data/synthetic are not learnt from with DISTRIBUTE = {settings['DISTRIBUTE']!r} "
+              "(only 'none')")
         return None
     from capforge.pseudo_labels import PseudoLabels
 
-    images = load_images(workspace, setup.manifest, "unlabelled")
-    print(f"learning from {len(images)} unlabelled images too (UNLABELLED = 'pseudo')")
+    images = load_images(workspace, setup.manifest, "unlabelled") if unlabelled else val[0][:0]
+    if unlabelled:
+        print(f"learning from {len(images)} unlabelled images too (UNLABELLED = 'pseudo')")
+    synthetic = load_arrays(workspace, setup.manifest, "synthetic", setup.mode)[:2] if drawn else None
+    if synthetic:
+        print(f"learning from {len(synthetic[0])} drawn captchas until the model reads (SYNTHETIC)")
     teacher = None
     if settings.get("PSEUDO_TEACHER", "none") == "ddddocr":
         from capforge.serve.ddddocr_reader import DdddocrReader
 
         teacher = DdddocrReader()
-    return PseudoLabels(setup.mode, images, val[:2], label_lengths(setup.mode, setup.manifest["splits"]["train"]["labels"]),
+    return PseudoLabels(setup.mode, images, val[:2], label_lengths(setup.mode, splits["train"]["labels"]),
                         settings["PSEUDO_PRECISION"], settings["SEED"], teacher,
-                        str if settings["CASE_SENSITIVE"] else str.lower)
+                        str if settings["CASE_SENSITIVE"] else str.lower, synthetic)
 
 
 def weights_digest(model: Any) -> str:

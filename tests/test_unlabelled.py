@@ -1,6 +1,6 @@
 """Learning from more than the labelled images: data/unlabelled (checked like any other image,
 packed without a copy of a judged image, learnt from through pseudo-labels that live in
-training's memory only) and generated captchas that top a small training split up (SYNTHETIC)."""
+training's memory only) and generated captchas that warm a model of few labels up (SYNTHETIC)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_unlabelled_captures_lift_a_model_that_labelled_images_alone_do_not(tmp_
     assert accuracy["pseudo"] >= accuracy["off"] + 0.04, accuracy
 
 
-def test_synthetic_captchas_top_up_the_training_split_only_in_the_sites_characters_and_size(workspace: Path) -> None:
+def test_synthetic_captchas_are_drawn_in_the_sites_characters_and_size_as_a_split_of_their_own(workspace: Path) -> None:
     data = workspace / "data"
     fill_pool(data / "pool", 50, lengths=(3, 4), seed=1, width=120, height=40)
     assert run_script(workspace, "split_dataset.py").returncode == 0
@@ -80,16 +80,17 @@ def test_synthetic_captchas_top_up_the_training_split_only_in_the_sites_characte
     packed = run_script(workspace, "pack_dataset.py")
     assert packed.returncode == 0, packed.stderr
     manifest = json.loads((workspace / "packed" / "manifest.json").read_text())
-    train = manifest["splits"]["train"]
-    assert train["count"] == 200 and train["generated"] == 200 - 40, train["count"]
-    assert "train: 200 images in 1 shard(s), 160 of them generated (SYNTHETIC, data/synthetic)" in packed.stdout
-    assert (manifest["splits"]["validation"]["count"], manifest["splits"]["test"]["count"]) == (5, 5)
+    counts = {split: manifest["splits"][split]["count"] for split in ("train", "validation", "test", "synthetic")}
+    assert counts == {"train": 40, "validation": 5, "test": 5, "synthetic": 160}, counts  # a split of their own
+    assert "synthetic: 160 images drawn in data/synthetic (SYNTHETIC), learnt until the model reads in 1 shard(s)" \
+        in packed.stdout
     generated = sorted((data / "synthetic").glob("*.png"))
     assert len(generated) == 160
     from PIL import Image
 
     assert {Image.open(p).size for p in generated} == {(120, 40)}
-    assert all(set(label) <= set("0123456789") and 3 <= len(label) <= 4 for label in train["labels"])
+    drawn = manifest["splits"]["synthetic"]["labels"]
+    assert all(set(label) <= set("0123456789") and 3 <= len(label) <= 4 for label in drawn), drawn
     stamp = generated[0].stat().st_mtime_ns
     assert run_script(workspace, "pack_dataset.py").returncode == 0  # the same drawing: reused
     assert generated[0].stat().st_mtime_ns == stamp
@@ -100,3 +101,40 @@ def test_synthetic_captchas_top_up_the_training_split_only_in_the_sites_characte
     assert refused.returncode != 0 and "data/synthetic/mine.png (and 0 more) in data/synthetic/ were not drawn " \
         "by capforge" in refused.stdout + refused.stderr
     assert len(list((data / "synthetic").glob("*.png"))) == 161  # nothing deleted
+
+
+def test_drawn_captchas_are_learnt_until_the_model_reads_and_never_after(tmp_path: Path, capsys) -> None:
+    from capforge.cli import invoke
+    from capforge.settings import load_settings
+    from capforge.train import train
+    from capforge.workspace import create_workspace
+
+    ws = create_workspace(tmp_path, "site", "CTC_TINY")
+    with (ws.root / "settings.py").open("a") as f:
+        f.write("IMAGE_HEIGHT = 32\nIMAGE_WIDTH = 96\nCHARSET = '0123456789'\nBATCH_SIZE = 16\nSYNTHETIC = 400\n")
+    fill_pool(ws.split_dir("train"), 150, lengths=(4, 4), seed=1)
+    fill_pool(ws.split_dir("validation"), 40, lengths=(4, 4), seed=4)
+    fill_pool(ws.split_dir("test"), 10, lengths=(4, 4), seed=3)
+    assert invoke("pack", ws.root, []) == 0
+    summary = train(ws, load_settings(ws.root), minutes=1.0, verbose=0)
+    printed = capsys.readouterr().out
+    assert "learning from 250 drawn captchas until the model reads (SYNTHETIC)" in printed, printed
+    assert "drawn captchas: no longer learnt from epoch" in printed, printed
+    assert summary["pseudo_labels"] == 0, summary  # none left in the batches at the end
+    assert len(list(ws.synthetic.glob("*.png"))) == 250
+
+
+def test_a_pack_older_than_a_setting_matches_while_that_setting_is_off(workspace: Path) -> None:
+    """A pack made before SYNTHETIC existed does not name it: that is SYNTHETIC = 0, not a change."""
+    import pytest
+
+    from capforge.errors import DataError
+    from capforge.pack import check_pack_matches, shaping_settings
+    from capforge.settings import load_settings
+    from capforge.workspace import open_workspace
+
+    ws, settings = open_workspace(workspace), load_settings(workspace)
+    older = {key: value for key, value in shaping_settings(ws, settings).items() if key != "SYNTHETIC"}
+    check_pack_matches({"shaping": older}, ws, settings)
+    with pytest.raises(DataError, match=r"SYNTHETIC \(packed None, now 300\)\. Run pack_dataset\.py again"):
+        check_pack_matches({"shaping": older}, ws, load_settings(workspace, ["SYNTHETIC=300"]))

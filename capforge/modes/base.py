@@ -23,10 +23,11 @@ from capforge.data.labels import configured_charset
 from capforge.modes.answer_rules import Rule, rule_of
 from capforge.options import DATA, TRAIN, Option
 
-# Text modes: generated captchas that fill the training split up (capforge.synthetic).
-SYNTHETIC = Option("SYNTHETIC", 0, int, "pack_dataset.py tops the training split up to this many images with "
-                   "captchas drawn in the site's characters, label lengths and size (data/synthetic/; 0: none): "
-                   "few labels alone are learnt by heart", DATA, minimum=0, maximum=1_000_000)
+# Text modes: generated captchas that warm a model of few labels up (capforge.synthetic).
+SYNTHETIC = Option("SYNTHETIC", 0, int, "while the training split has fewer images, pack_dataset.py draws captchas "
+                   "in the site's characters, label lengths and size up to this many (data/synthetic/; 0: none); "
+                   "train.py learns them until the model reads validation images: few labels alone are learnt by "
+                   "heart", DATA, minimum=0, maximum=1_000_000)
 # Text modes' first pseudo-labels (capforge.pseudo_labels): a pretrained reader's confident answers.
 TEACHER = Option("PSEUDO_TEACHER", "none", str, "with images in data/unlabelled: 'ddddocr' lets its pretrained "
                  "reader give the first pseudo-labels (those it answers as confidently as PSEUDO_PRECISION "
