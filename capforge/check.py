@@ -84,6 +84,12 @@ def charset_value(symbols: Counter) -> str | list[str]:
     return "".join(ordered) if all(len(s) == 1 for s in ordered) else ordered
 
 
+# Below this many labelled text images check_file.py suggests SYNTHETIC: rkn6 from 300 labels read
+# nothing without drawn captchas, and a site that reads anyway lost little to them as a warm-up
+# (bench/results/unlabelled.md).
+FEW_LABELS = 2000
+
+
 def suggest(sizes: list[tuple[int, int]], symbols: Counter, lengths: Counter, mode: str,
             colour: list[float] = ()) -> tuple[dict[str, Any], str]:
     """Suggested input size and colour (the mode's ``suggest_input``), CHARSET, and
@@ -204,6 +210,11 @@ def check(workspace: Workspace, settings: Mapping[str, Any],
                                                    report.colour)
     if report.input_boxes:
         report.suggestions["ANCHOR_SCALE"] = suggest_anchor_scale(report.input_boxes, settings)
+    labelled = sum(n for split, n in report.counts.items() if split != "unlabelled")
+    if 0 < labelled < FEW_LABELS and "SYNTHETIC" in {o.name for o in mode_cls.options} and not settings["SYNTHETIC"]:
+        report.suggestions["SYNTHETIC"] = FEW_LABELS
+        report.reasoning += (f"; {labelled} labelled images are few: SYNTHETIC draws captchas that train.py learns "
+                             "until the model reads (bench/results/unlabelled.md)")
     return report
 
 

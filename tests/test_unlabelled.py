@@ -26,7 +26,9 @@ def test_an_unlabelled_copy_of_a_test_image_is_named_and_left_out_of_the_pack(wo
     assert (f"cross_split     data/unlabelled/leak.png: same image as test/{judged.name}: training would learn "
             "a test image from data/unlabelled") in result.stdout
     assert "unreadable      data/unlabelled/capture99.png" in result.stdout
-    assert json.loads((data / "check_report.json").read_text())["counts"]["unlabelled"] == 22
+    report = json.loads((data / "check_report.json").read_text())
+    assert report["counts"]["unlabelled"] == 22
+    assert report["suggestions"]["SYNTHETIC"] == 2000 and "60 labelled images are few" in result.stdout
 
     packed = run_script(workspace, "pack_dataset.py")
     assert packed.returncode == 0, packed.stderr
