@@ -9,8 +9,8 @@ process's memory only: never in the pool, the validation or the test split, neve
 labels. Relabelling takes at most RELABEL_SHARE of the training time.
 
 Drawn captchas (SYNTHETIC, packed as split ``synthetic``) warm the model up through the same
-batches: they are learnt, with their own labels, until the first relabelling whose validation
-answers set a bar, and never after. Few labels alone are learnt by heart (no validation answer
+batches: they are learnt, with their own labels, until the first relabelling at which the model
+reads WARMUP_READS of the validation images, and never after. Few labels alone are learnt by heart (no validation answer
 ever right); drawn ones make the model read, and the site's own images (labelled, then
 pseudo-labelled) take over as soon as it does (bench/results/unlabelled.md).
 
@@ -33,6 +33,7 @@ from capforge.modes import Mode, Prediction
 
 RELABEL_SHARE = 0.25  # the most of the training time that answering the unlabelled images may take
 LEAST_ANSWERS = 10  # validation answers the precision is judged on, at the least
+WARMUP_READS = 0.1  # the share of validation images read right that ends the drawn captchas' warm-up
 
 
 def confidence_bar(confidences: np.ndarray, right: np.ndarray, precision: float) -> float:
@@ -59,7 +60,7 @@ class PseudoLabels(keras.callbacks.Callback):
     ``teacher`` (a reader with ``predict(images) -> Predictions``, its texts put as labels are by
     ``fold``) gives the first choice when training begins; the model's own answers replace its
     where the model is sure of them. ``drawn``: captchas (uint8 images, labels) learnt until the
-    model's validation answers first set a bar."""
+    model reads WARMUP_READS of the validation images."""
 
     def __init__(self, mode: Mode, images: np.ndarray, val: tuple[np.ndarray, Sequence[str]],
                  lengths: Sequence[int] | None, precision: float, seed: int = 0, teacher: Any = None,
@@ -112,10 +113,12 @@ class PseudoLabels(keras.callbacks.Callback):
         started = time.monotonic()
         if self.model.stop_training or started - self.last < self.spent * (1 / RELABEL_SHARE - 1):
             return
-        chosen, bar = self.choose(self.answers(self.val[0]), self.answers(self.images[:self.unlabelled]), "the model's")
-        if self.warmup and bar < math.inf:
-            print(f"drawn captchas: no longer learnt from epoch {epoch + 2} (the model reads: {self.precision:g} of "
-                  f"its validation answers with confidence >= {bar:.3f} are right)", flush=True)
+        checked = self.answers(self.val[0])
+        chosen, _ = self.choose(checked, self.answers(self.images[:self.unlabelled]), "the model's")
+        reads = float(np.mean([a.text == label for a, label in zip(checked, self.val[1])]))
+        if self.warmup and reads >= WARMUP_READS:
+            print(f"drawn captchas: no longer learnt from epoch {epoch + 2} (the model reads {reads:.0%} of the "
+                  "validation images)", flush=True)
             self.warmup = {}
         self.keep({**self.warmup, **self.taught, **chosen})
         self.last = time.monotonic()
