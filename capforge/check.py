@@ -25,6 +25,7 @@ from capforge.models.backbones import cpu_warning
 from capforge.modes.efficientdet.boxes import label_file_of, read_boxes
 from capforge.modes.efficientdet.anchors import best_anchor_scale
 from capforge.errors import DataError, ImageError
+from capforge.modes.answer_rules import rule_of
 from capforge.modes import MODE_CLASSES, label_reader
 from capforge.workspace import Workspace
 
@@ -40,6 +41,7 @@ KINDS = {
     "bad_boxes": "box labels missing, malformed, outside the image or of an unknown class",
     "out_of_range": "a measured label (an angle, a position) outside what the image allows",
     "not_answerable": "the ANSWER rule cannot answer the label (ANSWER = 'arithmetic': not an expression)",
+    "wrong_answer": "the labels file's answer is not what the ANSWER rule answers for the label",
 }
 
 
@@ -200,6 +202,12 @@ def check(workspace: Workspace, settings: Mapping[str, Any],
             if problem:
                 report.findings.append(Finding(path, *problem))
                 continue
+            given, rule = reader.answer(path), rule_of(settings)
+            if given is not None and given != rule.answer_of(label):
+                report.findings.append(Finding(path, "wrong_answer", (
+                    f"label {label!r} answers {rule.answer_of(label)!r} under ANSWER = {rule.name!r}; the labels "
+                    f"file says {given!r}")))
+                continue
         # an animation is the same only with every frame the same (the first frames of a site may all be blank)
         digest = _pixel_hash(*frames) if len(frames) > 1 else _pixel_hash(image)
         if digest in seen:
@@ -210,7 +218,7 @@ def check(workspace: Workspace, settings: Mapping[str, Any],
                                                    report.colour)
     if report.input_boxes:
         report.suggestions["ANCHOR_SCALE"] = suggest_anchor_scale(report.input_boxes, settings)
-    labelled = sum(n for split, n in report.counts.items() if split != "unlabelled")
+    labelled = sum(n for split, n in report.counts.items() if split not in ("test", "unlabelled"))  # what teaches
     if 0 < labelled < FEW_LABELS and "SYNTHETIC" in {o.name for o in mode_cls.options} and not settings["SYNTHETIC"]:
         report.suggestions["SYNTHETIC"] = FEW_LABELS
         report.reasoning += (f"; {labelled} labelled images are few: SYNTHETIC draws captchas that train.py learns "

@@ -103,21 +103,21 @@ def _stratified(folders: Iterable[list[tuple[str, list[Path]]]]) -> list[list[Pa
     return [paths for _, _, paths in sorted(ordered, key=lambda item: item[:2])]
 
 
-def _carry_labels(source_file: Path, labels: dict[str, str], dest: Path) -> None:
-    """Append the label of a moved file to the labels file of its new folder."""
+def _carry_labels(source_file: Path, labels: dict[str, list[str]], dest: Path) -> None:
+    """Append the label (and answer) of a moved file to the labels file of its new folder."""
     name = dest.name
     if source_file.name not in labels:
         return
-    label = labels[source_file.name]
+    cells = labels[source_file.name]
     csv_file, txt_file = dest.parent / "labels.csv", dest.parent / "labels.txt"
     if csv_file.exists() and not txt_file.exists():
         row = io.StringIO()
-        csv.writer(row).writerow([name, label])
+        csv.writer(row).writerow([name, *cells])
         with csv_file.open("a", encoding="utf-8", newline="") as out:
             out.write(row.getvalue())
     else:
         with txt_file.open("a", encoding="utf-8") as out:
-            out.write(f"{name}\t{label}\n")
+            out.write("\t".join([name, *cells]) + "\n")
 
 
 def split(workspace: Workspace, settings: Mapping[str, Any], source: Path | None = None,
@@ -129,7 +129,7 @@ def split(workspace: Workspace, settings: Mapping[str, Any], source: Path | None
         raise DataError(f"{source} is not a folder")
     copying = source != workspace.pool.resolve()
     result = plan(workspace, settings, source, shares)
-    label_files: dict[Path, dict[str, str]] = {}
+    label_files: dict[Path, dict[str, list[str]]] = {}
     classes = source / CLASSES_FILE
     for split_name in (*SPLITS, *((RECENT,) if result.counts[RECENT] else ())):
         if classes.is_file() and not (workspace.split_dir(split_name) / CLASSES_FILE).exists():

@@ -91,3 +91,28 @@ def test_the_generator_draws_expressions_sites_ask_for() -> None:
     assert {op for label in labels for op in "+-×÷" if op in label} == set("+-×÷")
     only_sums = CaptchaSpec("0123456789+", 1, 1, expressions=True)
     assert all("+" in sample_name(only_sums, 3, i)[0] for i in range(50))  # the charset's operators only
+
+
+def test_a_labels_file_may_give_the_result_beside_the_expression(tmp_path: Path) -> None:
+    """labels.txt 'name<TAB>expression<TAB>result': check_file.py holds the result to ANSWER's rule
+    and names a line where they disagree; split_dataset.py carries both columns."""
+    from capforge.workspace import create_workspace
+
+    ws = create_workspace(tmp_path, "sums", "CTC")
+    with (ws.root / "settings.py").open("a") as f:
+        f.write("ANSWER = 'arithmetic'\nLABEL_SEPARATOR = '_'\n")
+    labels = fill_pool(ws.pool, 30, operators="+-", named=False)
+    results = [str(eval(label)) for label in labels]  # the test's own oracle for '12+7', '15-3'
+    results[3] = str(int(results[3]) + 1)  # a site's wrong result, or a wrong expression
+    (ws.pool / "labels.txt").write_text("".join(f"capture{i:05d}.png\t{label}\t{result}\n"
+                                                for i, (label, result) in enumerate(zip(labels, results))))
+    check = run_script(ws.root, "check_file.py")
+    assert check.returncode == 1, check.stdout
+    wrong = [line.strip() for line in check.stdout.splitlines() if line.strip().startswith("wrong_answer")]
+    assert wrong == [f"wrong_answer    data/pool/capture00003.png: label {labels[3]!r} answers {str(eval(labels[3]))!r} "
+                     f"under ANSWER = 'arithmetic'; the labels file says {results[3]!r}"], check.stdout
+    assert run_script(ws.root, "split_dataset.py").returncode == 0
+    carried = [line.split("\t") for split in ("train", "validation", "test")
+               for line in (ws.split_dir(split) / "labels.txt").read_text().splitlines()]
+    assert sorted(tuple(cells) for cells in carried) == sorted(
+        (f"capture{i:05d}.png", label, result) for i, (label, result) in enumerate(zip(labels, results)))

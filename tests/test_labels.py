@@ -27,14 +27,18 @@ def test_case_folding_and_class_folders(tmp_path: Path) -> None:
 
 def test_labels_txt_and_csv(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "labels.txt").write_text("img1.png\tAB12\nimg2.png xy9\n")
+    (tmp_path / "a" / "labels.txt").write_text("img1.png\tAB12\nimg2.png xy9\nimg3.png\t九减四\t5\n")
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "labels.csv").write_text("filename,label\nimg1.png,qq7\n")
+    (tmp_path / "b" / "labels.csv").write_text("filename,label\nimg1.png,qq7\nimg2.png,3+4,7\n")
     reader = LabelReader(load_settings(None, ["CASE_SENSITIVE=True"]))
     assert reader.label(tmp_path / "a" / "img1.png", tmp_path) == "AB12"
     assert reader.label(tmp_path / "a" / "img2.png", tmp_path) == "xy9"
     assert reader.label(tmp_path / "a" / "other.png", tmp_path) is None
     assert reader.label(tmp_path / "b" / "img1.png", tmp_path) == "qq7"
+    # a third column is the answer the site wants, beside the label the model learns
+    assert (reader.label(tmp_path / "a" / "img3.png", tmp_path), reader.answer(tmp_path / "a" / "img3.png")) == ("九减四", "5")
+    assert (reader.label(tmp_path / "b" / "img2.png", tmp_path), reader.answer(tmp_path / "b" / "img2.png")) == ("3+4", "7")
+    assert reader.answer(tmp_path / "a" / "img1.png") is None
 
 
 def test_malformed_labels_file_names_the_line(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 An image's label is found, in this order: the workspace hook ``utils.label_from_path``; a
 ``labels.txt`` (``name<TAB>label`` or ``name label`` per line) or ``labels.csv`` (``name,label``)
-in the image's folder; its class sub-folder (NUM_CLASSES only); the file name up to the first
+in the image's folder, where a third column (``name<TAB>12+15<TAB>27``, ``name,12+15,27``) may
+give what the site wants as the answer, which check_file.py holds the ANSWER rule to; its class sub-folder (NUM_CLASSES only); the file name up to the first
 separator character.
 
 >>> label_from_name("aB3x_17322d.png", "_-"), label_from_name("abcd-0.png", "_-")
@@ -28,9 +29,10 @@ def label_from_name(filename: str, separators: str) -> str | None:
     return stem[:cut] or None
 
 
-def read_label_file(path: Path) -> dict[str, str]:
-    """Parse a ``labels.txt`` or ``labels.csv``; a header row ``filename,label`` is skipped."""
-    labels: dict[str, str] = {}
+def read_label_file(path: Path) -> dict[str, list[str]]:
+    """Parse a ``labels.txt`` or ``labels.csv``: each file name's cells (the label, then the answer
+    where a third column gives one); a header row ``filename,label`` is skipped."""
+    labels: dict[str, list[str]] = {}
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -38,7 +40,7 @@ def read_label_file(path: Path) -> dict[str, str]:
     if path.suffix == ".csv":
         rows: Iterable[list[str]] = csv.reader(text.splitlines())
     else:
-        rows = (line.split("\t", 1) if "\t" in line else line.split(None, 1)
+        rows = (line.split("\t", 2) if "\t" in line else line.split(None, 1)  # a spaced label keeps its spaces
                 for line in text.splitlines())
     for number, row in enumerate(rows, 1):
         row = [cell.strip() for cell in row]
@@ -48,7 +50,7 @@ def read_label_file(path: Path) -> dict[str, str]:
             raise DataError(f"{path} line {number}: expected 'file name' and 'label'; received {row!r}")
         if number == 1 and row[0].lower() in ("filename", "file", "name", "image"):
             continue
-        labels[row[0]] = row[1]
+        labels[row[0]] = [cell for cell in row[1:3] if cell]
     return labels
 
 
@@ -62,9 +64,9 @@ class LabelReader:
         self.case_sensitive: bool = settings["CASE_SENSITIVE"]
         self.by_folder = by_folder
         self.hook = hook
-        self._files: dict[Path, dict[str, str]] = {}
+        self._files: dict[Path, dict[str, list[str]]] = {}
 
-    def _label_file(self, folder: Path) -> dict[str, str]:
+    def _label_file(self, folder: Path) -> dict[str, list[str]]:
         if folder not in self._files:
             found = [folder / n for n in LABEL_FILES if (folder / n).is_file()]
             self._files[folder] = read_label_file(found[0]) if found else {}
@@ -78,11 +80,18 @@ class LabelReader:
                 return str(label)
         listed = self._label_file(path.parent)
         if listed:
-            return listed.get(path.name)
+            return listed[path.name][0] if path.name in listed else None
         relative = path.relative_to(root)
         if self.by_folder and len(relative.parts) > 1:
             return relative.parts[0]
         return label_from_name(path.name, self.separators)
+
+    def answer(self, path: Path) -> str | None:
+        """The answer its folder's labels file gives beside the label (case-folded as labels are), or None."""
+        cells = self._label_file(path.parent).get(path.name, [])
+        if len(cells) < 2:
+            return None
+        return cells[1] if self.case_sensitive else cells[1].lower()
 
     def label(self, path: Path, root: Path) -> str | None:
         """The label used for training: case-folded unless CASE_SENSITIVE."""
