@@ -13,7 +13,7 @@ import requests
 
 from capforge import Recognizer
 from capforge.modes import Prediction
-from capforge.modes.answer_rules import RULES, chinese_number, evaluate, formatted
+from capforge.modes.answer_rules import RULES, chinese_number, chinese_numeral, evaluate, formatted
 from clean_data import fill_pool, render
 from conftest import run_script, running_app
 
@@ -91,6 +91,12 @@ def test_the_generator_draws_expressions_sites_ask_for() -> None:
     assert {op for label in labels for op in "+-×÷" if op in label} == set("+-×÷")
     only_sums = CaptchaSpec("0123456789+", 1, 1, expressions=True)
     assert all("+" in sample_name(only_sums, 3, i)[0] for i in range(50))  # the charset's operators only
+    chinese = CaptchaSpec("零一二三四五六七八九十加减", 1, 1, expressions=True)
+    drawn = [sample_name(chinese, 3, i)[0] for i in range(200)]
+    assert all(set(label) <= set("零一二三四五六七八九十加减") for label in drawn), drawn[:5]
+    assert {op for label in drawn for op in "加减" if op in label} == set("加减")
+    assert all(v is not None and v >= 0 for v in map(evaluate, drawn))
+    assert [chinese_number(chinese_numeral(n)) for n in range(100)] == list(range(100))
 
 
 def test_a_labels_file_may_give_the_result_beside_the_expression(tmp_path: Path) -> None:

@@ -100,6 +100,7 @@ def sample_name(spec: CaptchaSpec, seed: int, index: int) -> tuple[str, str]:
 
 
 EXPRESSION_OPERATORS = "+-×÷"
+CHINESE_OPERATORS = dict(zip(EXPRESSION_OPERATORS, "加减乘除"))
 FONT_SUFFIXES = (".ttf", ".otf", ".ttc")
 # Where Debian's CJK fonts live (./run installs fonts-wqy-microhei); the captcha package's font has no CJK.
 CJK_FONTS = ("/usr/share/fonts/truetype/wqy/*", "/usr/share/fonts/opentype/noto/*CJK*", "/usr/share/fonts/truetype/arphic/*")
@@ -149,8 +150,12 @@ def named_charset(text: str) -> str:
 def expression(charset: str, rng: random.Random) -> str:
     """An arithmetic captcha's text as sites draw it: two numbers of one or two digits and one
     of the operators in ``charset`` (all of ``+-×÷`` when it has none); no negative results and
-    only even divisions, as sites ask for."""
-    operators = [c for c in EXPRESSION_OPERATORS if c in charset] or list(EXPRESSION_OPERATORS)
+    only even divisions, as sites ask for. Where ``charset`` holds Chinese operators (加减乘除),
+    numbers and operator are drawn in Chinese (九减四, 十二加八)."""
+    from capforge.modes.answer_rules import chinese_numeral  # here: capforge.modes imports this module
+
+    chinese = [op for op, word in CHINESE_OPERATORS.items() if word in charset]
+    operators = chinese or [c for c in EXPRESSION_OPERATORS if c in charset] or list(EXPRESSION_OPERATORS)
     op = rng.choice(operators)
     a, b = (rng.randint(0, rng.choice((9, 99))) for _ in range(2))
     if op == "-" and a < b:
@@ -158,6 +163,8 @@ def expression(charset: str, rng: random.Random) -> str:
     if op == "÷":
         b = rng.randint(1, 9)
         a = b * rng.randint(0, 99 // b)
+    if chinese:
+        return f"{chinese_numeral(a)}{CHINESE_OPERATORS[op]}{chinese_numeral(b)}"
     return f"{a}{op}{b}"
 
 

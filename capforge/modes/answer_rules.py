@@ -48,6 +48,18 @@ def chinese_number(text: str) -> int | None:
     return total + (digit or 0)
 
 
+def chinese_numeral(number: int) -> str:
+    """``number`` (0-99) in Chinese numerals as sites draw them: 九, 十二, 二十, 四十五.
+
+    >>> [chinese_numeral(n) for n in (0, 9, 12, 20, 45)]
+    ['零', '九', '十二', '二十', '四十五']
+    """
+    tens, ones = divmod(number, 10)
+    if not tens:
+        return "零一二三四五六七八九"[ones]
+    return ("" if tens == 1 else "零一二三四五六七八九"[tens]) + "十" + ("零一二三四五六七八九"[ones] if ones else "")
+
+
 def tokenize(reading: str) -> list[Any] | None:
     """The numbers (Fractions) and operators of ``reading``, or None when it is not arithmetic."""
     text = re.sub(r"\s+", "", reading)
