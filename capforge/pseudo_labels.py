@@ -10,9 +10,9 @@ labels. Relabelling takes at most RELABEL_SHARE of the training time.
 
 Drawn captchas (SYNTHETIC, packed as split ``synthetic``) warm the model up through the same
 batches: they are learnt, with their own labels, until the first relabelling at which the model
-reads WARMUP_READS of the validation images, and never after. Few labels alone are learnt by heart (no validation answer
-ever right); drawn ones make the model read, and the site's own images (labelled, then
-pseudo-labelled) take over as soon as it does (bench/results/unlabelled.md).
+reads WARMUP_READS of the validation images, and never after. Few labels alone are learnt by
+heart (no validation answer ever right); drawn ones make the model read, and the site's own
+images (labelled, then pseudo-labelled) take over as soon as it does (bench/results/unlabelled.md).
 
 Imported by ``train`` when training starts: this module imports Keras (and so TensorFlow).
 """
@@ -82,7 +82,7 @@ class PseudoLabels(keras.callbacks.Callback):
                 return [Prediction(self.fold(a.text), a.confidence)
                         for a in self.teacher.predict([Image.fromarray(i.squeeze(-1) if i.shape[-1] == 1 else i)
                                                        for i in images])]
-            self.taught, _ = self.choose(read(self.val[0]), read(self.images[:self.unlabelled]), "the teacher's")
+            self.taught = self.choose(read(self.val[0]), read(self.images[:self.unlabelled]), "the teacher's")
         self.keep({**self.warmup, **self.taught})
         self.last = time.monotonic()
 
@@ -92,10 +92,9 @@ class PseudoLabels(keras.callbacks.Callback):
             return []
         return self.mode.decode(self.mode.outputs(lambda batch: np.asarray(self.forward(batch)), images))
 
-    def choose(self, checked: list[Any], answers: list[Any], whose: str) -> tuple[dict[int, str], float]:
+    def choose(self, checked: list[Any], answers: list[Any], whose: str) -> dict[int, str]:
         """The unlabelled images (index -> answer) answered at least as confidently as the bar that
-        ``checked``, the answers to the validation split, sets (plausible and learnable ones only),
-        and the bar."""
+        ``checked``, the answers to the validation split, sets; plausible and learnable ones only."""
         bar = confidence_bar(np.array([a.confidence for a in checked]),
                              np.array([a.text == label for a, label in zip(checked, self.val[1])]), self.precision)
         kept = {i: a.text for i, a in enumerate(answers) if a.confidence >= bar
@@ -103,7 +102,7 @@ class PseudoLabels(keras.callbacks.Callback):
         if answers:
             print(f"pseudo-labels: {len(kept)} of {len(answers)} unlabelled images from {whose} answers with "
                   f"confidence >= {bar:.3f} (where {self.precision:g} of its validation answers are right)", flush=True)
-        return kept, bar
+        return kept
 
     def keep(self, chosen: dict[int, str]) -> None:
         """Train on ``chosen`` from now on (one tuple, swapped whole, for :meth:`batches`)."""
@@ -114,7 +113,7 @@ class PseudoLabels(keras.callbacks.Callback):
         if self.model.stop_training or started - self.last < self.spent * (1 / RELABEL_SHARE - 1):
             return
         checked = self.answers(self.val[0])
-        chosen, _ = self.choose(checked, self.answers(self.images[:self.unlabelled]), "the model's")
+        chosen = self.choose(checked, self.answers(self.images[:self.unlabelled]), "the model's")
         reads = float(np.mean([a.text == label for a, label in zip(checked, self.val[1])]))
         if self.warmup and reads >= WARMUP_READS:
             print(f"drawn captchas: no longer learnt from epoch {epoch + 2} (the model reads {reads:.0%} of the "

@@ -2,9 +2,9 @@
 
 An image's label is found, in this order: the workspace hook ``utils.label_from_path``; a
 ``labels.txt`` (``name<TAB>label`` or ``name label`` per line) or ``labels.csv`` (``name,label``)
-in the image's folder, where a third column (``name<TAB>12+15<TAB>27``, ``name,12+15,27``) may
-give what the site wants as the answer, which check_file.py holds the ANSWER rule to; its class sub-folder (NUM_CLASSES only); the file name up to the first
-separator character.
+in the image's folder (a third column, ``name<TAB>12+15<TAB>27`` or ``name,12+15,27``, may give
+the answer the site wants, which check_file.py holds the ANSWER rule to); its class sub-folder
+(NUM_CLASSES only); the file name up to the first separator character.
 
 >>> label_from_name("aB3x_17322d.png", "_-"), label_from_name("abcd-0.png", "_-")
 ('aB3x', 'abcd')
