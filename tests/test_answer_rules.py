@@ -13,7 +13,8 @@ import requests
 
 from capforge import Recognizer
 from capforge.modes import Prediction
-from capforge.modes.answer_rules import RULES, chinese_number, chinese_numeral, evaluate, formatted
+from capforge.data.numerals import chinese_number, chinese_numeral
+from capforge.modes.answer_rules import RULES, evaluate, formatted
 from clean_data import fill_pool, render
 from conftest import run_script, running_app
 

@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from capforge.data.images import edge_colour
+from capforge.data.numerals import chinese_numeral
 from capforge.errors import DataError
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "gif": "GIF", "bmp": "BMP", "webp": "WEBP"}
@@ -152,8 +153,6 @@ def expression(charset: str, rng: random.Random) -> str:
     of the operators in ``charset`` (all of ``+-×÷`` when it has none); no negative results and
     only even divisions, as sites ask for. Where ``charset`` holds Chinese operators (加减乘除),
     numbers and operator are drawn in Chinese (九减四, 十二加八)."""
-    from capforge.modes.answer_rules import chinese_numeral  # here: capforge.modes imports this module
-
     chinese = [op for op, word in CHINESE_OPERATORS.items() if word in charset]
     operators = chinese or [c for c in EXPRESSION_OPERATORS if c in charset] or list(EXPRESSION_OPERATORS)
     op = rng.choice(operators)

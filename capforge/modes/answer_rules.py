@@ -13,6 +13,7 @@ from dataclasses import replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Mapping
 
+from capforge.data.numerals import DIGITS, UNITS, chinese_number
 from capforge.options import SERVE, Option
 
 if TYPE_CHECKING:  # base asks this module for the rule; the rule only rewrites its answers
@@ -23,41 +24,7 @@ OPERATORS = {"+": "+", "＋": "+", "加": "+", "-": "-", "－": "-", "−": "-",
              "×": "*", "x": "*", "X": "*", "*": "*", "＊": "*", "乘": "*", "÷": "/", "/": "/", "／": "/", "除": "/"}
 FILLERS = ("以",)  # 乘以, 除以: the same operator
 ENDINGS = ("=", "＝", "?", "？", "等于", "是", "几", "多少")  # what follows the expression: asked, not read
-DIGITS = {**{str(i): i for i in range(10)}, **{chr(0xFF10 + i): i for i in range(10)},
-          **dict(zip("零一二三四五六七八九", range(10))), **dict(zip("〇壹贰叁肆伍陆柒捌玖", range(10))), "两": 2}
-UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟": 1000}
 RESULT_DECIMALS = 2  # a division that does not come out even is answered to two decimals, as sites print it
-
-
-def chinese_number(text: str) -> int | None:
-    """``text`` in Chinese numerals (``十二`` 12, ``二十`` 20, ``一百零五`` 105, or digit by digit
-    ``一二`` 12), or None. Written here: a dozen lines, where cn2an would add a dependency tree."""
-    if not text or any(c not in DIGITS and c not in UNITS for c in text):
-        return None
-    if not any(c in UNITS for c in text):
-        return int("".join(str(DIGITS[c]) for c in text))
-    total, digit = 0, None
-    for c in text:
-        if c in DIGITS:
-            if digit is not None and DIGITS[c] != 0:
-                return None  # two digits in a row inside a unit number: not a number
-            digit = DIGITS[c] or None
-        else:
-            total += (1 if digit is None else digit) * UNITS[c]
-            digit = None
-    return total + (digit or 0)
-
-
-def chinese_numeral(number: int) -> str:
-    """``number`` (0-99) in Chinese numerals as sites draw them: 九, 十二, 二十, 四十五.
-
-    >>> [chinese_numeral(n) for n in (0, 9, 12, 20, 45)]
-    ['零', '九', '十二', '二十', '四十五']
-    """
-    tens, ones = divmod(number, 10)
-    if not tens:
-        return "零一二三四五六七八九"[ones]
-    return ("" if tens == 1 else "零一二三四五六七八九"[tens]) + "十" + ("零一二三四五六七八九"[ones] if ones else "")
 
 
 def tokenize(reading: str) -> list[Any] | None:
