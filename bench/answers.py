@@ -98,14 +98,17 @@ def run_grid(datasets: Path, works: Path, minutes: float) -> list[dict[str, Any]
     return rows
 
 
-def run(kind: str, datasets: Path, works: Path, minutes: float) -> list[dict[str, Any]]:
-    """capforge's and ddddocr's rows for ``kind`` (for the grid, capforge's alone: ddddocr has no tile model)."""
+def run(kind: str, datasets: Path, works: Path, minutes: float, overrides: list[str] = ()) -> list[dict[str, Any]]:
+    """capforge's and ddddocr's rows for ``kind`` (for the grid, capforge's alone: ddddocr has no tile model);
+    ``overrides``: KEY=VALUE settings over the suggested ones (text kinds)."""
     if kind == "grid":
         return [stamp(row, kind, minutes) for row in run_grid(datasets, works, minutes)]
     data = datasets / "math" if kind == "math" else generated(kind, works)
     label = (lambda p: re.split(r"[_-]", p.stem)[0].lower()) if kind == "math" else (lambda p: p.name.split("_")[0])
     spec = RealSet("text", "CTC", label, KINDS[kind]["settings"])
-    ours = run_capforge(kind, spec, data, None, minutes, works, [], "_answers")
+    ours = run_capforge(kind, spec, data, None, minutes, works, list(overrides), "_answers")
+    if overrides:
+        ours["note"] += "; --set " + " ".join(overrides)
     report = json.loads((works / f"{kind}_all_answers" / "reports" / "test_report.json").read_text())
     ours |= {"answers": report["answer_accuracy"], "contender": "capforge"}
     theirs = run_ddddocr(spec, data) | {"contender": "ddddocr"}
@@ -157,18 +160,22 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per run (default 10)")
     parser.add_argument("--datasets", type=Path, default=HERE.parent.parent / "shared" / "datasets")
     parser.add_argument("--works", type=Path, default=Path("/tmp/capforge-answers"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting over the suggested ones, for every step (text kinds); repeatable")
+    parser.add_argument("--no-write", action="store_true", help="print only, keep bench/results as it is")
     args = parser.parse_args()
     args.works.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "answers.json"
     rows = json.loads(path.read_text()) if path.exists() else []
     for kind in args.kinds:
-        new = run(kind, args.datasets, args.works, args.minutes)
-        rows = [r for r in rows if r["kind"] != kind] + new  # a kind's rows are measured together
-        path.write_text(json.dumps(rows, indent=1, ensure_ascii=False))
-        (RESULTS / "answers.md").write_text(markdown(rows))
+        new = run(kind, args.datasets, args.works, args.minutes, args.overrides)
+        if not args.no_write:
+            rows = [r for r in rows if r["kind"] != kind] + new  # a kind's rows are measured together
+            path.write_text(json.dumps(rows, indent=1, ensure_ascii=False))
+            (RESULTS / "answers.md").write_text(markdown(rows))
         for row in new:
             print(f"{kind} {row['contender']}: reading {row['accuracy']:.4f}, answers {row.get('answers')}, "
-                  f"{row.get('minutes', 0):.1f} min", flush=True)
+                  f"{row.get('minutes', 0):.1f} min; {row.get('note', '')}", flush=True)
 
 
 if __name__ == "__main__":

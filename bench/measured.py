@@ -97,8 +97,12 @@ def workspace(work: Path, mode: str, source: Path, count: int, minutes: float, e
 
 def http_latency(root: Path, images: list[bytes], extra: dict | None = None) -> float:
     """Median milliseconds of one POST /api/v1/recognize to the workspace's app.py (uvicorn, one
-    worker, loopback), over ``images`` sent one after another."""
+    worker, loopback), over ``images`` sent one after another, each a different image (a repeat
+    would be answered from the server's cache)."""
     import base64
+
+    if len(set(images)) < len(images):
+        raise SystemExit(f"http_latency: {len(images) - len(set(images))} of the {len(images)} images repeat")
     import socket
 
     import requests
@@ -156,7 +160,9 @@ def as_jpeg(data: bytes) -> bytes:
 
 
 def text_reference(work: Path) -> tuple[Path, list[bytes]]:
-    """A CTC workspace trained a minute on generated text captchas: the per-request cost to match."""
+    """A CTC workspace trained a minute on generated text captchas: the per-request cost to match,
+    and 200 of its captchas, all different (the server caches answers by content: a repeated
+    image would time the cache, not the model)."""
     shutil.rmtree(work / "works", ignore_errors=True)
     subprocess.run([sys.executable, str(ROOT / "New_work.py"), "works", "site", "--mode", "CTC"], cwd=work,
                    check=True, capture_output=True)
@@ -164,7 +170,7 @@ def text_reference(work: Path) -> tuple[Path, list[bytes]]:
     for script, *args in (("gen_sample_by_captcha.py", "--count", "1000", "--seed", "1"), ("split_dataset.py",),
                           ("pack_dataset.py",), ("train.py", "--minutes", "1"), ("save_model.py",)):
         run(root, script, *args)
-    return root, [p.read_bytes() for p in sorted((root / "data" / "test").iterdir())]
+    return root, [p.read_bytes() for p in sorted((root / "data").glob("*/*.png"))[:200]]
 
 
 def answered(recognizer: Recognizer, image: Any, sent: list[bytes], times: list[float]) -> dict:
@@ -275,7 +281,6 @@ def main() -> None:
     if args.serve:
         (args.work / "ctc").mkdir(parents=True, exist_ok=True)
         reference, images = text_reference(args.work / "ctc")
-        images = (images * 4)[:200]
         text_ms = http_latency(reference, images)
         lines += ["### Per request over HTTP (app.py, one uvicorn worker, loopback, sequential; median)", "",
                   "Beside each, in one process: decoding and preprocessing the image, then the model alone "
