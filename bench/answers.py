@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -98,7 +98,7 @@ def run_grid(datasets: Path, works: Path, minutes: float) -> list[dict[str, Any]
     return rows
 
 
-def run(kind: str, datasets: Path, works: Path, minutes: float, overrides: list[str] = ()) -> list[dict[str, Any]]:
+def run(kind: str, datasets: Path, works: Path, minutes: float, overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
     """capforge's and ddddocr's rows for ``kind`` (for the grid, capforge's alone: ddddocr has no tile model);
     ``overrides``: KEY=VALUE settings over the suggested ones (text kinds)."""
     if kind == "grid":

@@ -100,12 +100,12 @@ def http_latency(root: Path, images: list[bytes], extra: dict | None = None) -> 
     worker, loopback), over ``images`` sent one after another, each a different image (a repeat
     would be answered from the server's cache)."""
     import base64
-
-    if len(set(images)) < len(images):
-        raise SystemExit(f"http_latency: {len(images) - len(set(images))} of the {len(images)} images repeat")
     import socket
 
     import requests
+
+    if len(set(images)) < len(images):
+        raise SystemExit(f"http_latency: {len(images) - len(set(images))} of the {len(images)} images repeat")
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
