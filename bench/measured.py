@@ -13,9 +13,13 @@ pictures through capforge.Recognizer (the served ONNX model), and prints, beside
   model and the matcher agree within 5 px there);
 - ROTATE: a constant guess (the best single angle).
 
+MATCHER (no training): the matcher alone on --test captchas cut from drawn scenes (the demo
+route's, flat colours) and from the held-out photos, per gap style, and its time per captcha.
+
 Figures go to bench/results/measured.md with the command, date and machine.
 
     .venv/bin/python bench/measured.py --modes SLIDER ROTATE --minutes 10
+    .venv/bin/python bench/measured.py --modes MATCHER --test 1000
 """
 
 from __future__ import annotations
@@ -191,6 +195,33 @@ def row(name: str, errors: list[float], within: tuple[float, ...]) -> str:
             + " | ".join(f"{(e <= t).mean():.3f}" for t in within) + " |")
 
 
+def bench_matcher(args: argparse.Namespace, work: Path) -> tuple[list[str], None, list[bytes]]:
+    """The matcher alone: drawn scenes and held-out photos, every style in turn, the sizes sites use."""
+    from capforge.data.pictures import scene
+
+    _, held = split_pictures(args.pictures, work, args.backgrounds)
+    lines = ["### The matcher alone (SLIDER with the piece; no training)", "",
+             "| backgrounds | captchas | mean px | median px | within 2 | within 3 | within 5 | "
+             + " | ".join(f"{style} within 3" for style in STYLES) + " | ms per captcha |",
+             "| --- " * (8 + len(STYLES)) + "|"]
+    for kind in ("drawn scenes (the demo route's)", "held-out photos"):
+        rng = random.Random(11)
+        errors, took = [], 0.0
+        for i in range(args.test):
+            width, height = rng.choice(((280, 160), (268, 150), (320, 160), (340, 212), (300, 170)))
+            picture = scene(2 * max(width, height), rng) if kind.startswith("drawn") else open_image(
+                held[i % len(held)]).convert("RGB")
+            background, piece, x, _ = render_slider(picture, width, height, rng, STYLES[i % len(STYLES)])
+            started = time.perf_counter()
+            match = match_piece(background, piece)
+            took += time.perf_counter() - started
+            errors.append(abs(match["x"] - x) if match else float("inf"))
+        styled = [f"{(np.asarray(errors[k::len(STYLES)]) <= 3).mean():.3f}" for k in range(len(STYLES))]
+        lines.append(row(kind, errors, (2, 3, 5))[:-2] + " | " + " | ".join(styled)
+                     + f" | {1000 * took / len(errors):.1f} |")
+    return lines + [""], None, []
+
+
 def bench_slider(args: argparse.Namespace, work: Path) -> tuple[list[str], Path, list[bytes]]:
     source, held = split_pictures(args.pictures, work, args.backgrounds)
     root, trained = workspace(work, "SLIDER", source, args.count, args.minutes, args.setting, args.reuse)
@@ -255,7 +286,7 @@ def bench_rotate(args: argparse.Namespace, work: Path) -> tuple[list[str], Path,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--modes", nargs="+", default=["SLIDER", "ROTATE"], choices=["SLIDER", "ROTATE"])
+    parser.add_argument("--modes", nargs="+", default=["SLIDER", "ROTATE"], choices=["SLIDER", "ROTATE", "MATCHER"])
     parser.add_argument("--pictures", type=Path, default=SHARED / "photos")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--count", type=int, default=4000, help="captchas generated for training")
@@ -274,9 +305,10 @@ def main() -> None:
     for mode in args.modes:
         work = args.work / mode.lower()
         work.mkdir(parents=True, exist_ok=True)
-        table, root, sent = (bench_slider if mode == "SLIDER" else bench_rotate)(args, work)
+        table, root, sent = {"SLIDER": bench_slider, "ROTATE": bench_rotate, "MATCHER": bench_matcher}[mode](args, work)
         lines += table
-        served.append((mode, root, sent))
+        if root is not None:
+            served.append((mode, root, sent))
         print("\n".join(table), flush=True)
     if args.serve:
         (args.work / "ctc").mkdir(parents=True, exist_ok=True)

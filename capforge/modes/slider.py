@@ -33,6 +33,7 @@ from capforge.modes.base import Input, Prediction, round8
 from capforge.modes.measured import MeasuredMode, number
 
 STRIDE = 8  # input pixels per column band: the sequence backbones keep W/8 columns (the default charset)
+TEXTURE = 4.0  # grey levels of spread inside a piece from which its picture counts fully in a match
 NEAR = 1  # bands each side of the likeliest whose probability the confidence adds
 SHIFT = 16  # training: input pixels a picture may move each way (its label with it)
 APART = 3  # bands between the answer and each other candidate (a gap is wider than that)
@@ -187,9 +188,12 @@ def match_piece(background: Image.Image, piece: Image.Image) -> dict[str, float]
         inside = shape.astype(np.float32)
     grey = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY).astype(np.float32)
     # in grey: as right as in colour on held-out captchas, at a third of the time (bench/results/measured.md)
-    content = cv2.matchTemplate(grey, cv2.cvtColor(np.ascontiguousarray(rgba[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.float32),
-                                cv2.TM_CCOEFF_NORMED, mask=inside)
+    template = cv2.cvtColor(np.ascontiguousarray(rgba[..., :3]), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    content = cv2.matchTemplate(grey, template, cv2.TM_CCOEFF_NORMED, mask=inside)
     content = np.nan_to_num(content, nan=-1.0, posinf=-1.0, neginf=-1.0)  # flat areas say nothing
+    # a piece cut from a flat area (sky, a drawn wall) correlates as well with any flat area: its
+    # picture counts by how much it varies, down to nothing, and the outline decides
+    texture = min(1.0, float(template[inside > 0].std()) / TEXTURE)
     gradient = cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
     # the rim a pixel either side of the outline: the shape and the gradient padded by one pixel,
     # so that the rim's outer side fits and the map lines up with the content's
@@ -197,7 +201,7 @@ def match_piece(background: Image.Image, piece: Image.Image) -> dict[str, float]
     square = np.ones((3, 3), np.uint8)
     rim = (cv2.dilate(padded, square) - cv2.erode(padded, square)).astype(np.float32)
     edges = np.nan_to_num(cv2.matchTemplate(np.pad(gradient, 1), rim, cv2.TM_CCOEFF_NORMED), nan=-1.0)
-    scores = (content + edges) / 2
+    scores = (texture * content + edges) / (1 + texture)
     scores[:, :width] = -1.0
     _, best, _, (x, y) = cv2.minMaxLoc(scores)
     return {"x": float(x), "y": float(y), "width": float(width), "score": round(float(best), 4),

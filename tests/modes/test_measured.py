@@ -142,8 +142,9 @@ def test_scaffold_to_served_answer(tmp_path: Path, mode: str) -> None:
             assert abs(drag - (x - cut.getbbox()[0])) <= 3, (x, cut.getbbox(), dragged.stdout)
     assert crawled.returncode == 0, crawled.stderr
     assert crawled.stdout.count("solved: drag " if mode == "SLIDER" else "solved: turn ") == 2, crawled.stdout
-    if mode == "SLIDER":  # the demo route serves each background's piece (X-Captcha-Piece): matched to the pixel
-        assert crawled.stdout.count("  correct") == crawled.stdout.count("attempt "), crawled.stdout
+    if mode == "SLIDER":  # the demo route serves each background's piece (X-Captcha-Piece), matched within 5 px
+        # on 0.977 of its random drawn backgrounds (bench/results/measured.md): one miss is allowed
+        assert crawled.stdout.count("  correct") >= crawled.stdout.count("attempt ") - 1 >= 1, crawled.stdout
 
     # a label outside what the image allows is named, with the allowed range
     name, allowed = OUT_OF_RANGE[mode]
@@ -168,3 +169,18 @@ def test_matcher_finds_the_gap_in_every_style() -> None:
         errors[style].append(abs(slider.match_piece(background, piece)["x"] - x))
     for style, found in errors.items():
         assert sum(e <= 3 for e in found) >= len(found) - 1, (style, found)
+
+
+def test_matcher_follows_the_outline_of_a_piece_cut_from_a_flat_sky() -> None:
+    """A piece cut from a smooth gradient correlates as well with every place on the same rows:
+    the outline must decide, not the picture."""
+    import random
+
+    from capforge.modes import slider
+
+    sky = np.linspace(180, 188, 160, dtype=np.float32)[:, None].repeat(280, axis=1)
+    picture = Image.fromarray(np.dstack([sky * 0.6, sky * 0.8, sky]).astype(np.uint8))
+    for seed in range(10):  # every style, decoys, the piece waiting at the start
+        background, piece, x, y = slider.render_slider(picture, 280, 160, random.Random(seed))
+        found = slider.match_piece(background, piece)
+        assert abs(found["x"] - x) <= 3 and abs(found["y"] - y) <= 3, (seed, x, y, found)
