@@ -8,7 +8,7 @@ import functools
 import random
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from capforge.data.images import iter_images, open_image
 from capforge.errors import DataError
@@ -31,6 +31,17 @@ def pick_picture(folder: Path | None, rng: random.Random, size: int) -> Image.Im
         return scene(size, rng)
     pictures = _pictures(Path(folder))
     return open_image(pictures[rng.randrange(len(pictures))]).convert("RGB")
+
+
+def varied(picture: Image.Image, rng: random.Random) -> Image.Image:
+    """``picture`` as another of a site's backgrounds might look: maybe mirrored, its brightness,
+    contrast and saturation each changed by up to 30 %. A site reuses a few dozen backgrounds;
+    the model must find gaps in pictures it never saw (bench/results/measured.md)."""
+    if rng.random() < 0.5:
+        picture = ImageOps.mirror(picture)
+    for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+        picture = enhance(picture).enhance(rng.uniform(0.7, 1.3))
+    return picture
 
 
 def scene(size: int, rng: random.Random) -> Image.Image:

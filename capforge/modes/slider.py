@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from capforge.data.generate import FORMATS, encode
-from capforge.data.pictures import check_source, pick_picture
+from capforge.data.pictures import check_source, pick_picture, varied
 from capforge.data.records import shifted
 from capforge.errors import DataError
 from capforge.modes.base import Input, Prediction, round8
@@ -138,7 +138,7 @@ class SliderSpec:
 
     def _render(self, seed: int, index: int) -> tuple[Image.Image, Image.Image, int, int]:
         rng = random.Random(f"slider-{seed}-{index}")
-        picture = pick_picture(self.source, rng, max(self.width, self.height) * 2)
+        picture = varied(pick_picture(self.source, rng, max(self.width, self.height) * 2), rng)
         return render_slider(picture, self.width, self.height, rng)
 
     def file_names(self, seed: int, index: int) -> list[str]:
