@@ -94,8 +94,9 @@ FEW_LABELS = 2000
 
 def suggest(sizes: list[tuple[int, int]], symbols: Counter, lengths: Counter, mode: str,
             colour: list[float] = ()) -> tuple[dict[str, Any], str]:
-    """Suggested input size and colour (the mode's ``suggest_input``), CHARSET, and
-    CAPTCHA_LENGTH where the mode has a maximum, for these images, with one line of reasoning."""
+    """Suggested input size and colour (the mode's ``suggest_input``), CHARSET, CAPTCHA_LENGTH
+    where the mode has a maximum, and training settings for the charset's size (the mode's
+    ``suggest_training``), for these images, with one line of reasoning."""
     if not sizes:
         return {}, ""
     mode_cls = MODE_CLASSES[mode]
@@ -104,7 +105,8 @@ def suggest(sizes: list[tuple[int, int]], symbols: Counter, lengths: Counter, mo
         out["CHARSET"] = charset_value(symbols)
     if lengths and mode_cls.length_capped:
         out["CAPTCHA_LENGTH"] = max(lengths)
-    return out, reason
+    training, why = mode_cls.suggest_training(len(symbols))
+    return out | training, "; ".join(filter(None, (reason, why)))
 
 
 def _check_boxes(path: Path, root: Path, size: tuple[int, int], allowed: set[str] | None,

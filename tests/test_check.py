@@ -128,6 +128,21 @@ def test_size_suggestion_fits_the_backbone_and_the_longest_label() -> None:
     assert "RESIZE" not in fitting  # the aspect's own width is in the band: padding keeps the glyphs' shape
 
 
+def test_a_large_charset_is_suggested_a_faster_rate() -> None:
+    """Chinese text (hundreds of symbols) gets the rate it learns at within a budget; a small charset
+    keeps the default, and a class mode is not given the text modes' rate."""
+    from collections import Counter
+
+    from capforge.check import suggest
+    from capforge.modes.ctc import LARGE_CHARSET, LARGE_CHARSET_LR
+
+    hanzi = Counter(chr(0x4E00 + i) for i in range(LARGE_CHARSET))
+    out, reason = suggest([(160, 60)] * 20, hanzi, Counter({4: 20}), "CTC")
+    assert out["LR"] == LARGE_CHARSET_LR and f"{LARGE_CHARSET} symbols" in reason, (out, reason)
+    assert "LR" not in suggest([(160, 60)] * 20, Counter("0123456789"), Counter({4: 20}), "CTC")[0]
+    assert "LR" not in suggest([(64, 64)] * 20, hanzi, Counter({1: 20}), "NUM_CLASSES")[0]
+
+
 def test_colour_is_suggested_for_colourful_tiles(tmp_path: Path) -> None:
     ws = new_workspace(tmp_path, "tiles", "NUM_CLASSES")
     for name, colour in (("red", (220, 20, 20)), ("green", (20, 200, 40)), ("blue", (30, 30, 220))):

@@ -187,6 +187,12 @@ class Mode:
         return out, reason
 
     @classmethod
+    def suggest_training(cls, symbols: int) -> tuple[dict[str, Any], str]:
+        """Training settings for a charset of ``symbols`` symbols, with one line of reasoning
+        (none unless a mode measured a reason)."""
+        return {}, ""
+
+    @classmethod
     def sample_spec(cls, settings: Mapping[str, Any], charset: str, lengths: tuple[int, int] | None,
                     width: int | None, height: int | None, image_format: str, source: Path | None = None) -> Any:
         """What gen_sample_by_captcha.py draws for this mode (``None``: its defaults): text
