@@ -157,7 +157,7 @@ def test_acceptance_scaffold_to_boxes_over_http(tmp_path: Path) -> None:
     root = works / "clicks"
     with (root / "settings.py").open("a") as f:
         f.write("CHARSET = 'AB'\nIMAGE_HEIGHT = 64\nIMAGE_WIDTH = 128\nDATA_ENHANCEMENT = False\nLR = 0.01\n"
-                "BATCH_SIZE = 8\nEPOCHS = 35\nEARLY_PATIENCE = 35\nWEIGHT_AVERAGE = 0\n"
+                "BATCH_SIZE = 8\nEPOCHS = 45\nEARLY_PATIENCE = 45\nLR_PATIENCE = 45\nWEIGHT_AVERAGE = 0\n"
                 "VALIDATION_SPLIT = 0.05\nTEST_SPLIT = 0.05\n")
     steps = [("gen_sample_by_captcha.py", "--count", "18", "--seed", "3", "--width", "128", "--height", "64",
               "--length", "2"), ("split_dataset.py",), ("pack_dataset.py",), ("train.py",), ("save_model.py",),
