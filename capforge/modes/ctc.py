@@ -17,10 +17,10 @@ from capforge.modes.answer_rules import ANSWER
 from capforge.modes.base import SYNTHETIC, TEACHER, Mode, Prediction
 from capforge.options import MODEL, Option
 
-# Charsets this large (Chinese text) learn far faster at LARGE_CHARSET_LR within a budget: 500
-# characters read 0.912 after 10 minutes against 0.601 at the default rate; 100 characters lost at
-# it (0.947 against 0.995), and so did rkn6's 36 symbols (0.829 against 0.886 in 5 minutes). The
-# bound sits between the two measured sizes (bench/results/defaults.md).
+# Charsets this large (Chinese text) learn far faster at LARGE_CHARSET_LR within a budget, where
+# small ones (100 characters, rkn6's 36 symbols) lose at it; the bound sits between the measured
+# sizes (bench/results/defaults.md, "Chinese text: the learning rate for a large charset
+# (2026-12-07, night; adopted as a suggestion)").
 LARGE_CHARSET, LARGE_CHARSET_LR = 200, 8e-3
 COLUMN_DROPOUT = 0.25  # share of the backbone's column features dropped while training
 

@@ -142,8 +142,8 @@ def test_scaffold_to_served_answer(tmp_path: Path, mode: str) -> None:
             assert abs(drag - (x - cut.getbbox()[0])) <= 3, (x, cut.getbbox(), dragged.stdout)
     assert crawled.returncode == 0, crawled.stderr
     assert crawled.stdout.count("solved: drag " if mode == "SLIDER" else "solved: turn ") == 2, crawled.stdout
-    if mode == "SLIDER":  # the demo route serves each background's piece (X-Captcha-Piece), matched within 5 px
-        # on 0.977 of its random drawn backgrounds (bench/results/measured.md): one miss is allowed
+    if mode == "SLIDER":  # the demo route serves each background's piece (X-Captcha-Piece); the matcher misses
+        # a few of its random drawn backgrounds (bench/results/measured.md): one miss is allowed
         assert crawled.stdout.count("  correct") >= crawled.stdout.count("attempt ") - 1 >= 1, crawled.stdout
 
     # a label outside what the image allows is named, with the allowed range
