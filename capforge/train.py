@@ -21,6 +21,8 @@ from capforge.distribute import WorkerWorkspace, distribution_strategy, fit_acro
 from capforge.errors import DataError, NotBuiltError, SettingsError, WorkspaceError
 from capforge.models.backbones import build_backbone, cpu_warning
 from capforge.modes import MODE_CLASSES, Mode, make_mode
+from capforge.options import DATA, MODEL
+from capforge.settings import table
 from capforge.reports import pyplot, save_figure
 from capforge.workspace import Workspace, hook
 
@@ -79,6 +81,25 @@ def load_checkpoint(path: Path) -> Any:
     fused_batch_normalization()  # registers FusedBatchNormalization for loading
 
     return keras.models.load_model(path, compile=False)
+
+
+def checkpoint_weights(workspace: Workspace, model: Any, settings: Mapping[str, Any]) -> list[Any]:
+    """The best checkpoint's weights for ``model`` (``--continue``, retrain), refused with what
+    changed when they do not fit it: a setting that shapes the network (BACKBONE, the charset, a
+    models.py hook) was changed after that checkpoint was trained."""
+    path = workspace.checkpoints / BEST
+    saved = load_checkpoint(path)
+    if [tuple(w.shape) for w in saved.weights] == [tuple(w.shape) for w in model.weights]:
+        return saved.get_weights()
+    record = workspace.checkpoints / TRAINING_FILE
+    then = json.loads(record.read_text(encoding="utf-8")).get("settings", {}) if record.is_file() else {}
+    shaping = {name for name, option in table(settings["MODE"]).items() if option.section in (DATA, MODEL)}
+    changed = [f"{k} (then {then[k]!r}, now {settings[k]!r})" for k in sorted(shaping & set(then) & set(settings))
+               if then[k] != settings[k]]
+    raise SettingsError(f"{workspace.relative(path)} does not fit the network these settings build ("
+                        f"{len(saved.weights)} weights of its shapes against {len(model.weights)}); settings "
+                        f"changed since it was trained: {', '.join(changed) or 'none (models.py, or capforge itself)'}. "
+                        "Put them back to continue it, or train afresh: init_working_space.py --reset")
 
 
 MAX_EPOCHS = 1_000_000  # a budgeted run's epoch limit: in effect none
@@ -175,7 +196,7 @@ def _train_here(workspace: Workspace, settings: Mapping[str, Any], minutes: floa
         val_ds = make_dataset(workspace, setup.manifest, "validation", mode, settings["BATCH_SIZE"], False)
         model = build_model(workspace, settings, mode)
         if continue_from_best and best_path.exists():
-            model.set_weights(load_checkpoint(best_path).get_weights())
+            model.set_weights(checkpoint_weights(workspace, model, settings))
         model.compile(optimizer=keras.optimizers.Adam(settings["LR"]), loss=mode.loss())
         # Built here, eagerly, its slots are quick; left to the first traced step they made
         # EfficientDet's first step far slower (bench/results/defaults.md).

@@ -129,7 +129,7 @@ def test_size_suggestion_fits_the_backbone_and_the_longest_label() -> None:
 
 
 def test_a_large_charset_is_suggested_a_faster_rate() -> None:
-    """Chinese text (hundreds of symbols) gets the rate it learns at within a budget; a small charset
+    """Chinese text (hundreds of symbols) gets the rate and head it learns with within a budget; a small charset
     keeps the default, and a class mode is not given the text modes' rate."""
     from collections import Counter
 
@@ -139,7 +139,10 @@ def test_a_large_charset_is_suggested_a_faster_rate() -> None:
     hanzi = Counter(chr(0x4E00 + i) for i in range(LARGE_CHARSET))
     out, reason = suggest([(160, 60)] * 20, hanzi, Counter({4: 20}), "CTC")
     assert out["LR"] == LARGE_CHARSET_LR and f"{LARGE_CHARSET} symbols" in reason, (out, reason)
-    assert "LR" not in suggest([(160, 60)] * 20, Counter("0123456789"), Counter({4: 20}), "CTC")[0]
+    assert out["CTC_HEAD"] == "dense" and "CTC_HEAD = 'dense'" in reason, (out, reason)
+    tiny = suggest([(160, 60)] * 20, hanzi, Counter({4: 20}), "CTC_TINY")[0]  # its own head: only the rate
+    assert tiny["LR"] == LARGE_CHARSET_LR and "CTC_HEAD" not in tiny, tiny
+    assert not {"LR", "CTC_HEAD"} & set(suggest([(160, 60)] * 20, Counter("0123456789"), Counter({4: 20}), "CTC")[0])
     assert "LR" not in suggest([(64, 64)] * 20, hanzi, Counter({1: 20}), "NUM_CLASSES")[0]
 
 

@@ -115,6 +115,22 @@ def test_photo_classes_train_on_mirrored_zoomed_and_blended_batches(tmp_path: Pa
     assert prepare(ws, {**settings, "PHOTO_AUGMENT": False}).mode.served(plain) is plain
 
 
+def test_a_dense_head_reads_without_a_recurrent_layer(tmp_path: Path) -> None:
+    """CTC_HEAD = 'dense' (check_file.py's suggestion for a charset of hundreds of symbols): the
+    output reads each column itself, with no GRU, learns, and is exported and served."""
+    from capforge.train import load_checkpoint, train
+
+    ws = prepared(tmp_path, "CTC", "CTC_HEAD = 'dense'\nBATCH_SIZE = 16\nLR = 0.003\nEPOCHS = 14\n", count=800,
+                  lengths=(2, 4))
+    summary = train(ws, load_settings(ws.root), verbose=0)
+    assert summary["best"] >= 0.9, summary
+    kinds = {type(layer).__name__ for layer in load_checkpoint(ws.checkpoints / "best.keras").layers}
+    assert not kinds & {"Bidirectional", "GRU"}, kinds
+    assert invoke("export", ws.root, []) == 0 and invoke("test", ws.root, []) == 0
+    report = json.loads((ws.root / "reports" / "test_report.json").read_text())
+    assert report["model"].startswith("exported ONNX model") and report["sequence_accuracy"] >= 0.9, report["model"]
+
+
 def test_changed_settings_refuse_the_packed_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ws = prepared(tmp_path, "CTC_TINY", count=60)
     assert invoke("train", ws.root, ["--set", "IMAGE_WIDTH=128"]) == 2
@@ -130,6 +146,18 @@ def test_finished_run_is_not_silently_overwritten(tmp_path: Path, capsys: pytest
     assert "--continue" in capsys.readouterr().err
     assert (ws.checkpoints / "best.keras").read_bytes() == before
     assert invoke("train", ws.root, ["--continue"]) == 0
+
+
+def test_continuing_a_checkpoint_the_settings_no_longer_fit_says_what_changed(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ws = prepared(tmp_path, "CTC_TINY", "EPOCHS = 1\n", count=60)
+    assert invoke("train", ws.root, []) == 0
+    before = (ws.checkpoints / "best.keras").read_bytes()
+    assert invoke("train", ws.root, ["--continue", "--set", "BACKBONE=small_cnn"]) == 2
+    err = capsys.readouterr().err
+    assert "BACKBONE (then 'tiny_cnn', now 'small_cnn')" in err and "init_working_space.py --reset" in err
+    assert "Traceback" not in err
+    assert (ws.checkpoints / "best.keras").read_bytes() == before
 
 
 def test_time_budget_decays_the_learning_rate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

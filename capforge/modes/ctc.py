@@ -1,4 +1,4 @@
-"""CTC: width as the time axis, a bidirectional GRU, CTC loss, any label length.
+"""CTC: width as the time axis, a bidirectional GRU (CTC_HEAD), CTC loss, any label length.
 
 Greedy decoding takes the best symbol per step, merges repeats, then drops the blank; a
 symbol's confidence is its best probability over the steps it spans, and the answer's
@@ -17,11 +17,15 @@ from capforge.modes.answer_rules import ANSWER
 from capforge.modes.base import SYNTHETIC, TEACHER, Mode, Prediction
 from capforge.options import MODEL, Option
 
-# Charsets this large (Chinese text) learn far faster at LARGE_CHARSET_LR within a budget, where
-# small ones (100 characters, rkn6's 36 symbols) lose at it; the bound sits between the measured
-# sizes (bench/results/defaults.md, "Chinese text: the learning rate for a large charset
-# (2026-12-07, night; adopted as a suggestion)").
+# Charsets this large (Chinese text) learn far faster at LARGE_CHARSET_LR and with the columns read
+# one by one (CTC_HEAD = 'dense') within a budget, where small ones (100 characters, rkn6's 36
+# symbols) lose at that rate; the bound sits between the measured sizes (bench/results/defaults.md,
+# "Chinese text: the learning rate for a large charset", "... the output's view of the columns").
 LARGE_CHARSET, LARGE_CHARSET_LR = 200, 8e-3
+HEAD = Option("CTC_HEAD", "gru", str, "what reads the backbone's columns for the output: 'gru' (a bidirectional "
+              "GRU, each character read with its neighbours) or 'dense' (each column on its own: cheaper epochs, "
+              "and a charset of hundreds of symbols, such as Chinese, reads within a few epochs)", MODEL,
+              choices=("gru", "dense"))
 COLUMN_DROPOUT = 0.25  # share of the backbone's column features dropped while training
 
 
@@ -86,15 +90,17 @@ class CTCMode(Mode):
     learns_unlabelled = True
     length_capped = False  # any length: labels are padded to the longest
     options = (Option("CTC_DECODER", "greedy", str, "CTC decoding: 'greedy' (fast) or 'beam' (prefix beam "
-                      "search, width 8)", MODEL, choices=("greedy", "beam")), ANSWER, TEACHER, SYNTHETIC)
+                      "search, width 8)", MODEL, choices=("greedy", "beam")), HEAD, ANSWER, TEACHER, SYNTHETIC)
     serving_settings = ("ANSWER",)  # a rule changed after export applies when serving, no retraining
 
     @classmethod
     def suggest_training(cls, symbols: int) -> tuple[dict[str, Any], str]:
         if symbols < LARGE_CHARSET:
             return {}, ""
-        return {"LR": LARGE_CHARSET_LR}, (f"{symbols} symbols: a charset this large learns faster at LR = "
-                                          f"{LARGE_CHARSET_LR:g} (bench/results/defaults.md)")
+        head = {HEAD.name: "dense"} if HEAD in cls.options else {}
+        return {"LR": LARGE_CHARSET_LR, **head}, (
+            f"{symbols} symbols: a charset this large learns faster at LR = {LARGE_CHARSET_LR:g}"
+            + (", its columns read one by one (CTC_HEAD = 'dense')" if head else "") + " (bench/results/defaults.md)")
 
     def sequence(self, features: Any) -> Any:
         """Backbone features [B, H, W, C] -> a sequence [B, W, H*C] along the width."""
@@ -108,11 +114,14 @@ class CTCMode(Mode):
         """One bidirectional GRU straight on the backbone's columns, which it reads through
         COLUMN_DROPOUT: a dense bottleneck with dropout before two narrower GRUs left CTC on its
         all-blank plateau twice as long; without the dropout the GRU over-fitted a set of 3,400
-        images (bench/results/defaults.md, "CTC head and time steps", "Dropout on the columns")."""
+        images (bench/results/defaults.md, "CTC head and time steps", "Dropout on the columns").
+        CTC_HEAD = 'dense': the output reads each column itself, no GRU (a large charset's plateau
+        is the GRU's)."""
         from keras import layers
 
         x = layers.Dropout(COLUMN_DROPOUT)(self.sequence(features))
-        x = layers.Bidirectional(layers.GRU(128, return_sequences=True))(x)
+        if self.settings.get(HEAD.name, HEAD.default) == "gru":
+            x = layers.Bidirectional(layers.GRU(128, return_sequences=True))(x)
         return layers.Dense(self.charset.size, activation="softmax", name="probs")(x)
 
     def build(self, input_shape: tuple[int, int, int], backbone: Callable[[], Any]) -> Any:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from capforge.modes.ctc import CTCMode
+from capforge.modes.ctc import HEAD, CTCMode
 
 
 class CTCTinyMode(CTCMode):
     name = "CTC_TINY"
     length_capped = True  # the compact model keeps a maximum length, CAPTCHA_LENGTH
     defaults = {"BACKBONE": "tiny_cnn"}  # the narrow CNN
+    options = tuple(o for o in CTCMode.options if o is not HEAD)  # its own head, below
 
     def head(self, features: Any) -> Any:
         from keras import layers
