@@ -96,9 +96,10 @@ def checkpoint_weights(workspace: Workspace, model: Any, settings: Mapping[str, 
     shaping = {name for name, option in table(settings["MODE"]).items() if option.section in (DATA, MODEL)}
     changed = [f"{k} (then {then[k]!r}, now {settings[k]!r})" for k in sorted(shaping & set(then) & set(settings))
                if then[k] != settings[k]]
-    raise SettingsError(f"{workspace.relative(path)} does not fit the network these settings build ("
-                        f"{len(saved.weights)} weights of its shapes against {len(model.weights)}); settings "
-                        f"changed since it was trained: {', '.join(changed) or 'none (models.py, or capforge itself)'}. "
+    raise SettingsError(f"{workspace.relative(path)} does not fit the network these settings build (its "
+                        f"{len(saved.weights)} weight arrays against {len(model.weights)}, or of other shapes); "
+                        f"settings changed since it was trained: "
+                        f"{', '.join(changed) or 'none (models.py, or capforge itself)'}. "
                         "Put them back to continue it, or train afresh: init_working_space.py --reset")
 
 

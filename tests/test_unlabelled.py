@@ -69,9 +69,9 @@ def test_unlabelled_captures_lift_a_model_that_labelled_images_alone_do_not(tmp_
         assert {folder: sorted(p.name for p in folder.rglob("*")) for folder in before} == before
         assert (ws.packed / "manifest.json").read_text() == manifest
         assert invoke("test", ws.root, []) == 0
-        accuracy[unlabelled] = json.loads((ws.root / "reports" / "test_report.json").read_text())["sequence_accuracy"]
-    # measured 0.763 against 0.673 (same sizes, niced beside a benchmark)
-    assert accuracy["pseudo"] >= accuracy["off"] + 0.04, accuracy
+        report = json.loads((ws.root / "reports" / "test_report.json").read_text())
+        accuracy[unlabelled] = round(report["sequence_accuracy"] * report["images"])  # images read right
+    assert accuracy["pseudo"] >= accuracy["off"] + 12, accuracy  # 4 % of the 300 test images
 
 
 def test_synthetic_captchas_are_drawn_in_the_sites_characters_and_size_as_a_split_of_their_own(workspace: Path) -> None:
