@@ -104,6 +104,8 @@ def checkpoint_weights(workspace: Workspace, model: Any, settings: Mapping[str, 
 
 
 MAX_EPOCHS = 1_000_000  # a budgeted run's epoch limit: in effect none
+
+
 def draw_model(model: Any, path: Path) -> None:
     """Write the model diagram with keras.utils.plot_model, or say why it cannot."""
     import keras

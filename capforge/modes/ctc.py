@@ -20,8 +20,8 @@ from capforge.options import MODEL, Option
 # Charsets this large (Chinese text) learn far faster at LARGE_CHARSET_LR and with the columns read
 # one by one (CTC_HEAD = 'dense') within a budget, where small ones (100 characters, rkn6's 36
 # symbols) lose at that rate; the bound sits between the measured sizes (bench/results/defaults.md,
-# "Chinese text: the learning rate for a large charset", "Chinese text at LR 0.008: batch size,
-# augmentation and the output's view of the columns").
+# "Chinese text: the learning rate for a large charset", "batch size, augmentation and the
+# output's view of the columns").
 LARGE_CHARSET, LARGE_CHARSET_LR = 200, 8e-3
 HEAD = Option("CTC_HEAD", "gru", str, "what reads the backbone's columns for the output: 'gru' (a bidirectional "
               "GRU, each character read with its neighbours) or 'dense' (each column on its own: cheaper epochs, "
